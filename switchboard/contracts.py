@@ -1,0 +1,213 @@
+"""Activity inputs and outputs: the typed seam between workflows and side effects.
+
+Workflows import these (pure pydantic) and the names in `switchboard.wire`; the
+implementations live in `activities/`. Large things (transcripts, diffs, file
+contents) stay on disk or in git and are referenced, not carried (claim check).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from switchboard.models import DiffStat, MergeResult, Model, Role, SubtaskSpec
+from switchboard.tools import CheckedCall
+
+# ---- repository ------------------------------------------------------------------
+
+
+class PrepareRepoInput(Model):
+    repo: str
+    base_ref: str | None = None
+
+
+class PreparedRepo(Model):
+    """A cached bare mirror of the target repo on one host."""
+
+    repo: str
+    mirror_path: str
+    base_ref: str
+    base_commit: str
+    is_local: bool
+    host_queue: str
+    """Queue of the host holding the mirror; worktree activities must go there."""
+
+
+class WorktreeInput(Model):
+    task_id: str
+    index: int
+    mirror_path: str
+    base_commit: str
+    branch: str
+
+
+class WorktreeInfo(Model):
+    path: str
+    branch: str
+    head: str
+
+
+class CommitInput(Model):
+    worktree_path: str
+    base_commit: str
+    message: str
+
+
+class CommitResult(Model):
+    head: str
+    committed: bool
+    diff_stat: DiffStat
+
+
+class IntegrateInput(Model):
+    """Merge subagent branches onto the base in the mirror.
+
+    With `publish`, the result is also made the branch `target_branch` of the
+    user's repo (a local path), or pushed to a remote when `push` is set.
+    """
+
+    task_id: str
+    repo: str
+    mirror_path: str
+    base_commit: str
+    branches: list[str]
+    integration_branch: str
+    target_branch: str
+    is_local: bool
+    publish: bool = False
+    push: bool = False
+
+
+class ReadDiffInput(Model):
+    mirror_path: str
+    base_commit: str
+    ref: str
+    max_bytes: int = 200_000
+
+
+class ReadDiffResult(Model):
+    stat: DiffStat
+    patch: str
+    truncated: bool
+
+
+class CleanupInput(Model):
+    task_id: str
+    mirror_path: str | None = None
+    delete_branches: bool = False
+
+
+# ---- planning and model turns -------------------------------------------------------
+
+
+class PlanInput(Model):
+    task_id: str
+    goal: str
+    repo: str
+    max_subtasks: int = 6
+
+
+class Plan(Model):
+    subtasks: list[SubtaskSpec]
+    tokens: int = 0
+
+
+class ChatToolCall(Model):
+    id: str
+    name: str
+    arguments: str = ""
+    """Raw JSON as the model wrote it; parsed and checked in the workflow."""
+
+
+class ChatMessage(Model):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | None = None
+    tool_calls: list[ChatToolCall] = Field(default_factory=list)
+    tool_call_id: str | None = None
+
+
+class LlmTurnInput(Model):
+    """One model call of a subagent.
+
+    The transcript lives in a file on the worker host (`transcript_id`); the
+    activity truncates it to `expected_length` before appending `new_messages`,
+    so a retried activity sends exactly what the first attempt sent.
+    """
+
+    transcript_id: str
+    call_id: str
+    role: Role
+    expected_length: int
+    new_messages: list[ChatMessage]
+    task_id: str = ""
+    subagent: int = 0
+
+
+class Usage(Model):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class LlmTurnResult(Model):
+    content: str | None = None
+    tool_calls: list[ChatToolCall] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    finish_reason: str | None = None
+    transcript_length: int
+
+
+# ---- sandbox and tools --------------------------------------------------------------
+
+
+class SandboxSpec(Model):
+    sandbox_id: str
+    worktree_path: str
+    role: Role
+    mirror_path: str | None = None
+    """Mounted read-only so `git` works inside the worktree."""
+
+
+class SandboxInfo(Model):
+    sandbox_id: str
+    backend: str
+
+
+class RunToolsInput(Model):
+    sandbox: SandboxSpec
+    base_commit: str
+    calls: list[CheckedCall]
+
+
+class ToolOutcome(Model):
+    call_id: str
+    name: str
+    ok: bool
+    output: str
+    exit_code: int | None = None
+    truncated: bool = False
+    limit: str | None = None
+    """Which limit stopped the command, if one did: "timeout", "output", ..."""
+
+
+class RunToolsResult(Model):
+    outcomes: list[ToolOutcome]
+
+
+class MergeOutcome(Model):
+    result: MergeResult
+    stat: DiffStat = Field(default_factory=DiffStat)
+
+
+class Progress(Model):
+    """A subagent's report to its task (signal payload)."""
+
+    index: int
+    kind: str
+    message: str
+    steps: int = 0
+    tokens: int = 0
+    tool_calls: int = 0
+    denied_calls: int = 0
+    data: dict[str, Any] = Field(default_factory=dict)

