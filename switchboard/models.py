@@ -268,3 +268,23 @@ class DiffView(Model):
     stat: DiffStat
     patch: str
     truncated: bool = False
+
+
+class DiffLocation(Model):
+    """Where a task's diff lives (answer of the `diff` query): read it from git.
+
+    Diffs are never carried through workflow history; readers take them from
+    the mirror on the worker host with `switchboard.diffs.read_diff`.
+    """
+
+    task_id: str
+    subagent: int | None = None
+    mirror_path: str | None = None
+    base_commit: str | None = None
+    ref: str | None = None
+
+
+class TaskSubmitted(Model):
+    task_id: str
+    created: bool
+    """False when the request id matched a task already started (idempotent submit)."""
