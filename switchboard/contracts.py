@@ -11,7 +11,15 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from switchboard.models import DiffStat, MergeResult, Model, Role, SubtaskSpec
+from switchboard.models import (
+    Budget,
+    DiffStat,
+    MergeResult,
+    Model,
+    Role,
+    SubagentState,
+    SubtaskSpec,
+)
 from switchboard.tools import CheckedCall
 
 # ---- repository ------------------------------------------------------------------
@@ -211,3 +219,37 @@ class Progress(Model):
     tool_calls: int = 0
     denied_calls: int = 0
     data: dict[str, Any] = Field(default_factory=dict)
+
+
+# ---- child workflow ---------------------------------------------------------------
+
+
+class SubagentInput(Model):
+    task_id: str
+    index: int
+    round: int = 1
+    goal: str
+    subtask: SubtaskSpec
+    prepared: PreparedRepo
+    branch: str
+    start_commit: str
+    """Where the worktree branch starts (the task's base, or the merged result for review)."""
+    budget: Budget
+    feedback: str | None = None
+    review_titles: list[str] = Field(default_factory=list)
+    guidance: list[str] = Field(default_factory=list)
+
+
+class SubagentResult(Model):
+    index: int
+    state: SubagentState
+    branch: str
+    steps: int = 0
+    tokens: int = 0
+    tool_calls: int = 0
+    denied_calls: int = 0
+    summary: str = ""
+    verdict: str | None = None
+    head: str | None = None
+    diff_stat: DiffStat | None = None
+    error: str | None = None
