@@ -1,0 +1,3 @@
+"""Side effects: git, sandboxes, model calls, tools."""
+
+__all__: list[str] = []
