@@ -47,6 +47,7 @@ class Activities:
     PLAN_SUBTASKS: Final = "plan_subtasks"
     CREATE_WORKTREE: Final = "create_worktree"
     START_SANDBOX: Final = "start_sandbox"
+    STOP_SANDBOX: Final = "stop_sandbox"
     LLM_TURN: Final = "llm_turn"
     RUN_TOOLS: Final = "run_tools"
     COMMIT_WORKTREE: Final = "commit_worktree"
@@ -65,6 +66,7 @@ class Errors:
     MODEL_UNAVAILABLE: Final = "ModelUnavailable"
     SANDBOX_UNAVAILABLE: Final = "SandboxUnavailable"
     WRONG_PHASE: Final = "WrongPhase"
+    TASK_FAILED: Final = "TaskFailed"
 
 
 NON_RETRYABLE_ERRORS: Final = (
