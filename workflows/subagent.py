@@ -1,0 +1,272 @@
+"""One subagent: a model in a loop with tools, in its own worktree and sandbox.
+
+Each model turn and each batch of tool calls is its own activity, so a crash
+resumes at the last completed step and no finished model call is paid twice.
+Tool calls are checked against the role in this (pure) workflow code before any
+of them reaches the sandbox; a refused call is answered to the model as an error.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from switchboard import prompts
+    from switchboard.contracts import (
+        ChatMessage,
+        CommitInput,
+        CommitResult,
+        LlmTurnInput,
+        LlmTurnResult,
+        Progress,
+        RunToolsInput,
+        RunToolsResult,
+        SandboxInfo,
+        SandboxSpec,
+        SubagentInput,
+        SubagentResult,
+        WorktreeInfo,
+        WorktreeInput,
+    )
+    from switchboard.models import Role, SteerInput, SubagentState
+    from switchboard.tools import CheckedCall, DeniedCall, ToolName, check_call
+    from switchboard.wire import Activities, Queries, Signals, Workflows
+    from workflows import _policy as policy
+
+
+@workflow.defn(name=Workflows.SUBAGENT)
+class SubagentWorkflow:
+    def __init__(self) -> None:
+        self._guidance: list[str] = []
+        self._result: SubagentResult | None = None
+
+    @workflow.signal(name=Signals.STEER)
+    def steer(self, steer: SteerInput) -> None:
+        self._guidance.append(steer.guidance)
+
+    @workflow.query(name=Queries.STATUS)
+    def status(self) -> SubagentResult | None:
+        return self._result
+
+    @workflow.run
+    async def run(self, input: SubagentInput) -> SubagentResult:
+        self._guidance.extend(input.guidance)
+        role = input.subtask.role
+        result = SubagentResult(index=input.index, state=SubagentState.RUNNING, branch=input.branch)
+        self._result = result
+        host = input.prepared.host_queue
+
+        worktree: WorktreeInfo = await workflow.execute_activity(
+            Activities.CREATE_WORKTREE,
+            WorktreeInput(
+                task_id=input.task_id,
+                index=input.index,
+                mirror_path=input.prepared.mirror_path,
+                base_commit=input.start_commit,
+                branch=input.branch,
+            ),
+            result_type=WorktreeInfo,
+            task_queue=host,
+            start_to_close_timeout=policy.WORKTREE_TIMEOUT,
+            heartbeat_timeout=policy.LONG_HEARTBEAT_TIMEOUT,
+            retry_policy=policy.TRANSIENT_RETRY,
+            summary=f"worktree {input.branch}",
+        )
+        sandbox = SandboxSpec(
+            sandbox_id=f"{input.task_id}-{input.index}",
+            worktree_path=worktree.path,
+            role=role,
+            mirror_path=input.prepared.mirror_path,
+        )
+        await workflow.execute_activity(
+            Activities.START_SANDBOX,
+            sandbox,
+            result_type=SandboxInfo,
+            task_queue=host,
+            start_to_close_timeout=policy.SANDBOX_START_TIMEOUT,
+            retry_policy=policy.TRANSIENT_RETRY,
+            summary=f"sandbox for {role.value}",
+        )
+        await self._report(input, "started", f"{role.value} started: {input.subtask.title}")
+
+        if role is Role.REVIEWER:
+            first_prompt = prompts.review_prompt(input.goal, input.review_titles)
+        else:
+            first_prompt = prompts.subtask_prompt(
+                input.goal, input.subtask, feedback=input.feedback, round_number=input.round
+            )
+        pending = [
+            ChatMessage(role="system", content=prompts.SYSTEM_PROMPTS[role]),
+            ChatMessage(role="user", content=first_prompt),
+        ]
+        transcript_length = 0
+        started = workflow.now()
+        nudged = False
+        finished = False
+
+        while not finished:
+            limit = self._budget_spent(input, result, started)
+            if limit:
+                result.state = SubagentState.BUDGET_EXHAUSTED
+                result.error = f"budget spent: {limit}"
+                break
+            pending.extend(
+                ChatMessage(role="user", content=prompts.steering_message(g))
+                for g in self._take_guidance()
+            )
+            turn: LlmTurnResult = await workflow.execute_activity(
+                Activities.LLM_TURN,
+                LlmTurnInput(
+                    transcript_id=f"{input.task_id}/{input.index}/r{input.round}",
+                    call_id=f"{input.task_id}/{input.index}/r{input.round}/{result.steps}",
+                    role=role,
+                    expected_length=transcript_length,
+                    new_messages=pending,
+                    task_id=input.task_id,
+                    subagent=input.index,
+                ),
+                result_type=LlmTurnResult,
+                task_queue=host,
+                start_to_close_timeout=policy.LLM_TURN_TIMEOUT,
+                heartbeat_timeout=policy.HEARTBEAT_TIMEOUT,
+                retry_policy=policy.TRANSIENT_RETRY,
+                summary=f"model turn {result.steps + 1}",
+            )
+            transcript_length = turn.transcript_length
+            result.steps += 1
+            result.tokens += turn.usage.total_tokens
+            pending = []
+
+            if not turn.tool_calls:
+                if nudged:
+                    result.summary = turn.content or "finished without a summary"
+                    break
+                nudged = True
+                pending.append(ChatMessage(role="user", content=prompts.NO_TOOL_CALL_NUDGE))
+                await self._report(input, "step", "answered without a tool call")
+                continue
+
+            checked: list[CheckedCall] = []
+            answers: dict[str, str] = {}
+            for call in turn.tool_calls:
+                verdict = check_call(role, call.id, call.name, call.arguments)
+                if isinstance(verdict, DeniedCall):
+                    result.denied_calls += 1
+                    answers[call.id] = f"error: {verdict.message}"
+                    await self._report(
+                        input,
+                        "denied",
+                        f"{verdict.name}: {verdict.message}",
+                        {"tool": verdict.name, "reason": verdict.reason.value},
+                    )
+                elif verdict.name is ToolName.FINISH:
+                    finished = True
+                    result.summary = str(verdict.arguments.get("summary") or "")
+                    result.verdict = verdict.arguments.get("verdict")
+                    answers[call.id] = "finished"
+                else:
+                    checked.append(verdict)
+
+            if checked:
+                ran: RunToolsResult = await workflow.execute_activity(
+                    Activities.RUN_TOOLS,
+                    RunToolsInput(
+                        sandbox=sandbox, base_commit=input.prepared.base_commit, calls=checked
+                    ),
+                    result_type=RunToolsResult,
+                    task_queue=host,
+                    start_to_close_timeout=policy.RUN_TOOLS_TIMEOUT,
+                    heartbeat_timeout=policy.LONG_HEARTBEAT_TIMEOUT,
+                    retry_policy=policy.TOOLS_RETRY,
+                    summary=", ".join(c.name.value for c in checked),
+                )
+                result.tool_calls += len(ran.outcomes)
+                for outcome in ran.outcomes:
+                    answers[outcome.call_id] = outcome.output
+                tools_used = [{"tool": o.name, "ok": o.ok, "limit": o.limit} for o in ran.outcomes]
+            else:
+                tools_used = []
+            pending.extend(
+                ChatMessage(role="tool", tool_call_id=c.id, content=answers.get(c.id, ""))
+                for c in turn.tool_calls
+            )
+            await self._report(
+                input,
+                "step",
+                _describe_step(turn, tools_used),
+                {"tools": tools_used},
+            )
+
+        if finished:
+            result.state = SubagentState.DONE
+        if role is Role.WORKER:
+            commit: CommitResult = await workflow.execute_activity(
+                Activities.COMMIT_WORKTREE,
+                CommitInput(
+                    worktree_path=worktree.path,
+                    base_commit=input.prepared.base_commit,
+                    message=f"{input.subtask.title}\n\nSwitchboard {input.task_id}, subagent "
+                    f"{input.index}, round {input.round}.\n\n{result.summary}".strip(),
+                ),
+                result_type=CommitResult,
+                task_queue=host,
+                start_to_close_timeout=policy.COMMIT_TIMEOUT,
+                retry_policy=policy.TRANSIENT_RETRY,
+                summary=f"commit {input.branch}",
+            )
+            result.head = commit.head
+            result.diff_stat = commit.diff_stat
+        await self._report(input, "finished", result.summary or result.state.value)
+        return result
+
+    def _take_guidance(self) -> list[str]:
+        taken, self._guidance = self._guidance, []
+        return taken
+
+    @staticmethod
+    def _budget_spent(input: SubagentInput, result: SubagentResult, started: datetime) -> str:
+        if result.steps >= input.budget.max_steps:
+            return f"{input.budget.max_steps} steps"
+        if result.tokens >= input.budget.max_tokens:
+            return f"{input.budget.max_tokens} tokens"
+        elapsed = (workflow.now() - started).total_seconds()
+        if elapsed >= input.budget.max_wall_seconds:
+            return f"{input.budget.max_wall_seconds} s of wall time"
+        return ""
+
+    async def _report(
+        self, input: SubagentInput, kind: str, message: str, data: dict[str, object] | None = None
+    ) -> None:
+        """Tell the parent task; a parent that is gone must not fail the subagent."""
+        parent = workflow.info().parent
+        if parent is None or self._result is None:
+            return
+        progress = Progress(
+            index=input.index,
+            kind=kind,
+            message=message,
+            steps=self._result.steps,
+            tokens=self._result.tokens,
+            tool_calls=self._result.tool_calls,
+            denied_calls=self._result.denied_calls,
+            data=dict(data or {}),
+        )
+        try:
+            await workflow.get_external_workflow_handle(parent.workflow_id).signal(
+                Signals.SUBAGENT_PROGRESS, progress
+            )
+        except Exception:  # the parent closed: nothing to tell
+            workflow.logger.warning("could not report progress to %s", parent.workflow_id)
+
+
+def _describe_step(turn: LlmTurnResult, tools_used: list[dict[str, object]]) -> str:
+    if not tools_used:
+        names = ", ".join(c.name for c in turn.tool_calls) or "no tools"
+        return f"called {names}"
+    parts = []
+    for used in tools_used:
+        mark = "ok" if used["ok"] else f"failed ({used['limit'] or 'error'})"
+        parts.append(f"{used['tool']} {mark}")
+    return ", ".join(parts)
