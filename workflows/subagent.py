@@ -185,7 +185,9 @@ class SubagentWorkflow:
                 result.tool_calls += len(ran.outcomes)
                 for outcome in ran.outcomes:
                     answers[outcome.call_id] = outcome.output
-                tools_used = [{"tool": o.name, "ok": o.ok, "limit": o.limit} for o in ran.outcomes]
+                tools_used: list[dict[str, object]] = [
+                    {"tool": o.name, "ok": o.ok, "limit": o.limit} for o in ran.outcomes
+                ]
             else:
                 tools_used = []
             pending.extend(
