@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import socket
-from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -74,8 +73,10 @@ class Settings(BaseSettings):
                 raise ValueError(
                     "SWITCHBOARD_LLM_API_KEY / OPENAI_API_KEY must be set in production"
                 )
-            if self.llm_base_url and self.llm_base_url.startswith("http://") and not (
-                "127.0.0.1" in self.llm_base_url or "localhost" in self.llm_base_url
+            if (
+                self.llm_base_url
+                and self.llm_base_url.startswith("http://")
+                and not ("127.0.0.1" in self.llm_base_url or "localhost" in self.llm_base_url)
             ):
                 raise ValueError("the model base URL must use https outside development")
         return self
@@ -95,7 +96,7 @@ class Settings(BaseSettings):
     def api_base_url(self) -> str:
         return self.api_url or f"http://{self.api_host}:{self.api_port}"
 
-    @cached_property
+    @property
     def host_queue(self) -> str:
         return wire.host_queue(self.host_id)
 

@@ -1,0 +1,28 @@
+"""Endings: stop a subagent's sandbox, and remove everything a task left on a host."""
+
+from __future__ import annotations
+
+from temporalio import activity
+
+from activities.repo import RepoActivities
+from activities.sandbox import Sandbox
+from switchboard.contracts import CleanupInput, SandboxInfo
+from switchboard.wire import Activities
+
+
+class LifecycleActivities:
+    """Cleanup that spans the git and sandbox rooms, so neither owns the other."""
+
+    def __init__(self, repo: RepoActivities, sandbox: Sandbox) -> None:
+        self._repo = repo
+        self._sandbox = sandbox
+
+    @activity.defn(name=Activities.STOP_SANDBOX)
+    async def stop_sandbox(self, info: SandboxInfo) -> None:
+        await self._sandbox.stop(info.sandbox_id)
+
+    @activity.defn(name=Activities.CLEANUP_TASK)
+    async def cleanup_task(self, input: CleanupInput) -> None:
+        """Idempotent: sandboxes first (they hold the worktrees open), then worktrees."""
+        await self._sandbox.remove_task(input.task_id)
+        await self._repo.cleanup_worktrees(input)
