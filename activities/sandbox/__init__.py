@@ -1,0 +1,62 @@
+"""Sandboxes for subagent tool calls: Docker containers, or bubblewrap where no daemon runs.
+
+Every tool command of a subagent runs inside one: no network, no capabilities,
+non-root, a read-only system, the worktree as the only writable mount (none for
+explorers and reviewers), a clean environment, and time and output limits per
+command (plus memory/pids/CPU where the backend can enforce them; `describe()`
+says which hold). Costs: bubblewrap a few ms per command; Docker one container
+start per subagent (0.3-1 s) and then one `exec` per command.
+
+There is no unsandboxed fallback: when the chosen backend cannot run,
+`select_backend` raises `SandboxUnavailable`.
+"""
+
+from __future__ import annotations
+
+from activities.sandbox._base import (
+    SANDBOX_ENV,
+    WORKSPACE,
+    ExecResult,
+    Limit,
+    Sandbox,
+    SandboxUnavailable,
+)
+from activities.sandbox._bwrap import BwrapSandbox
+from switchboard.settings import Settings
+
+__all__ = [
+    "SANDBOX_ENV",
+    "WORKSPACE",
+    "BwrapSandbox",
+    "ExecResult",
+    "Limit",
+    "Sandbox",
+    "SandboxUnavailable",
+    "select_backend",
+]
+
+
+def select_backend(settings: Settings) -> Sandbox:
+    """The sandbox backend `settings.sandbox` asks for, checked to work.
+
+    `docker` needs a daemon that answers and `settings.sandbox_image`; `bwrap`
+    needs bubblewrap and user namespaces; `auto` takes Docker when both hold,
+    else bubblewrap.
+
+    Raises:
+        SandboxUnavailable: the chosen backend cannot run here.
+    """
+    if settings.sandbox == "docker":
+        return _docker(settings)
+    if settings.sandbox == "auto":
+        try:
+            return _docker(settings)
+        except SandboxUnavailable:
+            pass
+    sandbox = BwrapSandbox(settings)
+    sandbox.check()
+    return sandbox
+
+
+def _docker(settings: Settings) -> Sandbox:
+    raise SandboxUnavailable("the Docker sandbox backend is not available in this build")
