@@ -1,0 +1,353 @@
+"""Model calls: one subagent turn (`llm_turn`) and task planning (`plan_subtasks`).
+
+Every call goes through the official `openai` client to any OpenAI-compatible
+server (the scripted one by default). The client never retries (`max_retries=0`):
+Temporal's retry policy is the one place retries happen, so they are visible in
+history and bounded by the workflow. Transcripts stay in files on the worker
+host (claim check); only the new messages and the reply cross history.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, cast
+
+import openai
+from openai.types.chat import (
+    ChatCompletion,
+    ChatCompletionMessageParam,
+    ChatCompletionToolChoiceOptionParam,
+    ChatCompletionToolUnionParam,
+)
+from pydantic import Field, ValidationError
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities._heartbeat import heartbeating
+from activities._transcripts import (
+    TranscriptIdError,
+    load_transcript,
+    save_transcript,
+    transcript_path,
+)
+from switchboard.contracts import (
+    ChatMessage,
+    ChatToolCall,
+    LlmTurnInput,
+    LlmTurnResult,
+    Plan,
+    PlanInput,
+    Usage,
+)
+from switchboard.models import Model, Role, SubtaskSpec
+from switchboard.settings import Settings
+from switchboard.tools import openai_tool_schemas
+from switchboard.wire import Activities, Errors
+
+__all__ = ["PLANNER_SYSTEM_PROMPT", "SUBMIT_PLAN_TOOL", "LlmActivities", "submit_plan_schema"]
+
+SUBMIT_PLAN_TOOL = "submit_plan"
+
+# Header names the scripted model reads (the same as `switchboard.model_server`'s,
+# not imported from there to keep FastAPI out of workers); a real endpoint ignores them.
+ROLE_HEADER = "X-Switchboard-Role"
+CALL_ID_HEADER = "X-Switchboard-Call-Id"
+TASK_HEADER = "X-Switchboard-Task"
+SUBAGENT_HEADER = "X-Switchboard-Subagent"
+PLANNER_ROLE = "planner"
+
+PLANNER_SYSTEM_PROMPT = """\
+You plan coding tasks for a team of sandboxed subagents working on one git repository.
+Split the user's goal into independent subtasks that can run in parallel, each done by
+one subagent in its own copy of the repository. Roles:
+- worker: reads, writes and patches files and runs commands (tests, linters).
+- explorer: reads, lists and searches only; use it to survey code and report findings.
+- reviewer: reads files and the diff; use it only for a separate review of existing work.
+Prefer few, well-separated subtasks; two workers must not edit the same file.
+Give each subtask a short title and complete instructions (the subagent sees only its
+own subtask). Answer by calling the submit_plan tool once."""
+
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+
+
+class _PlanArguments(Model):
+    subtasks: list[SubtaskSpec] = Field(min_length=1)
+
+
+def submit_plan_schema(max_subtasks: int) -> dict[str, Any]:
+    """The `submit_plan` tool, as the OpenAI `tools` parameter entry."""
+    return {
+        "type": "function",
+        "function": {
+            "name": SUBMIT_PLAN_TOOL,
+            "description": "Submit the plan: the subtasks to run, each for one subagent.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "subtasks": {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": max_subtasks,
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "title": {"type": "string", "maxLength": 200},
+                                "instructions": {"type": "string"},
+                                "role": {"type": "string", "enum": [r.value for r in Role]},
+                            },
+                            "required": ["title", "instructions", "role"],
+                            "additionalProperties": False,
+                        },
+                    }
+                },
+                "required": ["subtasks"],
+                "additionalProperties": False,
+            },
+        },
+    }
+
+
+class LlmActivities:
+    """The model-calling activities, sharing one `AsyncOpenAI` client."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else "scripted"
+        self._client = openai.AsyncOpenAI(
+            base_url=settings.model_base_url,
+            api_key=api_key,
+            timeout=settings.llm_timeout_seconds,
+            max_retries=0,
+        )
+
+    def activities(self) -> list[Callable[..., Any]]:
+        """Both activities, for a worker's `activities=` list."""
+        return [self.llm_turn, self.plan_subtasks]
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    @activity.defn(name=Activities.LLM_TURN)
+    async def llm_turn(self, input: LlmTurnInput) -> LlmTurnResult:
+        """One model turn of a subagent, appended to its transcript file.
+
+        Raises:
+            ApplicationError: `InvalidInput` for a bad transcript id or a lost
+                transcript; `ModelUnavailable` / `ModelOutputInvalid` (see
+                `_model_error`).
+        """
+        try:
+            path = transcript_path(self._settings.transcripts_dir, input.transcript_id)
+        except TranscriptIdError as exc:
+            raise ApplicationError(str(exc), type=Errors.INVALID_INPUT, non_retryable=True) from exc
+        try:
+            history = load_transcript(path)
+        except ValidationError as exc:
+            raise ApplicationError(
+                f"transcript {input.transcript_id} is corrupt: {exc.error_count()} bad fields",
+                type=Errors.INVALID_INPUT,
+                non_retryable=True,
+            ) from exc
+        if len(history) < input.expected_length:
+            raise ApplicationError(
+                f"transcript {input.transcript_id} has {len(history)} messages but this turn "
+                f"expects {input.expected_length}: the transcript file was lost or lives on "
+                "another host",
+                type=Errors.INVALID_INPUT,
+                non_retryable=True,
+            )
+        # Truncate first: a retried attempt may find its own earlier reply appended.
+        messages = [*history[: input.expected_length], *input.new_messages]
+        completion = await self._complete(
+            model=self._settings.llm_model,
+            messages=messages,
+            tools=openai_tool_schemas(input.role),
+            headers={
+                ROLE_HEADER: input.role.value,
+                CALL_ID_HEADER: input.call_id,
+                TASK_HEADER: input.task_id,
+                SUBAGENT_HEADER: str(input.subagent),
+            },
+        )
+        reply = _assistant_message(completion)
+        messages.append(reply)
+        save_transcript(path, messages)
+        return LlmTurnResult(
+            content=reply.content,
+            tool_calls=reply.tool_calls,
+            usage=_usage(completion),
+            finish_reason=completion.choices[0].finish_reason,
+            transcript_length=len(messages),
+        )
+
+    @activity.defn(name=Activities.PLAN_SUBTASKS)
+    async def plan_subtasks(self, input: PlanInput) -> Plan:
+        """Ask the planner model for subtasks; parse them strictly.
+
+        Raises:
+            ApplicationError: `ModelOutputInvalid` when the reply holds no usable
+                plan (retryable: a model may do better on a second try), else as
+                `llm_turn`.
+        """
+        max_subtasks = max(1, input.max_subtasks)
+        user = (
+            f"Goal: {input.goal}\n\nRepository: {input.repo}\n\n"
+            f"Plan at most {max_subtasks} subtasks."
+        )
+        info = activity.info()
+        completion = await self._complete(
+            model=self._settings.planner_model or self._settings.llm_model,
+            messages=[
+                ChatMessage(role="system", content=PLANNER_SYSTEM_PROMPT),
+                ChatMessage(role="user", content=user),
+            ],
+            tools=[submit_plan_schema(max_subtasks)],
+            tool_choice={"type": "function", "function": {"name": SUBMIT_PLAN_TOOL}},
+            headers={
+                ROLE_HEADER: PLANNER_ROLE,
+                # Stable across attempts of this activity, unique per workflow.
+                CALL_ID_HEADER: f"{info.workflow_id}/{info.activity_id}",
+                TASK_HEADER: input.task_id,
+            },
+        )
+        subtasks = _parse_plan(_assistant_message(completion))
+        return Plan(subtasks=subtasks[:max_subtasks], tokens=_usage(completion).total_tokens)
+
+    async def _complete(
+        self,
+        *,
+        model: str,
+        messages: list[ChatMessage],
+        tools: list[dict[str, Any]],
+        headers: dict[str, str],
+        tool_choice: dict[str, Any] | None = None,
+    ) -> ChatCompletion:
+        request = self._client.chat.completions.create(
+            model=model,
+            messages=cast(list[ChatCompletionMessageParam], [_to_openai(m) for m in messages]),
+            tools=cast(list[ChatCompletionToolUnionParam], tools),
+            tool_choice=(
+                cast(ChatCompletionToolChoiceOptionParam, tool_choice)
+                if tool_choice
+                else openai.omit
+            ),
+            extra_headers=headers,
+        )
+        try:
+            completion = await heartbeating(request)
+        except openai.OpenAIError as exc:
+            raise _model_error(exc, model) from exc
+        if not completion.choices:
+            raise ApplicationError(
+                f"the model {model!r} returned a response with no choices",
+                type=Errors.MODEL_OUTPUT_INVALID,
+            )
+        return completion
+
+
+def _to_openai(message: ChatMessage) -> dict[str, Any]:
+    if message.role == "tool":
+        return {
+            "role": "tool",
+            "tool_call_id": message.tool_call_id or "",
+            "content": message.content or "",
+        }
+    if message.role == "assistant":
+        body: dict[str, Any] = {"role": "assistant", "content": message.content}
+        if message.tool_calls:
+            body["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for call in message.tool_calls
+            ]
+        return body
+    return {"role": message.role, "content": message.content or ""}
+
+
+def _assistant_message(completion: ChatCompletion) -> ChatMessage:
+    message = completion.choices[0].message
+    calls = []
+    for call in message.tool_calls or []:
+        if call.type == "function":
+            calls.append(
+                ChatToolCall(id=call.id, name=call.function.name, arguments=call.function.arguments)
+            )
+        else:  # a custom (free-form) tool call: keep its raw input for the workflow to refuse
+            calls.append(
+                ChatToolCall(id=call.id, name=call.custom.name, arguments=call.custom.input)
+            )
+    return ChatMessage(role="assistant", content=message.content, tool_calls=calls)
+
+
+def _usage(completion: ChatCompletion) -> Usage:
+    if completion.usage is None:
+        return Usage()
+    return Usage(
+        prompt_tokens=completion.usage.prompt_tokens,
+        completion_tokens=completion.usage.completion_tokens,
+        total_tokens=completion.usage.total_tokens,
+    )
+
+
+def _parse_plan(reply: ChatMessage) -> list[SubtaskSpec]:
+    calls = [call for call in reply.tool_calls if call.name == SUBMIT_PLAN_TOOL]
+    if not calls:
+        said = (reply.content or "").strip()[:200]
+        why = f"no {SUBMIT_PLAN_TOOL} tool call" + (f" (it said: {said!r})" if said else "")
+        raise _no_plan(why)
+    try:
+        decoded = json.loads(calls[0].arguments or "{}")
+    except json.JSONDecodeError as exc:
+        raise _no_plan(f"the {SUBMIT_PLAN_TOOL} arguments are not valid JSON ({exc.msg})") from exc
+    try:
+        return _PlanArguments.model_validate(decoded).subtasks
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise _no_plan(problems) from exc
+
+
+def _no_plan(why: str) -> ApplicationError:
+    return ApplicationError(
+        f"the planner model returned no usable plan: {why}", type=Errors.MODEL_OUTPUT_INVALID
+    )
+
+
+def _model_error(exc: openai.OpenAIError, model: str) -> ApplicationError:
+    """Map a client error to a Temporal error: transient ones are retried."""
+    if isinstance(exc, openai.APITimeoutError):
+        return ApplicationError(
+            f"the model {model!r} did not answer in time: {exc}", type=Errors.MODEL_UNAVAILABLE
+        )
+    if isinstance(exc, openai.APIConnectionError):
+        return ApplicationError(
+            f"cannot reach the model server: {exc}", type=Errors.MODEL_UNAVAILABLE
+        )
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        if status >= 500 or status in RETRYABLE_STATUS:
+            return ApplicationError(
+                f"the model server answered {status}: {exc.message}",
+                type=Errors.MODEL_UNAVAILABLE,
+            )
+        hint = {
+            401: "check SWITCHBOARD_LLM_API_KEY",
+            403: "the API key may not use this model",
+            404: f"check the model name {model!r} and SWITCHBOARD_LLM_BASE_URL",
+        }.get(status, "the request was refused as invalid")
+        return ApplicationError(
+            f"the model server refused the request ({status}: {exc.message}); {hint}",
+            type=Errors.MODEL_UNAVAILABLE,
+            non_retryable=True,
+        )
+    if isinstance(exc, openai.APIResponseValidationError):
+        return ApplicationError(
+            f"the model server sent a malformed response: {exc}", type=Errors.MODEL_OUTPUT_INVALID
+        )
+    return ApplicationError(f"model call failed: {exc}", type=Errors.MODEL_UNAVAILABLE)
