@@ -1,0 +1,105 @@
+"""Repository references: tell a git URL from a local path and check it before a task starts.
+
+A task names its repository as the user typed it. Checking it here, before a
+workflow starts, turns "no such directory" into an immediate, clear error rather
+than a failed `prepare_repo` activity minutes later. Only local paths are
+checked on disk; a remote URL is checked for shape only (fetching it is the
+worker's job).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+__all__ = ["is_remote", "normalise_repo", "validate_repo_reference"]
+
+# `user@host:path` (git's scp-like syntax). A bare `host:path` is also scp-like to
+# git, but it is indistinguishable from a local file name containing a colon, so
+# we only treat it as remote when a user is given.
+_SCP_LIKE = re.compile(r"^[A-Za-z0-9._~-]+@[A-Za-z0-9.-]+:(?!//).+")
+_URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>.*)$")
+_SCHEMES = frozenset({"http", "https", "ssh", "git", "file", "git+ssh", "ssh+git"})
+
+
+def is_remote(repo: str) -> bool:
+    """Whether `repo` is a git URL (`scheme://...` or `user@host:path`) rather than a path."""
+    repo = repo.strip()
+    return "://" in repo or bool(_SCP_LIKE.match(repo))
+
+
+def normalise_repo(repo: str) -> str:
+    """The canonical form of a repository reference.
+
+    Local paths become absolute (with `~` expanded and symlinks resolved), so the
+    worker, which runs in another directory or on another host, reads the same
+    repository the user meant. URLs are returned as given, minus surrounding
+    whitespace.
+    """
+    repo = repo.strip()
+    if is_remote(repo):
+        return repo
+    return str(Path(repo).expanduser().resolve())
+
+
+def validate_repo_reference(repo: str) -> None:
+    """Refuse a repository reference that cannot work, with a message saying why.
+
+    Args:
+        repo: A local path or a git URL.
+
+    Raises:
+        ValueError: An unsupported URL scheme, or a local path that does not
+            exist, is not a directory, or is not the top of a git repository.
+    """
+    repo = repo.strip()
+    if not repo:
+        raise ValueError("repo is empty: give a local path to a git repository or a git URL")
+    if is_remote(repo):
+        _validate_url(repo)
+        return
+    _validate_local(Path(repo).expanduser())
+
+
+def _validate_url(repo: str) -> None:
+    match = _URL.match(repo)
+    if match is None:
+        return  # scp-like `user@host:path`
+    scheme = match.group("scheme").lower()
+    if scheme not in _SCHEMES:
+        raise ValueError(
+            f"unsupported repository URL scheme {scheme!r} in {repo!r}: "
+            f"use one of {', '.join(sorted(_SCHEMES))}, or a local path"
+        )
+    if not match.group("rest").strip("/"):
+        raise ValueError(f"repository URL {repo!r} names no repository")
+
+
+def _validate_local(path: Path) -> None:
+    if not path.exists():
+        raise ValueError(
+            f"local repository path {str(path)!r} does not exist: "
+            "give the path of a git repository on this machine, or a git URL"
+        )
+    if not path.is_dir():
+        raise ValueError(f"local repository path {str(path)!r} is a file, not a directory")
+    resolved = path.resolve()
+    if _is_git_top(resolved):
+        return
+    for parent in resolved.parents:
+        if _is_git_top(parent):
+            raise ValueError(
+                f"{str(path)!r} is inside the git repository {str(parent)!r} but is not its "
+                "top level: pass the repository's top-level directory"
+            )
+    raise ValueError(
+        f"{str(path)!r} is not a git repository: run `git init` there first, "
+        "or give the path of an existing repository"
+    )
+
+
+def _is_git_top(path: Path) -> bool:
+    """A work tree (`.git` dir or file, as in worktrees and submodules) or a bare repo."""
+    if (path / ".git").exists():
+        return True
+    return (path / "HEAD").is_file() and (path / "objects").is_dir() and (path / "refs").is_dir()
