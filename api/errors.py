@@ -1,0 +1,82 @@
+"""Errors as JSON `{"detail": "..."}`: what was wrong and how to fix it.
+
+Service exceptions map to statuses here, once; routes just raise them.
+Validation errors keep FastAPI's structured list under `errors` but lead with
+one readable sentence in `detail`, the same shape as every other error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from switchboard.service import (
+    InvalidRequest,
+    ServiceError,
+    ServiceUnavailable,
+    TaskNotFound,
+    WrongPhase,
+)
+
+__all__ = ["install_error_handlers", "validation_detail"]
+
+_STATUS: dict[type[ServiceError], int] = {
+    TaskNotFound: status.HTTP_404_NOT_FOUND,
+    InvalidRequest: status.HTTP_400_BAD_REQUEST,
+    WrongPhase: status.HTTP_409_CONFLICT,
+    ServiceUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ValidationError, _validation_error)
+
+
+async def _service_error(_: Request, exc: Exception) -> JSONResponse:
+    code = next(
+        (code for kind, code in _STATUS.items() if isinstance(exc, kind)),
+        status.HTTP_502_BAD_GATEWAY,
+    )
+    headers = {"Retry-After": "5"} if code == status.HTTP_503_SERVICE_UNAVAILABLE else None
+    return JSONResponse({"detail": str(exc)}, status_code=code, headers=headers)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    errors: Sequence[Any] = (
+        exc.errors() if isinstance(exc, RequestValidationError | ValidationError) else []
+    )
+    return JSONResponse(
+        {"detail": validation_detail(errors), "errors": _jsonable(errors)},
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
+
+
+def validation_detail(errors: Sequence[Any]) -> str:
+    """One sentence per problem: `where: what` (`body.goal: ...`)."""
+    parts: list[str] = []
+    for error in errors:
+        kind = error.get("type", "")
+        where = ".".join(str(part) for part in error.get("loc", ()))
+        if kind == "json_invalid":
+            parts.append(f"the body is not valid JSON ({error.get('msg', '')}): send a JSON object")
+            continue
+        if kind == "missing" and where == "body":
+            parts.append("the request needs a JSON body")
+            continue
+        parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg")))
+    return "; ".join(parts) or "the request is invalid"
+
+
+def _jsonable(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    # `ctx` may hold exception objects that JSON cannot encode.
+    return [
+        {key: value for key, value in dict(error).items() if key in ("type", "loc", "msg")}
+        for error in errors
+    ]

@@ -1,0 +1,48 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.middleware import BodyLimit, RequestMetrics
+from api.routes import api_router
+from switchboard import __version__
+from switchboard.service import TaskService
+from switchboard.settings import Settings
+from switchboard.temporal import connect
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The Switchboard API.
+
+    Args:
+        settings: Configuration; read from `SWITCHBOARD_*` variables when omitted.
+    """
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Lazy: the API starts (and answers 503) while Temporal is still coming up.
+        client = await connect(settings, lazy=True)
+        app.state.settings = settings
+        app.state.temporal_client = client
+        app.state.task_service = TaskService(client, settings)
+        yield
+
+    app = FastAPI(
+        title="Switchboard",
+        version=__version__,
+        summary="Delegate coding tasks to durable, sandboxed subagents.",
+        lifespan=lifespan,
+    )
+    app.include_router(api_router)
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit)
+    app.add_middleware(RequestMetrics)
+    return app

@@ -1,0 +1,193 @@
+"""`/v1/tasks`: delegate, list, inspect, stream, decide, steer and cancel tasks.
+
+A caller sees and acts on their own tasks only; anyone else's task answers 404,
+exactly like a task that does not exist.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Query, Response, status
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from api.deps import CurrentUser, Service
+from api.schemas import (
+    ApproveBody,
+    RejectBody,
+    RequestChangesBody,
+    SteerBody,
+    TaskActionAccepted,
+    TaskCreate,
+    TasksPublic,
+)
+from switchboard.models import (
+    ApprovalRecord,
+    ApproveInput,
+    DiffView,
+    RejectInput,
+    RequestChangesInput,
+    SteerInput,
+    TaskStatus,
+    TaskSubmitted,
+)
+from switchboard.service import ServiceError, TaskNotFound
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+
+PING_SECONDS = 15
+"""Keep-alive comments so proxies do not close an idle stream."""
+
+_ERRORS: dict[int | str, dict[str, str]] = {
+    404: {"description": "No such task, or not yours."},
+    409: {"description": "The task is not in a phase that allows this."},
+    503: {"description": "Temporal or the workers are not answering."},
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"description": "The request id matched an existing task."}, **_ERRORS},
+)
+async def submit_task(
+    body: TaskCreate, service: Service, user: CurrentUser, response: Response
+) -> TaskSubmitted:
+    """Delegate a task. With `request_id`, a retry returns the same task (200)."""
+    submitted = await service.submit(body.to_request(owner=user))
+    if not submitted.created:
+        response.status_code = status.HTTP_200_OK
+    return submitted
+
+
+@router.get("", responses=_ERRORS)
+async def list_tasks(
+    service: Service,
+    user: CurrentUser,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> TasksPublic:
+    """The caller's recent tasks (from Temporal visibility, newest activity first)."""
+    data = await service.list(owner=user, limit=limit)
+    return TasksPublic(data=data, count=len(data))
+
+
+@router.get("/{task_id}", responses=_ERRORS)
+async def get_task(task_id: str, service: Service, user: CurrentUser) -> TaskStatus:
+    """Live status: phase, subagents, review, approvals, merge."""
+    task = await service.status(task_id)
+    if task.owner != user:
+        raise TaskNotFound(f"no task {task_id!r}")
+    return task
+
+
+@router.get("/{task_id}/diff", responses=_ERRORS)
+async def get_diff(
+    task_id: str,
+    service: Service,
+    user: CurrentUser,
+    subagent: Annotated[int | None, Query(ge=0, description="One subagent's diff.")] = None,
+) -> DiffView:
+    """The task's combined diff, or one subagent's (read from git, never from history)."""
+    await service.check_owner(task_id, user)
+    return await service.diff(task_id, subagent)
+
+
+@router.get(
+    "/{task_id}/events",
+    response_class=EventSourceResponse,
+    responses={
+        200: {
+            "description": "Server-sent events: `id` is the offset, `event` the kind, "
+            "`data` the event as JSON. The stream ends after the task's last event.",
+            "content": {"text/event-stream": {}},
+        },
+        **_ERRORS,
+    },
+)
+async def stream_events(
+    task_id: str,
+    service: Service,
+    user: CurrentUser,
+    from_offset: Annotated[int, Query(alias="from", ge=0, description="First offset to send.")] = 0,
+    last_event_id: Annotated[
+        str | None,
+        Header(description="Resume after this offset (sent by EventSource on reconnect)."),
+    ] = None,
+) -> EventSourceResponse:
+    """Stream the task's events live; reconnect with `Last-Event-ID` to lose none."""
+    start = from_offset
+    if last_event_id is not None and last_event_id.strip():
+        if not last_event_id.strip().isdigit():
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST,
+                f"Last-Event-ID must be an event offset (a number), got {last_event_id!r}",
+            )
+        start = int(last_event_id) + 1
+    await service.check_owner(task_id, user)
+    return EventSourceResponse(_event_stream(service, task_id, start), ping=PING_SECONDS)
+
+
+async def _event_stream(
+    service: Service, task_id: str, start: int
+) -> AsyncIterator[ServerSentEvent]:
+    try:
+        async for event in service.watch(task_id, start):
+            yield ServerSentEvent(
+                data=event.model_dump_json(), event=event.kind.value, id=str(event.offset)
+            )
+    except ServiceError as exc:
+        # Headers are sent already: report the failure in-band and end the stream.
+        yield ServerSentEvent(data=json.dumps({"detail": str(exc)}), event="error")
+
+
+@router.post("/{task_id}/approve", responses=_ERRORS)
+async def approve_task(
+    task_id: str, service: Service, user: CurrentUser, body: ApproveBody | None = None
+) -> ApprovalRecord:
+    """Approve the diff; the task merges it."""
+    await service.check_owner(task_id, user)
+    comment = body.comment if body else ""
+    return await service.approve(task_id, ApproveInput(by=user, comment=comment))
+
+
+@router.post("/{task_id}/request-changes", responses=_ERRORS)
+async def request_changes(
+    task_id: str, body: RequestChangesBody, service: Service, user: CurrentUser
+) -> ApprovalRecord:
+    """Send the subagents back to work with feedback."""
+    await service.check_owner(task_id, user)
+    return await service.request_changes(
+        task_id, RequestChangesInput(by=user, feedback=body.feedback)
+    )
+
+
+@router.post("/{task_id}/reject", responses=_ERRORS)
+async def reject_task(
+    task_id: str, service: Service, user: CurrentUser, body: RejectBody | None = None
+) -> ApprovalRecord:
+    """Reject the diff; the task ends without merging."""
+    await service.check_owner(task_id, user)
+    comment = body.comment if body else ""
+    return await service.reject(task_id, RejectInput(by=user, comment=comment))
+
+
+@router.post("/{task_id}/cancel", status_code=status.HTTP_202_ACCEPTED, responses=_ERRORS)
+async def cancel_task(task_id: str, service: Service, user: CurrentUser) -> TaskActionAccepted:
+    """Ask the task to stop; it cleans up and ends as `cancelled`."""
+    await service.check_owner(task_id, user)
+    await service.cancel(task_id)
+    return TaskActionAccepted(task_id=task_id, action="cancel")
+
+
+@router.post("/{task_id}/steer", status_code=status.HTTP_202_ACCEPTED, responses=_ERRORS)
+async def steer_task(
+    task_id: str, body: SteerBody, service: Service, user: CurrentUser
+) -> TaskActionAccepted:
+    """Give running subagents new guidance."""
+    await service.check_owner(task_id, user)
+    await service.steer(task_id, SteerInput(by=user, guidance=body.guidance))
+    return TaskActionAccepted(task_id=task_id, action="steer")
