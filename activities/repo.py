@@ -1,0 +1,82 @@
+"""Repository activities: mirror, worktrees, commits, merges, diffs, cleanup.
+
+Each activity runs the synchronous git functions of `activities._git` in a thread
+and heartbeats while they run (a fetch or a checkout can take minutes). They all
+touch files of one host, so workflows send them to `PreparedRepo.host_queue`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TypeVar
+
+from temporalio import activity
+
+from activities import _git
+from activities._heartbeat import heartbeating
+from switchboard.contracts import (
+    CleanupInput,
+    CommitInput,
+    CommitResult,
+    IntegrateInput,
+    MergeOutcome,
+    PreparedRepo,
+    PrepareRepoInput,
+    ReadDiffInput,
+    ReadDiffResult,
+    WorktreeInfo,
+    WorktreeInput,
+)
+from switchboard.settings import Settings
+from switchboard.wire import Activities
+
+__all__ = ["RepoActivities"]
+
+T = TypeVar("T")
+I = TypeVar("I")  # noqa: E741 - an activity input
+
+
+class RepoActivities:
+    """Git side effects of a task, bound to one host's settings (its data directory)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    @activity.defn(name=Activities.PREPARE_REPO)
+    async def prepare_repo(self, input: PrepareRepoInput) -> PreparedRepo:
+        """Fetch the repository into its cached mirror and resolve the base commit."""
+        return await self._run(_git.prepare_mirror, input)
+
+    @activity.defn(name=Activities.CREATE_WORKTREE)
+    async def create_worktree(self, input: WorktreeInput) -> WorktreeInfo:
+        """Check out a subagent's branch in its own worktree (idempotent)."""
+        return await self._run(_git.create_worktree, input)
+
+    @activity.defn(name=Activities.COMMIT_WORKTREE)
+    async def commit_worktree(self, input: CommitInput) -> CommitResult:
+        """Commit what a subagent changed; report the diff stat against the base."""
+        return await self._run(_git.commit_worktree, input)
+
+    @activity.defn(name=Activities.INTEGRATE_BRANCHES)
+    async def integrate_branches(self, input: IntegrateInput) -> MergeOutcome:
+        """Merge the subagent branches (conflicts reported, never resolved); maybe publish."""
+        return await self._run(_git.integrate_branches, input)
+
+    @activity.defn(name=Activities.READ_DIFF)
+    async def read_diff(self, input: ReadDiffInput) -> ReadDiffResult:
+        """The patch and stat of a branch against the base, bounded in size."""
+        return await heartbeating(asyncio.to_thread(_git.read_diff, input))
+
+    async def cleanup_worktrees(self, input: CleanupInput) -> None:
+        """Remove a task's worktrees (and, if asked, branches); part of the cleanup activity."""
+        await asyncio.to_thread(
+            _git.remove_task_worktrees,
+            self._settings,
+            input.task_id,
+            input.mirror_path,
+            input.delete_branches,
+        )
+
+    async def _run(self, fn: Callable[[Settings, I], T], input: I) -> T:
+        return await heartbeating(asyncio.to_thread(fn, self._settings, input))
