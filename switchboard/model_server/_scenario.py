@@ -56,8 +56,8 @@ class Script(Model):
     """A sequence of turns, used when `when` matches the chosen user message."""
 
     when: str | None = None
-    """Regular expression searched in the user message named by `on`; None matches all."""
-    on: Literal["first_user", "last_user"] = "first_user"
+    """Regular expression searched in the user message named by `match`; None matches all."""
+    match: Literal["first_user", "last_user"] = "first_user"
     index_from: Literal["start", "last_user"] = "start"
     """`start`: turn index = assistant messages in the request; `last_user`: only
     those after the last user message (for chats, where every user message starts
@@ -99,7 +99,7 @@ class Scenario(Model):
     roles: dict[ScriptedRole, RoleScript] = Field(default_factory=dict)
 
 
-def parse_scenario(document: object, *, source: str = "scenario") -> Scenario:
+def parse_scenario(document: object, *, source: str = "the document") -> Scenario:
     """Validate an already-decoded scenario document.
 
     Raises:

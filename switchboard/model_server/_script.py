@@ -120,7 +120,7 @@ def _select_script(role_script: RoleScript, context: RequestContext) -> Script:
     for script in role_script.scripts:
         if script.when is None:
             return script
-        text = context.first_user if script.on == "first_user" else context.last_user
+        text = context.first_user if script.match == "first_user" else context.last_user
         if re.search(script.when, text):
             return script
     return Script(turns=role_script.turns, default=role_script.default)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import math
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,12 +15,14 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import yaml
 from openai.types.chat import ChatCompletionMessageParam
 
 from switchboard.model_server import (
     ModelServerHandle,
     Scenario,
     ScenarioError,
+    ScriptedRole,
     builtin_scenario,
     load_scenario,
     parse_scenario,
@@ -299,7 +302,7 @@ SCRIPTED_BY_SUBTASK = Scenario.model_validate(
                     {"when": "(?i)greeting b", "turns": [{"content": "B first"}]},
                     {
                         "when": "status",
-                        "on": "last_user",
+                        "match": "last_user",
                         "index_from": "last_user",
                         "turns": [{"content": "status first"}],
                     },
@@ -597,3 +600,11 @@ def test_every_builtin_scenario_loads() -> None:
         scenario = builtin_scenario(name)
         assert scenario.name == name
         assert parse_scenario(scenario.model_dump(mode="json")) == scenario
+
+
+def test_the_documented_example_scenario_is_valid() -> None:
+    doc = Path(__file__).parents[2] / "docs" / "model-server.md"
+    block = re.search(r"```yaml\n(.*?)```", doc.read_text(), re.DOTALL)
+    assert block is not None
+    scenario = parse_scenario(yaml.safe_load(block.group(1)))
+    assert scenario.roles[ScriptedRole.CONVERSATION].scripts[0].match == "last_user"
