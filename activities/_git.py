@@ -29,6 +29,7 @@ from typing import Any
 import git
 from temporalio.exceptions import ApplicationError
 
+from switchboard import diffs
 from switchboard.contracts import (
     CommitInput,
     CommitResult,
@@ -42,6 +43,7 @@ from switchboard.contracts import (
     WorktreeInput,
 )
 from switchboard.models import DiffStat, MergeResult
+from switchboard.repo_refs import is_remote, normalise_repo, validate_repo_reference
 from switchboard.settings import Settings
 from switchboard.wire import BRANCH_PREFIX, Errors
 
@@ -72,7 +74,6 @@ STDERR_TAIL_CHARS = 800
 # branches land in refs/remotes/origin, so a prune never touches ours.
 _FETCH_REFSPECS = ("+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*")
 _ORIGIN = "refs/remotes/origin/"
-_SCP_LIKE = re.compile(r"^[A-Za-z0-9._~-]+@[A-Za-z0-9.-]+:(?!//)")
 _TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 
@@ -97,47 +98,11 @@ _GIT_ENV = {
 # ---- references ---------------------------------------------------------------------
 
 
-def is_remote(repo: str) -> bool:
-    """Whether `repo` is a git URL (`scheme://...` or `user@host:path`), not a local path."""
-    repo = repo.strip()
-    return "://" in repo or bool(_SCP_LIKE.match(repo))
-
-
-def validate_repo_reference(repo: str) -> None:
-    """Refuse at once a local path that is no git repository; URLs pass (fetching checks them).
-
-    Raises:
-        ValueError: The path is empty, does not exist, or is not a repository's top level.
-    """
-    _local_repo(repo)
-
-
 def mirror_path_for(mirrors_dir: Path, repo: str) -> Path:
     """Where the mirror of `repo` (a URL or an absolute path) lives: one per repository."""
     key = repo.strip().rstrip("/")
     key = key.removesuffix(".git") if is_remote(key) else key
     return mirrors_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.git"
-
-
-def _local_repo(repo: str) -> Path | None:
-    """The absolute path of a local repository, or None for a URL."""
-    repo = repo.strip()
-    if not repo or repo.startswith("-"):
-        raise ValueError(f"{repo!r} is not a repository: give a local path or a git URL")
-    if is_remote(repo):
-        return None
-    path = Path(repo).expanduser().resolve()
-    if not path.exists():
-        raise ValueError(f"local repository {str(path)!r} does not exist")
-    if not path.is_dir():
-        raise ValueError(f"local repository {str(path)!r} is a file, not a directory")
-    bare = (path / "HEAD").is_file() and (path / "objects").is_dir()
-    if not ((path / ".git").exists() or bare):
-        raise ValueError(
-            f"{str(path)!r} is not a git repository (or not its top level): "
-            "run `git init` there or give the repository's top-level directory"
-        )
-    return path
 
 
 # ---- mirror -------------------------------------------------------------------------
@@ -146,10 +111,12 @@ def _local_repo(repo: str) -> Path | None:
 def prepare_mirror(settings: Settings, input: PrepareRepoInput) -> PreparedRepo:
     """Create or update the cached bare mirror of a repository and resolve the base commit."""
     try:
-        local = _local_repo(input.repo)
+        validate_repo_reference(input.repo)
     except ValueError as err:
-        raise _fail(str(err), Errors.REPO_NOT_FOUND) from None
-    origin = str(local) if local else input.repo.strip()
+        kind = Errors.INVALID_INPUT if is_remote(input.repo) else Errors.REPO_NOT_FOUND
+        raise _fail(str(err), kind) from None
+    origin = normalise_repo(input.repo)
+    local = not is_remote(origin)
     base_ref = input.base_ref.strip() if input.base_ref is not None else None
     if base_ref is not None and (not base_ref or base_ref.startswith("-")):
         raise _fail(
@@ -184,7 +151,7 @@ def prepare_mirror(settings: Settings, input: PrepareRepoInput) -> PreparedRepo:
         mirror_path=str(mirror),
         base_ref=name,
         base_commit=commit,
-        is_local=local is not None,
+        is_local=local,
         host_queue=settings.host_queue,
     )
 
@@ -326,12 +293,23 @@ def _admin_dir(settings: Settings, work_tree: Path) -> Path:
 
 def integrate_branches(settings: Settings, input: IntegrateInput) -> MergeOutcome:
     """Merge the subagent branches onto the base in a scratch worktree; never force a conflict."""
-    mirror = _mirror(input.mirror_path)
-    g = _git(mirror)
+    g = _git(_mirror(input.mirror_path))
     path = _task_dir(settings, input.task_id) / INTEGRATION_DIR
     branches = _branches_with_work(g, input.base_commit, input.branches)
-    _discard_worktree(g, path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # A retried attempt may overlap one still running: they would share the scratch worktree.
+    with _flock(path.with_name(f"{INTEGRATION_DIR}.lock")):
+        result = _merge(g, path, input, branches)
+        if not result.merged:
+            return MergeOutcome(result=result)
+        if input.publish and (input.is_local or input.push):
+            _publish(g, input, result)
+    assert result.commit is not None
+    return MergeOutcome(result=result, stat=diff_stat(g, input.base_commit, result.commit))
+
+
+def _merge(g: git.Git, path: Path, input: IntegrateInput, branches: list[str]) -> MergeResult:
+    _discard_worktree(g, path)
     g.worktree("add", "--quiet", "-B", input.integration_branch, str(path), input.base_commit)
     conflict: MergeResult | None = None
     try:
@@ -356,14 +334,11 @@ def integrate_branches(settings: Settings, input: IntegrateInput) -> MergeOutcom
     if conflict is not None:
         # Only a clean merge leaves an integration branch behind.
         g.update_ref("-d", f"refs/heads/{input.integration_branch}")
-        return MergeOutcome(result=conflict)
+        return conflict
     merged = ", ".join(branches) or "nothing to merge"
-    result = MergeResult(
+    return MergeResult(
         branch=input.integration_branch, merged=True, commit=head, message=f"merged {merged}"
     )
-    if input.publish and (input.is_local or input.push):
-        _publish(g, input, result)
-    return MergeOutcome(result=result, stat=diff_stat(g, input.base_commit, head))
 
 
 def _abort_merge(
@@ -421,36 +396,33 @@ def _publish(g: git.Git, input: IntegrateInput, result: MergeResult) -> None:
 
 def read_diff(input: ReadDiffInput) -> ReadDiffResult:
     """The patch from the base to `ref` in the mirror, cut at `max_bytes`, and its full stat."""
-    g = _git(_mirror(input.mirror_path))
-    for rev in (input.base_commit, input.ref):
-        if rev.startswith("-") or not _has_ref(g, f"{rev}^{{commit}}"):
-            raise _fail(f"{rev!r} is not a commit in {input.mirror_path}", Errors.INVALID_INPUT)
-    raw: bytes = g.diff(
-        "--no-color",
-        "--no-ext-diff",
-        input.base_commit,
-        input.ref,
-        stdout_as_string=False,
-        strip_newline_in_stdout=False,
-    )
-    truncated = len(raw) > input.max_bytes
-    if truncated:
-        raw = raw[: input.max_bytes]
-        raw = raw[: raw.rfind(b"\n") + 1] or raw  # whole lines when there is one
-    patch = raw.decode("utf-8", errors="replace")
-    return ReadDiffResult(
-        stat=diff_stat(g, input.base_commit, input.ref), patch=patch, truncated=truncated
-    )
+    try:
+        stat, patch, truncated = diffs.read_diff(
+            input.mirror_path, input.base_commit, input.ref, input.max_bytes
+        )
+    except FileNotFoundError as err:
+        raise _fail(str(err), Errors.REPO_NOT_FOUND) from None
+    except ValueError as err:
+        raise _fail(str(err), Errors.INVALID_INPUT) from None
+    return ReadDiffResult(stat=stat, patch=patch, truncated=truncated)
 
 
 def diff_stat(g: git.Git, base: str, head: str) -> DiffStat:
-    """Files, insertions and deletions from `base` to `head` (binary files count 0 lines)."""
-    out: bytes = g.diff("--numstat", "-z", "--no-renames", base, head, stdout_as_string=False)
+    """Files, insertions and deletions from `base` to `head`, counted as `switchboard.diffs` does.
+
+    A renamed file counts once, under its new name; binary files count 0 lines.
+    """
+    out: bytes = g.diff("--numstat", "-z", "--no-color", base, head, stdout_as_string=False)
+    fields = out.decode("utf-8", errors="replace").split("\0")
     result = DiffStat()
-    for record in out.split(b"\0"):
-        if not record:
+    i = 0
+    while i < len(fields):
+        entry, i = fields[i], i + 1
+        if not entry:
             continue
-        added, deleted, name = record.decode("utf-8", errors="replace").split("\t", 2)
+        added, deleted, name = entry.split("\t", 2)
+        if not name:  # a rename: "<old>\0<new>" follow as their own fields
+            name, i = fields[i + 1], i + 2
         result.files.append(name)
         result.insertions += int(added) if added.isdigit() else 0
         result.deletions += int(deleted) if deleted.isdigit() else 0

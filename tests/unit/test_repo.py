@@ -217,7 +217,7 @@ def test_validate_repo_reference(source: Path, tmp_path: Path) -> None:
     _git.validate_repo_reference("git@example.invalid:org/repo.git")
     with pytest.raises(ValueError, match="does not exist"):
         _git.validate_repo_reference(str(tmp_path / "missing"))
-    with pytest.raises(ValueError, match="not a git repository"):
+    with pytest.raises(ValueError, match="not its top level"):
         _git.validate_repo_reference(str(source / "src"))  # inside a repo, not its top
 
 
@@ -280,6 +280,25 @@ async def test_commit_reports_stat_and_is_idempotent(acts: RepoActivities, sourc
     retried = await run(acts.commit_worktree, commit_input)
     assert not retried.committed
     assert (retried.head, retried.diff_stat) == (first.head, first.diff_stat)
+
+
+async def test_a_rename_counts_once_in_commit_and_diff(acts: RepoActivities, source: Path) -> None:
+    prepared = await prepare(acts, source)
+    info = await worktree(acts, prepared, 0)
+    (Path(info.path) / "docs").mkdir()
+    (Path(info.path) / "README.md").rename(Path(info.path) / "docs" / "README.md")
+    commit = await run(
+        acts.commit_worktree,
+        CommitInput(worktree_path=info.path, base_commit=prepared.base_commit, message="move"),
+    )
+    assert commit.diff_stat.files == ["docs/README.md"]
+    diff = await run(
+        acts.read_diff,
+        ReadDiffInput(
+            mirror_path=prepared.mirror_path, base_commit=prepared.base_commit, ref=info.branch
+        ),
+    )
+    assert diff.stat == commit.diff_stat and "rename to docs/README.md" in diff.patch
 
 
 async def test_worktree_recreated_from_branch_keeps_commits(
