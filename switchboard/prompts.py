@@ -35,9 +35,11 @@ SYSTEM_PROMPTS: dict[Role, str] = {
 def subtask_prompt(
     goal: str, subtask: SubtaskSpec, *, feedback: str | None = None, round_number: int = 1
 ) -> str:
-    parts = [f"Overall goal: {goal}", f"Your subtask: {subtask.title}"]
+    # The subtask comes first: it is what this subagent is for; the goal is context.
+    parts = [f"Your subtask: {subtask.title}"]
     if subtask.instructions:
         parts.append(f"Instructions: {subtask.instructions}")
+    parts.append(f"Overall goal (shared with other subagents): {goal}")
     if feedback:
         parts.append(
             f"This is round {round_number}. Your previous work is already committed on this "

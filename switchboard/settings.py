@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     model_server_port: int = 8765
     model_server_scenario: Path | None = None
     model_server_latency_ms: int = Field(default=0, ge=0)
+    model_server_token_rate: float = Field(default=0.0, ge=0)
 
     # API
     api_host: str = "127.0.0.1"

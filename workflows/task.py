@@ -379,6 +379,9 @@ class DelegatedTaskWorkflow:
         result = await self._integrate(publish=True)
         self._status.merge = result
         if result.merged:
+            if result.branch != task_branch(self._task_id):
+                # Publishing to the user's repo failed (e.g. that branch is checked out there).
+                self._emit(EventKind.MERGED, f"merged, but not published: {result.message}")
             self._emit(
                 EventKind.MERGED,
                 f"merged into {result.branch} at {(result.commit or '')[:12]}"
@@ -393,14 +396,16 @@ class DelegatedTaskWorkflow:
             )
 
     async def _cleanup(self, *, delete_branches: bool) -> None:
+        if self._prepared is None:
+            return  # nothing was created on any host before the repository was ready
         await workflow.execute_activity(
             Activities.CLEANUP_TASK,
             CleanupInput(
                 task_id=self._task_id,
-                mirror_path=self._prepared.mirror_path if self._prepared else None,
+                mirror_path=self._prepared.mirror_path,
                 delete_branches=delete_branches,
             ),
-            task_queue=self._prepared.host_queue if self._prepared else None,
+            task_queue=self._prepared.host_queue,
             start_to_close_timeout=policy.CLEANUP_TIMEOUT,
             retry_policy=policy.TRANSIENT_RETRY,
             summary="remove worktrees and sandboxes",
