@@ -15,7 +15,7 @@ from temporalio.client import (
 )
 from temporalio.exceptions import ApplicationError
 
-from switchboard.model_server import ModelServerHandle, parse_scenario
+from switchboard.model_server import ModelServerHandle, Scenario, parse_scenario
 from switchboard.models import (
     ApprovalRecord,
     ApproveInput,
@@ -46,7 +46,7 @@ def _worker_turns(path: str, content: str) -> list[dict[str, object]]:
     ]
 
 
-def _scenario(worker: dict[str, object], **roles: object) -> object:
+def _scenario(worker: dict[str, object], **roles: object) -> Scenario:
     base: dict[str, object] = {
         "reviewer": [
             {"tool_calls": [{"name": "diff", "arguments": {}}]},
@@ -99,11 +99,11 @@ async def test_six_subagents_run_in_parallel_review_approve_and_merge(
     status = await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
 
     assert [s.state for s in status.subagents] == [SubagentState.DONE] * 6
-    starts = [s.started_at for s in status.subagents]
-    ends = [s.finished_at for s in status.subagents]
-    assert all(starts) and all(ends)
+    starts = [s.started_at for s in status.subagents if s.started_at]
+    ends = [s.finished_at for s in status.subagents if s.finished_at]
+    assert len(starts) == len(ends) == 6
     # Parallel: every subagent started before any of them finished.
-    assert max(starts) < min(ends)  # type: ignore[type-var]
+    assert max(starts) < min(ends)
     assert status.diff_stat is not None and status.diff_stat.files_changed == 6
     assert sorted(status.diff_stat.files) == [f"src/feature_{i}.py" for i in range(1, 7)]
     assert status.review is not None and status.review.verdict == "approve"
