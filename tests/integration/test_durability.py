@@ -1,0 +1,170 @@
+"""Durability on real processes: a worker killed mid-task, a dev server restarted
+while a task waits for approval. The task carries on as if nothing happened."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from switchboard.devserver import DevServer
+from switchboard.model_server import ModelServerHandle
+from switchboard.models import (
+    ApprovalRecord,
+    ApproveInput,
+    Phase,
+    Role,
+    SubtaskSpec,
+    TaskRequest,
+    TaskResult,
+)
+from switchboard.settings import Settings
+from switchboard.stack import settings_env
+from switchboard.wire import Updates, Workflows
+from switchboard.worker import build_workers, run_workers
+from tests.helpers import git, wait_for, wait_for_phase
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _spawn_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "switchboard", "worker"],
+            env=settings_env(settings),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+@pytest.fixture
+def process_settings(settings: Settings, temporal_env: WorkflowEnvironment) -> Iterator[Settings]:
+    address = temporal_env.client.service_client.config.target_host
+    yield settings.model_copy(update={"temporal_address": address})
+
+
+async def test_worker_killed_mid_task_resumes_without_paying_twice(
+    client: Client,
+    process_settings: Settings,
+    repo: Path,
+    model: ModelServerHandle,
+    tmp_path: Path,
+) -> None:
+    settings = process_settings
+    model.configure(latency_ms=250)
+    log = tmp_path / "worker.log"
+    worker = _spawn_worker(settings, log)
+    subtasks = [SubtaskSpec(title=f"Part {i}", role=Role.WORKER) for i in range(1, 4)]
+    handle = await client.start_workflow(
+        Workflows.TASK,
+        TaskRequest(goal="Survive a crash", repo=str(repo), subtasks=subtasks, review=False),
+        id=f"task-{uuid.uuid4().hex}",
+        task_queue=settings.task_queue,
+        result_type=TaskResult,
+    )
+    try:
+        await wait_for(
+            handle,
+            lambda s: sum(x.steps for x in s.subagents) >= 4,
+            what="a few subagent steps",
+            timeout=120,
+        )
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+        before = model.stats()["total"]
+        await asyncio.sleep(0.5)
+        worker = _spawn_worker(settings, log)
+        status = await wait_for_phase(handle, Phase.AWAITING_APPROVAL, timeout=180)
+        assert before > 0
+        assert status.diff_stat is not None
+        assert sorted(status.diff_stat.files) == [f"src/feature_{i}.py" for i in (1, 2, 3)]
+        await handle.execute_update(
+            Updates.APPROVE, ApproveInput(by="ops"), result_type=ApprovalRecord
+        )
+        result = await handle.result()
+        assert result.phase is Phase.COMPLETED
+        content = git(repo, "show", f"switchboard/{handle.id}:src/feature_2.py")
+        assert "scripted subagent 2" in content
+        stats = model.stats()
+        # Only calls in flight at the kill may be repeated: at most one per subagent.
+        assert len(stats["answered_duplicates"]) <= len(subtasks), stats["answered_duplicates"]
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
+async def test_dev_server_restart_while_waiting_for_approval(
+    settings: Settings, repo: Path, tmp_path: Path
+) -> None:
+    db = tmp_path / "temporal.db"
+    address = f"127.0.0.1:{_free_port()}"
+
+    async def connect() -> Client:
+        return await Client.connect(address, data_converter=pydantic_data_converter)
+
+    server = DevServer(db, address=address, ui_port=None, log_file=tmp_path / "temporal.log")
+    server.start()
+    try:
+        client = await connect()
+        stop = asyncio.Event()
+        running = asyncio.create_task(run_workers(build_workers(client, settings), stop))
+        handle = await client.start_workflow(
+            Workflows.TASK,
+            TaskRequest(
+                goal="Wait through a restart",
+                repo=str(repo),
+                subtasks=[SubtaskSpec(title="Only")],
+                review=False,
+            ),
+            id=f"task-{uuid.uuid4().hex}",
+            task_queue=settings.task_queue,
+            result_type=TaskResult,
+        )
+        await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
+        stop.set()
+        await running
+        server.stop()
+
+        server.start()
+        client = await connect()
+        stop = asyncio.Event()
+        running = asyncio.create_task(run_workers(build_workers(client, settings), stop))
+        try:
+            handle = client.get_workflow_handle(handle.id, result_type=TaskResult)
+            status = await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
+            assert status.subagents[0].steps > 0
+            await handle.execute_update(
+                Updates.APPROVE, ApproveInput(by="ops"), result_type=ApprovalRecord
+            )
+            result = await handle.result()
+            assert result.phase is Phase.COMPLETED
+            assert result.merge is not None and result.merge.merged
+            assert "src/feature_1.py" in git(
+                repo, "ls-tree", "-r", "--name-only", f"switchboard/{handle.id}"
+            )
+        finally:
+            stop.set()
+            await running
+    finally:
+        server.stop()
