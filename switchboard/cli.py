@@ -1,0 +1,404 @@
+"""The `switchboard` command: run the stack, and delegate, watch and decide tasks.
+
+`switchboard task ...` talks to Temporal directly through `TaskService` (settings
+from `SWITCHBOARD_*` variables); it needs no API server. Exit codes: 0 success,
+1 bad input / unknown task / wrong phase, 2 usage or configuration, 3 Temporal
+(or every worker) unreachable, 130 interrupted.
+
+Heavy modules (temporalio, FastAPI, the stack) are imported inside commands so
+`switchboard --help` stays quick and every command imports on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from switchboard import _cli_render as render
+from switchboard.models import Role
+
+if TYPE_CHECKING:
+    from switchboard.service import TaskService
+    from switchboard.settings import Settings
+
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_UNAVAILABLE", "EXIT_USAGE", "app", "main"]
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+EXIT_INTERRUPTED = 130
+
+_T = TypeVar("_T")
+
+app = typer.Typer(
+    name="switchboard",
+    help="Durable orchestration of sandboxed coding subagents.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+task_app = typer.Typer(help="Delegate, watch, inspect and decide tasks.", no_args_is_help=True)
+app.add_typer(task_app, name="task")
+
+TaskId = Annotated[str, typer.Argument(help="The task id (task-...).", show_default=False)]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+User = Annotated[
+    str,
+    typer.Option("--user", envvar="SWITCHBOARD_USER", help="Who you are (owner / decider)."),
+]
+
+
+def main() -> None:
+    app()
+
+
+# ---- plumbing -------------------------------------------------------------------------
+
+
+def _out() -> Console:
+    return Console(soft_wrap=True)
+
+
+def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    Console(stderr=True, soft_wrap=True).print(f"error: {message}", markup=False, highlight=False)
+    raise typer.Exit(code)
+
+
+def _settings() -> Settings:
+    from switchboard.settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        _fail(f"configuration: {render.validation_message(exc.errors())}", EXIT_USAGE)
+
+
+def _run(operation: Callable[[TaskService], Awaitable[_T]]) -> _T:
+    """Connect, run one service operation and turn service errors into exit codes."""
+    from switchboard.service import ServiceError, ServiceUnavailable, TaskService
+    from switchboard.temporal import connect
+
+    settings = _settings()
+
+    async def call() -> _T:
+        client = await connect(settings)
+        return await operation(TaskService(client, settings))
+
+    try:
+        return asyncio.run(call())
+    except ServiceUnavailable as exc:
+        _fail(str(exc), EXIT_UNAVAILABLE)
+    except ServiceError as exc:
+        _fail(str(exc), EXIT_FAILED)
+
+
+def _print_json(payload: str) -> None:
+    typer.echo(payload)
+
+
+# ---- task commands ------------------------------------------------------------------------
+
+
+@task_app.command("submit")
+def submit(
+    repo: Annotated[str, typer.Option(help="Local path or git URL of the repository.")],
+    goal: Annotated[str, typer.Option(help="What the task should achieve.")],
+    subtask: Annotated[
+        list[str] | None,
+        typer.Option("--subtask", help="A subtask title (repeat; omit to let the planner split)."),
+    ] = None,
+    role: Annotated[Role | None, typer.Option(help="Role of every --subtask.")] = None,
+    max_parallel: Annotated[int | None, typer.Option(help="Subagents running at once.")] = None,
+    base: Annotated[str | None, typer.Option(help="Base branch, tag or commit.")] = None,
+    push: Annotated[bool, typer.Option("--push", help="Push the merged branch.")] = False,
+    no_review: Annotated[bool, typer.Option("--no-review", help="Skip the reviewer.")] = False,
+    request_id: Annotated[
+        str | None, typer.Option(help="Idempotency key: the same id starts the task once.")
+    ] = None,
+    user: User = "local",
+    as_json: JsonFlag = False,
+) -> None:
+    """Delegate a task; prints its id at once (the task runs in the background)."""
+    from switchboard.models import TaskRequest
+
+    if role is not None and not subtask:
+        raise typer.BadParameter("--role sets the role of each --subtask; give --subtask too")
+    fields: dict[str, object] = {
+        "goal": goal,
+        "repo": repo,
+        "base_ref": base,
+        "subtasks": [
+            {"title": title, **({"role": role} if role else {})} for title in subtask or []
+        ],
+        "push": push,
+        "review": not no_review,
+        "owner": user,
+        "request_id": request_id,
+    }
+    if max_parallel is not None:
+        fields["max_parallel"] = max_parallel
+    try:
+        request = TaskRequest.model_validate(fields)
+    except ValidationError as exc:
+        _fail(render.validation_message(exc.errors()))
+    submitted = _run(lambda service: service.submit(request))
+    if as_json:
+        _print_json(submitted.model_dump_json())
+        return
+    typer.echo(submitted.task_id)
+    if not submitted.created:
+        Console(stderr=True).print("(already started for this request id)", highlight=False)
+
+
+@task_app.command("list")
+def list_tasks(
+    user: Annotated[
+        str | None, typer.Option("--user", help="Only this owner's tasks (default: all).")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """Recent tasks, newest activity first."""
+    tasks = _run(lambda service: service.list(owner=user, limit=limit))
+    if as_json:
+        _print_json(json.dumps([task.model_dump(mode="json") for task in tasks]))
+        return
+    _out().print(render.summaries_table(tasks))
+
+
+@task_app.command("status")
+def status(task_id: TaskId, as_json: JsonFlag = False) -> None:
+    """Phase, subagents (role, state, steps, tokens), review, approvals and diff stats."""
+    current = _run(lambda service: service.status(task_id))
+    if as_json:
+        _print_json(current.model_dump_json(indent=2))
+        return
+    _out().print(render.status_view(current))
+
+
+@task_app.command("watch")
+def watch(
+    task_id: TaskId,
+    from_offset: Annotated[int, typer.Option("--from", min=0, help="First event offset.")] = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Print events live until the task ends; Ctrl-C prints where to resume."""
+    next_offset = from_offset
+    console = _out()
+
+    async def follow(service: TaskService) -> None:
+        nonlocal next_offset
+        async for event in service.watch(task_id, from_offset):
+            if as_json:
+                console.out(event.model_dump_json(), highlight=False)
+            else:
+                console.print(render.event_line(event), highlight=False)
+            next_offset = event.offset + 1
+
+    try:
+        _run(follow)
+    except KeyboardInterrupt:
+        Console(stderr=True).print(
+            f"stopped at offset {next_offset}; resume with: "
+            f"switchboard task watch {task_id} --from {next_offset}",
+            highlight=False,
+            markup=False,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+@task_app.command("diff")
+def diff(
+    task_id: TaskId,
+    subagent: Annotated[int | None, typer.Option(min=1, help="One subagent's diff.")] = None,
+    stat: Annotated[bool, typer.Option("--stat", help="Only the files and line counts.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """The task's diff (or one subagent's), read from git."""
+    view = _run(lambda service: service.diff(task_id, subagent))
+    if as_json:
+        _print_json(view.model_dump_json(indent=2))
+        return
+    render.render_diff(_out(), view, stat_only=stat)
+
+
+@task_app.command("approve")
+def approve(
+    task_id: TaskId,
+    comment: Annotated[str, typer.Option(help="Why, for the record.")] = "",
+    user: User = "local",
+    as_json: JsonFlag = False,
+) -> None:
+    """Approve the diff; the task merges it."""
+    from switchboard.models import ApproveInput
+
+    decision = _validated(lambda: ApproveInput(by=user, comment=comment))
+    record = _run(lambda service: service.approve(task_id, decision))
+    _show_record(record, as_json)
+
+
+@task_app.command("request-changes")
+def request_changes(
+    task_id: TaskId,
+    feedback: Annotated[str, typer.Option(help="What should change.")],
+    user: User = "local",
+    as_json: JsonFlag = False,
+) -> None:
+    """Send the subagents back to work with feedback."""
+    from switchboard.models import RequestChangesInput
+
+    decision = _validated(lambda: RequestChangesInput(by=user, feedback=feedback))
+    record = _run(lambda service: service.request_changes(task_id, decision))
+    _show_record(record, as_json)
+
+
+@task_app.command("reject")
+def reject(
+    task_id: TaskId,
+    comment: Annotated[str, typer.Option(help="Why, for the record.")] = "",
+    user: User = "local",
+    as_json: JsonFlag = False,
+) -> None:
+    """Reject the diff; the task ends without merging."""
+    from switchboard.models import RejectInput
+
+    decision = _validated(lambda: RejectInput(by=user, comment=comment))
+    record = _run(lambda service: service.reject(task_id, decision))
+    _show_record(record, as_json)
+
+
+@task_app.command("cancel")
+def cancel(task_id: TaskId) -> None:
+    """Stop the task; it removes its worktrees and sandboxes and ends as cancelled."""
+    _run(lambda service: service.cancel(task_id))
+    typer.echo(f"cancellation requested for {task_id}")
+
+
+@task_app.command("steer")
+def steer(
+    task_id: TaskId,
+    guidance: Annotated[str, typer.Option(help="New guidance for the running subagents.")],
+    user: User = "local",
+) -> None:
+    """Give the running subagents new guidance."""
+    from switchboard.models import SteerInput
+
+    message = _validated(lambda: SteerInput(by=user, guidance=guidance))
+    _run(lambda service: service.steer(task_id, message))
+    typer.echo(f"guidance sent to {task_id}")
+
+
+def _validated(build: Callable[[], _T]) -> _T:
+    try:
+        return build()
+    except ValidationError as exc:
+        _fail(render.validation_message(exc.errors()))
+
+
+def _show_record(record: object, as_json: bool) -> None:
+    from switchboard.models import ApprovalRecord
+
+    assert isinstance(record, ApprovalRecord)
+    if as_json:
+        _print_json(record.model_dump_json())
+    else:
+        typer.echo(render.approval_line(record))
+
+
+# ---- processes --------------------------------------------------------------------------
+
+
+@app.command("up")
+def up() -> None:
+    """Run everything on this machine: Temporal, the model, a worker and the API."""
+    from switchboard.stack import run_up
+
+    run_up(_settings())
+
+
+@app.command("worker")
+def worker() -> None:
+    """Run a worker for the shared queue and this host's queue."""
+    from switchboard.worker import run_worker
+
+    run_worker(_settings())
+
+
+@app.command("model-server")
+def model_server(
+    host: Annotated[str | None, typer.Option(help="Default: settings.model_server_host.")] = None,
+    port: Annotated[int | None, typer.Option(help="Default: settings.model_server_port.")] = None,
+    scenario: Annotated[
+        Path | None, typer.Option(help="Scenario file (YAML/JSON); default: the demo.")
+    ] = None,
+    latency_ms: Annotated[int | None, typer.Option(min=0, help="Delay per reply.")] = None,
+    token_rate: Annotated[
+        float, typer.Option(min=0, help="Streamed tokens per second (0: unpaced).")
+    ] = 0.0,
+) -> None:
+    """Serve the scripted OpenAI-compatible model (a test double, no API key)."""
+    from switchboard.model_server import serve
+
+    settings = _settings()
+    serve(
+        host or settings.model_server_host,
+        port if port is not None else settings.model_server_port,
+        scenario or settings.model_server_scenario,
+        latency_ms if latency_ms is not None else settings.model_server_latency_ms,
+        token_rate,
+    )
+
+
+@app.command("api")
+def api(
+    host: Annotated[str | None, typer.Option(help="Default: settings.api_host.")] = None,
+    port: Annotated[int | None, typer.Option(help="Default: settings.api_port.")] = None,
+) -> None:
+    """Serve the HTTP API (REST, SSE, /docs, /metrics)."""
+    import uvicorn
+
+    from api.main import create_app
+
+    settings = _settings()
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.api_host,
+        port=port if port is not None else settings.api_port,
+        log_level="info",
+    )
+
+
+@app.command("demo")
+def demo(
+    non_interactive: Annotated[
+        bool, typer.Option("--non-interactive", help="Approve automatically; no prompts.")
+    ] = False,
+) -> None:
+    """Delegate a sample task end to end and show it working."""
+    run_demo = _entry_point("switchboard.demo", "run_demo")
+    run_demo(_settings(), interactive=not non_interactive)
+
+
+@app.command("doctor")
+def doctor() -> None:
+    """Check this machine: Temporal, sandbox backend, git, model."""
+    run_doctor = _entry_point("switchboard.doctor", "run_doctor")
+    result = run_doctor(_settings())
+    if isinstance(result, int) and result:
+        raise typer.Exit(result)
+
+
+def _entry_point(module: str, name: str) -> Callable[..., Any]:
+    """A command's implementation, imported only when that command runs."""
+    try:
+        function: Callable[..., Any] = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        _fail(f"this build has no {module}.{name} ({exc})")
+    return function
