@@ -29,6 +29,7 @@ __all__ = [
     "event_line",
     "render_diff",
     "status_view",
+    "summaries_lines",
     "summaries_table",
     "validation_message",
 ]
@@ -73,6 +74,23 @@ def summaries_table(tasks: Sequence[TaskSummary]) -> Table:
             task.repo,
         )
     return table
+
+
+def summaries_lines(tasks: Sequence[TaskSummary]) -> list[str]:
+    """Plain rows for pipes: one task per line, tab-separated, never cut."""
+    return [
+        "\t".join(
+            (
+                task.task_id,
+                task.phase or "-",
+                task.status,
+                task.owner or "-",
+                task.started_at.strftime("%Y-%m-%dT%H:%M:%SZ") if task.started_at else "-",
+                task.repo or "-",
+            )
+        )
+        for task in tasks
+    ]
 
 
 def status_view(status: TaskStatus) -> Group:

@@ -170,7 +170,12 @@ def list_tasks(
     if as_json:
         _print_json(json.dumps([task.model_dump(mode="json") for task in tasks]))
         return
-    _out().print(render.summaries_table(tasks))
+    console = _out()
+    if console.is_terminal:
+        console.print(render.summaries_table(tasks))
+    else:
+        for line in render.summaries_lines(tasks):
+            typer.echo(line)
 
 
 @task_app.command("status")

@@ -75,6 +75,8 @@ UPDATE_TIMEOUT = timedelta(seconds=30)
 POLL_MIN_SECONDS = 0.1
 POLL_MAX_SECONDS = 1.0
 WATCH_PAGE = 500
+REPO_ATTRIBUTE_CHARS = 250
+"""Keyword search attributes are for filtering; the workflow stores the same prefix."""
 MEMO_GOAL_CHARS = 1_000
 """The memo is for the Temporal UI; the server warns past 2 KiB, the full goal is the input."""
 
@@ -158,7 +160,9 @@ class TaskService:
                         [
                             SearchAttributePair(wire.SearchAttributes.OWNER, request.owner),
                             SearchAttributePair(wire.SearchAttributes.PHASE, Phase.PREPARING.value),
-                            SearchAttributePair(wire.SearchAttributes.REPO, request.repo),
+                            SearchAttributePair(
+                                wire.SearchAttributes.REPO, request.repo[:REPO_ATTRIBUTE_CHARS]
+                            ),
                         ]
                     ),
                     memo={"goal": request.goal[:MEMO_GOAL_CHARS]},
