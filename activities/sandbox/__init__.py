@@ -47,10 +47,10 @@ def select_backend(settings: Settings) -> Sandbox:
         SandboxUnavailable: the chosen backend cannot run here.
     """
     if settings.sandbox == "docker":
-        return _docker(settings)
+        return _docker_backend(settings)
     if settings.sandbox == "auto":
         try:
-            return _docker(settings)
+            return _docker_backend(settings)
         except SandboxUnavailable:
             pass
     sandbox = BwrapSandbox(settings)
@@ -58,5 +58,9 @@ def select_backend(settings: Settings) -> Sandbox:
     return sandbox
 
 
-def _docker(settings: Settings) -> Sandbox:
-    raise SandboxUnavailable("the Docker sandbox backend is not available in this build")
+def _docker_backend(settings: Settings) -> Sandbox:
+    from activities.sandbox._docker import DockerSandbox  # the SDK only when asked for
+
+    sandbox = DockerSandbox(settings)
+    sandbox.check()
+    return sandbox

@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
+import uuid
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from activities.sandbox._base import (
     SANDBOX_ENV,
     WORKSPACE,
     ExecResult,
+    Limit,
     Sandbox,
     SandboxUnavailable,
     mirror_mounts,
@@ -32,6 +35,7 @@ from activities.sandbox._base import (
     writable,
 )
 from activities.sandbox._capture import kill_group, run_captured
+from activities.sandbox._cgroup import Cgroups, CommandCgroup, Counters
 from switchboard.contracts import SandboxInfo, SandboxSpec
 from switchboard.settings import Settings
 
@@ -78,17 +82,25 @@ LAUNCHER_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 STATUS_FD_READ_LIMIT = 64 * 1024
 
 
+JOIN_CGROUP = (
+    'pid=$$; while [ "$1" != -- ]; do echo "$pid" > "$1" || exit 125; shift; done; shift; exec "$@"'
+)
+"""The launcher's first step: join the command's cgroups, then exec the rest of argv."""
+
+
 class BwrapSandbox(Sandbox):
     """Per-call sandboxes with bubblewrap (user, PID, network, IPC, UTS, mount namespaces).
 
     Args:
-        settings: sandbox limits (`sandbox_memory_mb`, ...).
+        settings: sandbox limits (`sandbox_memory_mb`, `sandbox_pids_limit`, ...).
         bwrap: path of the bwrap binary; found on PATH when omitted.
+        use_cgroups: put each command in its own pids/memory/CPU cgroup when this
+            process may create cgroups (see `_cgroup`).
     """
 
     name = "bwrap"
 
-    def __init__(self, settings: Settings, bwrap: str | None = None) -> None:
+    def __init__(self, settings: Settings, bwrap: str | None = None, *, use_cgroups: bool = True):
         found = bwrap or shutil.which("bwrap")
         if not found:
             raise SandboxUnavailable(
@@ -97,15 +109,17 @@ class BwrapSandbox(Sandbox):
             )
         self._bwrap = found
         self._prlimit = shutil.which("prlimit")
+        self._setpriv = shutil.which("setpriv")
         self._settings = settings
-        self._running: dict[str, set[int]] = defaultdict(set)
+        self._cgroups = Cgroups.detect() if use_cgroups else None
+        self._running: dict[str, dict[int, CommandCgroup | None]] = defaultdict(dict)
 
     # ---- lifecycle -------------------------------------------------------------------
 
     def check(self) -> None:
         """Smoke run: a command in a sandbox around an empty directory must succeed."""
         with tempfile.TemporaryDirectory(prefix="switchboard-smoke-") as empty:
-            argv = self._command(Path(empty), None, [], ["true"], writable_worktree=False)
+            argv = self._sandbox_argv(Path(empty), [], ["true"], writable_worktree=False)
             try:
                 done = subprocess.run(
                     argv, capture_output=True, timeout=30, env={"PATH": LAUNCHER_PATH}
@@ -124,30 +138,37 @@ class BwrapSandbox(Sandbox):
         return SandboxInfo(sandbox_id=spec.sandbox_id, backend=self.name)
 
     async def stop(self, sandbox_id: str) -> None:
-        for pid in self._running.pop(sandbox_id, set()):
+        for pid, cgroup in self._running.pop(sandbox_id, {}).items():
             kill_group(pid)
+            if cgroup is not None:
+                cgroup.kill()
 
     async def remove_task(self, task_id: str) -> None:
         for sandbox_id in [s for s in self._running if s.startswith(task_prefix(task_id))]:
             await self.stop(sandbox_id)
 
     def describe(self) -> dict[str, Any]:
-        limited = self._prlimit is not None
+        cg = self._cgroups
+        rlimits = self._prlimit is not None
+        via = f"cgroup v{cg.version} per command" if cg else None
+        memory = via or ("RLIMIT_AS per process" if rlimits else "none (no prlimit)")
         return {
             "backend": self.name,
             "binary": self._bwrap,
             "guarantees": {
                 "network": "none: empty network namespace",
-                "filesystem": "system dirs and an /etc allowlist read-only; worktree the "
-                "only writable mount (read-only for explorer and reviewer); tmpfs /tmp",
-                "non_root": f"uid {NOBODY} inside, no capabilities",
+                "filesystem": "read-only root: system dirs and an /etc allowlist; the "
+                "worktree the only writable mount (read-only for explorer and reviewer); "
+                "tmpfs /tmp; the worktree's .git pinned read-only",
+                "non_root": f"uid {NOBODY} inside (mapped to the worktree owner), no capabilities",
                 "environment": "cleared; " + ", ".join(sorted(SANDBOX_ENV)) + " only",
-                "time_limit": "per command; the PID namespace is killed",
+                "time_limit": "per command; its PID namespace is killed",
                 "output_limit": "per command",
-                "memory_limit": "RLIMIT_AS per process" if limited else "none (no prlimit)",
-                "file_size_limit": "RLIMIT_FSIZE" if limited else "none (no prlimit)",
-                "pids_limit": "none: the PID namespace ends with the command",
-                "cpu_limit": "none",
+                "memory_limit": memory,
+                "pids_limit": via
+                or "none (no usable cgroup); the PID namespace ends with the command",
+                "cpu_limit": via if cg and cg.limits_cpu else "none",
+                "file_size_limit": "RLIMIT_FSIZE" if rlimits else "none (no prlimit)",
             },
         }
 
@@ -164,26 +185,26 @@ class BwrapSandbox(Sandbox):
         merge_stderr: bool = False,
     ) -> ExecResult:
         worktree = resolve_worktree(spec)
-        command = self._command(
-            worktree,
-            spec.sandbox_id,
-            mirror_mounts(spec),
-            argv,
-            writable_worktree=writable(spec.role),
-            status_fd=True,
-        )
-        user, group = self._launch_identity(worktree)
-        status_read, status_write = os.pipe()
+        mirrors = mirror_mounts(spec)
+        owner = self._launch_identity(worktree)
+        cgroup = self._new_cgroup(spec.sandbox_id)
         running = self._running[spec.sandbox_id]
+        status_read, status_write = os.pipe()
         pid = 0
 
         def started(new_pid: int) -> None:
             nonlocal pid
             pid = new_pid
-            running.add(new_pid)
+            running[new_pid] = cgroup
 
         try:
-            command = [a if a != "{status_fd}" else str(status_write) for a in command]
+            command = self._launcher(cgroup, owner) + self._sandbox_argv(
+                worktree,
+                mirrors,
+                argv,
+                writable_worktree=writable(spec.role),
+                status_fd=status_write,
+            )
             try:
                 captured = await run_captured(
                     command,
@@ -194,63 +215,95 @@ class BwrapSandbox(Sandbox):
                     env={"PATH": LAUNCHER_PATH},
                     pass_fds=(status_write,),
                     on_start=started,
-                    user=user,
-                    group=group,
                 )
             finally:
                 os.close(status_write)
             status = _read_status(status_read)
         finally:
             os.close(status_read)
-            running.discard(pid)
+            running.pop(pid, None)
+            counters = cgroup.counters() if cgroup else Counters()
+            if cgroup is not None:
+                cgroup.kill()
+                cgroup.remove()
         if "child-pid" not in status and captured.limit is None:
             raise SandboxUnavailable(
                 "bubblewrap could not set up the sandbox: "
                 + (captured.stderr or captured.stdout).decode(errors="replace").strip()
             )
+        limit, exit_code = captured.limit, captured.exit_code
+        if counters.oom_kills:
+            limit = Limit.MEMORY
+        elif counters.pids_refused and limit is None:
+            limit = Limit.PIDS
         return ExecResult(
-            exit_code=captured.exit_code,
+            exit_code=exit_code,
             stdout=captured.stdout.decode(errors="replace"),
             stderr=captured.stderr.decode(errors="replace"),
             truncated=captured.truncated,
-            limit=captured.limit,
+            limit=limit,
             duration=captured.duration,
         )
 
-    def _launch_identity(self, worktree: Path) -> tuple[int | None, int | None]:
-        """Launch as the worktree's owner when we are root and it is someone else's.
+    def _new_cgroup(self, sandbox_id: str) -> CommandCgroup | None:
+        if self._cgroups is None:
+            return None
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", sandbox_id)[:80] + "-" + uuid.uuid4().hex[:8]
+        s = self._settings
+        try:
+            return self._cgroups.create(
+                name,
+                pids=s.sandbox_pids_limit,
+                memory_bytes=s.sandbox_memory_mb * 1024 * 1024,
+                cpus=s.sandbox_cpus,
+            )
+        except OSError as exc:
+            raise SandboxUnavailable(f"cannot create the command's cgroup: {exc}") from exc
 
-        bwrap maps the sandbox uid to the launcher's uid, so files the worker
-        writes belong to whoever launched it: the worktree owner, not root.
+    def _launch_identity(self, worktree: Path) -> tuple[int, int] | None:
+        """The worktree's owner, when we are root and it is someone else.
+
+        bwrap maps the sandbox uid to the launcher's uid, so the launcher drops
+        to the owner: files the worker writes belong to the owner, not root.
         """
         if os.geteuid() != 0:
-            return None, None
+            return None
         info = worktree.stat()
         if info.st_uid == 0:
-            return None, None
+            return None
         return info.st_uid, info.st_gid
 
-    def _command(
+    def _launcher(self, cgroup: CommandCgroup | None, owner: tuple[int, int] | None) -> list[str]:
+        """Join the cgroups (as root), drop to the owner, set rlimits, then exec bwrap."""
+        argv: list[str] = []
+        if cgroup is not None:
+            argv += ["/bin/sh", "-c", JOIN_CGROUP, "join-cgroup", *cgroup.procs_files, "--"]
+        if owner is not None:
+            if not self._setpriv:
+                raise SandboxUnavailable("setpriv (util-linux) is needed to run as the owner")
+            uid, gid = owner
+            argv += [self._setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
+        if self._prlimit:
+            argv += [
+                self._prlimit,
+                f"--fsize={MAX_FILE_WRITE_BYTES}",
+                f"--nofile={MAX_OPEN_FILES}",
+                "--core=0",
+            ]
+            if cgroup is None:
+                argv.append(f"--as={self._settings.sandbox_memory_mb * 1024 * 1024}")
+            argv.append("--")
+        return argv
+
+    def _sandbox_argv(
         self,
         worktree: Path,
-        sandbox_id: str | None,
         mirrors: list[str],
         argv: list[str],
         *,
         writable_worktree: bool,
-        status_fd: bool = False,
+        status_fd: int | None = None,
     ) -> list[str]:
-        limits: list[str] = []
-        if self._prlimit:
-            memory = self._settings.sandbox_memory_mb * 1024 * 1024
-            limits = [
-                self._prlimit,
-                f"--as={memory}",
-                f"--fsize={MAX_FILE_WRITE_BYTES}",
-                f"--nofile={MAX_OPEN_FILES}",
-                "--core=0",
-                "--",
-            ]
         bw = [
             self._bwrap,
             "--unshare-all",
@@ -267,8 +320,8 @@ class BwrapSandbox(Sandbox):
             "ALL",
             "--clearenv",
         ]
-        if status_fd:
-            bw += ["--json-status-fd", "{status_fd}"]
+        if status_fd is not None:
+            bw += ["--json-status-fd", str(status_fd)]
         for key, value in SANDBOX_ENV.items():
             bw += ["--setenv", key, value]
         bw += ["--ro-bind", "/usr", "/usr"]
@@ -289,7 +342,7 @@ class BwrapSandbox(Sandbox):
             # could rewrite it could aim later host git commands at a crafted repo.
             bw += ["--ro-bind", str(dot_git), f"{WORKSPACE}/.git"]
         bw += ["--remount-ro", "/", "--chdir", WORKSPACE, "--", *argv]
-        return limits + bw
+        return bw
 
 
 def _read_status(fd: int) -> dict[str, Any]:

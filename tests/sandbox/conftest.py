@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sandbox_helpers import Checkout, git
 
 from activities.sandbox import BwrapSandbox, Sandbox, SandboxUnavailable
 from switchboard.settings import Settings
+from tests.sandbox.helpers import Checkout, git
 
 BACKENDS = ["bwrap"]
 

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sandbox_helpers import Checkout
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -17,6 +16,7 @@ from switchboard.models import Role
 from switchboard.settings import Settings
 from switchboard.tools import CheckedCall, ToolName
 from switchboard.wire import Errors
+from tests.sandbox.helpers import Checkout
 
 
 def call(name: ToolName, **arguments: Any) -> CheckedCall:
