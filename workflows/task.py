@@ -470,6 +470,8 @@ class DelegatedTaskWorkflow:
     @workflow.signal(name=Signals.SUBAGENT_PROGRESS)
     def subagent_progress(self, progress: Progress) -> None:
         if progress.index >= REVIEW_INDEX_BASE:
+            if progress.kind == "finished":
+                return  # the verdict event follows from the child's result
             self._emit(EventKind.REVIEW, f"reviewer: {progress.message}", data=progress.data)
             return
         if not 1 <= progress.index <= len(self._status.subagents):
