@@ -308,7 +308,10 @@ class DockerSandbox(Sandbox):
 
     def _exit_code(self, exec_id: str) -> int | None:
         for _ in range(50):  # the exit status lands a moment after the stream closes
-            info = self._client.api.exec_inspect(exec_id)
+            try:
+                info = self._client.api.exec_inspect(exec_id)
+            except DockerException:
+                return None  # the container was removed under the command (stop)
             if not info.get("Running"):
                 code = info.get("ExitCode")
                 return int(code) if code is not None else None

@@ -2,40 +2,26 @@
 
 `sandbox` is parametrised over the backends; a backend that cannot run on this
 machine is skipped with the reason (never replaced by something unsandboxed).
+Whatever a test starts is removed afterwards with `remove_task`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from activities.sandbox import BwrapSandbox, Sandbox, SandboxUnavailable
 from switchboard.settings import Settings
-from tests.sandbox.helpers import Checkout, git
+from tests.sandbox.helpers import Checkout, make_checkout
 
-BACKENDS = ["bwrap"]
+BACKENDS = ["bwrap", "docker"]
 
 
 @pytest.fixture
 def checkout(tmp_path: Path) -> Checkout:
-    source = tmp_path / "source"
-    (source / "src").mkdir(parents=True)
-    (source / "README.md").write_text("# demo\n")
-    (source / "src" / "calc.py").write_text("def add(a, b):\n    return a + b\n")
-    git(source, "init", "-q", "-b", "main")
-    git(source, "add", ".")
-    git(source, "commit", "-q", "-m", "initial")
-    mirror = tmp_path / "mirrors" / "demo.git"
-    git(tmp_path, "clone", "-q", "--bare", str(source), str(mirror))
-    base = git(mirror, "rev-parse", "HEAD")
-    worktree = tmp_path / "worktrees" / "task-1" / "0"
-    git(mirror, "worktree", "add", "-q", "-b", "switchboard/task-1/0", str(worktree), base)
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    (outside / "secret.txt").write_text("host secret\n")
-    return Checkout(mirror=mirror, worktree=worktree, base_commit=base, outside=outside)
+    return make_checkout(tmp_path)
 
 
 @pytest.fixture
@@ -51,17 +37,25 @@ def settings(tmp_path: Path) -> Settings:
 
 
 def make_backend(name: str, settings: Settings) -> Sandbox:
+    """A checked backend, or SandboxUnavailable saying why it cannot run here."""
     if name == "bwrap":
-        backend = BwrapSandbox(settings)
-        backend.check()
-        return backend
-    raise SandboxUnavailable(f"unknown backend {name}")
+        bwrap = BwrapSandbox(settings)
+        bwrap.check()
+        return bwrap
+    from activities.sandbox._docker import DockerSandbox
+
+    docker = DockerSandbox(settings)
+    docker.check()
+    return docker
 
 
 @pytest.fixture(params=BACKENDS)
-def sandbox(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Sandbox]:
+async def sandbox(
+    request: pytest.FixtureRequest, settings: Settings, checkout: Checkout
+) -> AsyncIterator[Sandbox]:
     try:
         backend = make_backend(request.param, settings)
     except SandboxUnavailable as exc:
         pytest.skip(f"{request.param} sandbox unavailable here: {exc}")
     yield backend
+    await backend.remove_task(checkout.task_id)

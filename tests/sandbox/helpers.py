@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from switchboard.contracts import SandboxSpec
 from switchboard.models import Role
+
+ROLE_INDEX = {Role.WORKER: 0, Role.EXPLORER: 1, Role.REVIEWER: 2}
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -31,11 +33,32 @@ class Checkout:
     base_commit: str
     outside: Path
     """A directory next to the worktree that no sandbox may touch."""
+    task_id: str = field(default_factory=lambda: f"task-{uuid.uuid4().hex[:12]}")
 
-    def spec(self, role: Role, sandbox_id: str | None = None) -> SandboxSpec:
+    def spec(self, role: Role) -> SandboxSpec:
+        """One sandbox per role and checkout: `<task_id>-<index>`."""
         return SandboxSpec(
-            sandbox_id=sandbox_id or f"task-{uuid.uuid4().hex[:10]}-0",
+            sandbox_id=f"{self.task_id}-{ROLE_INDEX[role]}",
             worktree_path=str(self.worktree),
             role=role,
             mirror_path=str(self.mirror),
         )
+
+
+def make_checkout(base: Path) -> Checkout:
+    source = base / "source"
+    (source / "src").mkdir(parents=True)
+    (source / "README.md").write_text("# demo\n")
+    (source / "src" / "calc.py").write_text("def add(a, b):\n    return a + b\n")
+    git(source, "init", "-q", "-b", "main")
+    git(source, "add", ".")
+    git(source, "commit", "-q", "-m", "initial")
+    mirror = base / "mirrors" / "demo.git"
+    git(base, "clone", "-q", "--bare", str(source), str(mirror))
+    head = git(mirror, "rev-parse", "HEAD")
+    worktree = base / "worktrees" / "task-1" / "0"
+    git(mirror, "worktree", "add", "-q", "-b", "switchboard/task-1/0", str(worktree), head)
+    outside = base / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("host secret\n")
+    return Checkout(mirror=mirror, worktree=worktree, base_commit=head, outside=outside)

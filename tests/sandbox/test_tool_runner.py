@@ -176,7 +176,7 @@ async def test_a_missing_worktree_fails_the_activity_for_good(
     tools: ToolActivities, checkout: Checkout, tmp_path: Path
 ) -> None:
     spec = SandboxSpec(
-        sandbox_id="task-x-0", worktree_path=str(tmp_path / "gone"), role=Role.WORKER
+        sandbox_id=f"{checkout.task_id}-9", worktree_path=str(tmp_path / "gone"), role=Role.WORKER
     )
     request = RunToolsInput(
         sandbox=spec, base_commit=checkout.base_commit, calls=[call(ToolName.LIST_FILES, path=".")]
