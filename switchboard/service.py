@@ -194,8 +194,11 @@ class TaskService:
                     wire.Queries.STATUS, result_type=TaskStatus, rpc_timeout=QUERY_TIMEOUT
                 )
                 return status
-        except ServiceUnavailable:
-            # An ended task can still be described from its result without a worker.
+        except (TaskNotFound, InvalidRequest, WrongPhase):
+            raise
+        except ServiceError:
+            # No worker answered, or the task ended before any worker ran it: an
+            # ended task can still be described from its result and search attributes.
             ended = await self._status_from_result(handle)
             if ended is None:
                 raise

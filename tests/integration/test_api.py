@@ -290,3 +290,22 @@ async def _listed(http: httpx.AsyncClient, headers: dict[str, str], task_id: str
             return rows[0]
         await asyncio.sleep(0.1)
     raise AssertionError(f"{task_id} not listed: {json.dumps(page)}")
+
+
+async def test_an_ended_task_reports_status_without_a_worker(
+    http: httpx.AsyncClient, client: Client, repo: Path
+) -> None:
+    task_id = await submit(http, repo)  # no worker: the task never runs
+    await client.get_workflow_handle(task_id).terminate(reason="operator stopped it")
+    response = await http.get(f"/v1/tasks/{task_id}", headers=ALICE)
+    assert response.status_code == 200, response.text
+    status = TaskStatus.model_validate(response.json())
+    assert status.phase is Phase.FAILED and status.error == "operator stopped it"
+    assert (status.goal, status.owner, status.repo) == ("Add a helper", "alice", str(repo))
+    for _ in range(50):  # visibility is eventually consistent
+        rows = (await http.get("/v1/tasks", headers=ALICE)).json()["data"]
+        row = next(r for r in rows if r["task_id"] == task_id)
+        if row["status"] == "terminated":
+            break
+        await asyncio.sleep(0.1)
+    assert (row["status"], row["phase"]) == ("terminated", "failed")
