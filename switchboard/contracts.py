@@ -7,6 +7,7 @@ contents) stay on disk or in git and are referenced, not carried (claim check).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import Field
@@ -238,6 +239,10 @@ class SubagentInput(Model):
     feedback: str | None = None
     review_titles: list[str] = Field(default_factory=list)
     guidance: list[str] = Field(default_factory=list)
+    history_limit: int = Field(default=4_000, ge=50)
+    """Continue-as-new once the run's history reaches this many events."""
+    resume: SubagentCheckpoint | None = None
+    """Set by continue-as-new: where the previous run stopped."""
 
 
 class SubagentResult(Model):
@@ -253,3 +258,18 @@ class SubagentResult(Model):
     head: str | None = None
     diff_stat: DiffStat | None = None
     error: str | None = None
+
+
+class SubagentCheckpoint(Model):
+    """What a subagent carries into its next run when it continues-as-new."""
+
+    result: SubagentResult
+    worktree_path: str
+    transcript_length: int
+    pending: list[ChatMessage] = Field(default_factory=list)
+    nudged: bool = False
+    started_at: datetime
+    runs: int = 1
+
+
+SubagentInput.model_rebuild()

@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
         RunToolsResult,
         SandboxInfo,
         SandboxSpec,
+        SubagentCheckpoint,
         SubagentInput,
         SubagentResult,
         WorktreeInfo,
@@ -58,25 +59,29 @@ class SubagentWorkflow:
         self._result = result
         host = input.prepared.host_queue
 
-        worktree: WorktreeInfo = await workflow.execute_activity(
-            Activities.CREATE_WORKTREE,
-            WorktreeInput(
-                task_id=input.task_id,
-                index=input.index,
-                mirror_path=input.prepared.mirror_path,
-                base_commit=input.start_commit,
-                branch=input.branch,
-            ),
-            result_type=WorktreeInfo,
-            task_queue=host,
-            start_to_close_timeout=policy.WORKTREE_TIMEOUT,
-            heartbeat_timeout=policy.LONG_HEARTBEAT_TIMEOUT,
-            retry_policy=policy.TRANSIENT_RETRY,
-            summary=f"worktree {input.branch}",
-        )
+        if input.resume is None:
+            worktree: WorktreeInfo = await workflow.execute_activity(
+                Activities.CREATE_WORKTREE,
+                WorktreeInput(
+                    task_id=input.task_id,
+                    index=input.index,
+                    mirror_path=input.prepared.mirror_path,
+                    base_commit=input.start_commit,
+                    branch=input.branch,
+                ),
+                result_type=WorktreeInfo,
+                task_queue=host,
+                start_to_close_timeout=policy.WORKTREE_TIMEOUT,
+                heartbeat_timeout=policy.LONG_HEARTBEAT_TIMEOUT,
+                retry_policy=policy.TRANSIENT_RETRY,
+                summary=f"worktree {input.branch}",
+            )
+            worktree_path = worktree.path
+        else:
+            worktree_path = input.resume.worktree_path
         sandbox = SandboxSpec(
             sandbox_id=f"{input.task_id}-{input.index}",
-            worktree_path=worktree.path,
+            worktree_path=worktree_path,
             role=role,
             mirror_path=input.prepared.mirror_path,
         )
@@ -89,21 +94,30 @@ class SubagentWorkflow:
             retry_policy=policy.TRANSIENT_RETRY,
             summary=f"sandbox for {role.value}",
         )
-        await self._report(input, "started", f"{role.value} started: {input.subtask.title}")
-
-        if role is Role.REVIEWER:
-            first_prompt = prompts.review_prompt(input.goal, input.review_titles)
+        if input.resume is None:
+            await self._report(input, "started", f"{role.value} started: {input.subtask.title}")
+            if role is Role.REVIEWER:
+                first_prompt = prompts.review_prompt(input.goal, input.review_titles)
+            else:
+                first_prompt = prompts.subtask_prompt(
+                    input.goal, input.subtask, feedback=input.feedback, round_number=input.round
+                )
+            pending = [
+                ChatMessage(role="system", content=prompts.SYSTEM_PROMPTS[role]),
+                ChatMessage(role="user", content=first_prompt),
+            ]
+            transcript_length = 0
+            started = workflow.now()
+            nudged = False
+            runs = 1
         else:
-            first_prompt = prompts.subtask_prompt(
-                input.goal, input.subtask, feedback=input.feedback, round_number=input.round
-            )
-        pending = [
-            ChatMessage(role="system", content=prompts.SYSTEM_PROMPTS[role]),
-            ChatMessage(role="user", content=first_prompt),
-        ]
-        transcript_length = 0
-        started = workflow.now()
-        nudged = False
+            result = input.resume.result
+            self._result = result
+            pending = list(input.resume.pending)
+            transcript_length = input.resume.transcript_length
+            started = input.resume.started_at
+            nudged = input.resume.nudged
+            runs = input.resume.runs + 1
         finished = False
 
         while not finished:
@@ -200,6 +214,22 @@ class SubagentWorkflow:
                 _describe_step(turn, tools_used),
                 {"tools": tools_used},
             )
+            if not finished and self._history_full(input):
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                checkpoint = SubagentCheckpoint(
+                    result=result,
+                    worktree_path=worktree_path,
+                    transcript_length=transcript_length,
+                    pending=pending,
+                    nudged=nudged,
+                    started_at=started,
+                    runs=runs,
+                )
+                workflow.continue_as_new(
+                    input.model_copy(
+                        update={"resume": checkpoint, "guidance": self._take_guidance()}
+                    )
+                )
 
         if finished:
             result.state = SubagentState.DONE
@@ -207,7 +237,7 @@ class SubagentWorkflow:
             commit: CommitResult = await workflow.execute_activity(
                 Activities.COMMIT_WORKTREE,
                 CommitInput(
-                    worktree_path=worktree.path,
+                    worktree_path=worktree_path,
                     base_commit=input.prepared.base_commit,
                     message=f"{input.subtask.title}\n\nSwitchboard {input.task_id}, subagent "
                     f"{input.index}, round {input.round}.\n\n{result.summary}".strip(),
@@ -222,6 +252,14 @@ class SubagentWorkflow:
             result.diff_stat = commit.diff_stat
         await self._report(input, "finished", result.summary or result.state.value)
         return result
+
+    @staticmethod
+    def _history_full(input: SubagentInput) -> bool:
+        info = workflow.info()
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() >= input.history_limit
+        )
 
     def _take_guidance(self) -> list[str]:
         taken, self._guidance = self._guidance, []

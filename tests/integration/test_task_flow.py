@@ -335,3 +335,44 @@ async def test_a_planner_returning_garbage_fails_the_task_clearly(
         await handle.result()
     assert "plan" in str(failed.value.cause).lower()
     assert model.stats()["by_role"].get("planner") == 3  # PLAN_RETRY: three attempts, no more
+
+
+async def test_a_long_subagent_continues_as_new_and_keeps_its_state(
+    client: Client, settings: Settings, worker: None, repo: Path, model: ModelServerHandle
+) -> None:
+    from activities._git import prepare_mirror
+    from switchboard.contracts import PrepareRepoInput, SubagentInput, SubagentResult
+    from switchboard.models import Budget
+
+    turns = [
+        {"tool_calls": [{"name": "read_file", "arguments": {"path": "README.md"}}]}
+        for _ in range(6)
+    ] + _worker_turns("src/long.py", "done\n")
+    model.set_scenario(_scenario({"turns": turns}))
+    prepared = prepare_mirror(settings, PrepareRepoInput(repo=str(repo)))
+    task_id = f"task-{uuid.uuid4().hex}"
+    handle = await client.start_workflow(
+        Workflows.SUBAGENT,
+        SubagentInput(
+            task_id=task_id,
+            index=1,
+            goal="A long one",
+            subtask=SubtaskSpec(title="Long"),
+            prepared=prepared,
+            branch=f"switchboard/{task_id}/1",
+            start_commit=prepared.base_commit,
+            budget=Budget(),
+            history_limit=50,
+        ),
+        id=f"{task_id}-sub1-r1",
+        task_queue=settings.task_queue,
+        result_type=SubagentResult,
+    )
+    result = await handle.result()
+    assert result.state is SubagentState.DONE
+    assert result.steps == 9 and result.tool_calls == 8
+    assert result.diff_stat is not None and result.diff_stat.files == ["src/long.py"]
+    last_run = await handle.fetch_history()
+    first = last_run.events[0].workflow_execution_started_event_attributes
+    assert first.continued_execution_run_id, "the subagent should have continued as new"
+    assert model.stats()["duplicates"] == []
