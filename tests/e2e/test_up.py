@@ -1,0 +1,124 @@
+"""`switchboard up` as a user runs it: every component a real process; REST, SSE and the
+CLI against it; Ctrl-C stops all of it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import git, make_repo
+
+pytestmark = pytest.mark.e2e
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_up_serves_rest_sse_and_cli_then_stops_cleanly(tmp_path: Path) -> None:
+    ports = {name: _free_port() for name in ("temporal", "ui", "model", "api")}
+    env = dict(os.environ)
+    for key in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SWITCHBOARD_LLM_API_KEY"):
+        env.pop(key, None)
+    env.update(
+        {
+            "SWITCHBOARD_DATA_DIR": str(tmp_path / "data"),
+            "SWITCHBOARD_TEMPORAL_ADDRESS": f"127.0.0.1:{ports['temporal']}",
+            "SWITCHBOARD_TEMPORAL_UI_PORT": str(ports["ui"]),
+            "SWITCHBOARD_MODEL_SERVER_PORT": str(ports["model"]),
+            "SWITCHBOARD_API_PORT": str(ports["api"]),
+            "SWITCHBOARD_HOST_ID": f"up{uuid.uuid4().hex[:8]}",
+            "SWITCHBOARD_SANDBOX": "bwrap",
+        }
+    )
+    repo = make_repo(tmp_path / "repo")
+    log = (tmp_path / "up.log").open("wb")
+    up = subprocess.Popen(
+        [sys.executable, "-m", "switchboard", "up"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{ports['api']}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert up.poll() is None, (tmp_path / "up.log").read_text()
+            time.sleep(0.2)
+        else:
+            pytest.fail("the API did not come up: " + (tmp_path / "up.log").read_text())
+
+        created = httpx.post(
+            f"{base}/v1/tasks",
+            json={
+                "goal": "Add two helpers",
+                "repo": str(repo),
+                "subtasks": [{"title": "One"}, {"title": "Two"}],
+            },
+            timeout=30,
+        )
+        assert created.status_code == 201, created.text
+        task_id = created.json()["task_id"]
+
+        # Follow the SSE stream until the approval gate.
+        seen: list[str] = []
+        with httpx.stream("GET", f"{base}/v1/tasks/{task_id}/events", timeout=120) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data:"):
+                    event = json.loads(line[5:])
+                    seen.append(event["kind"])
+                    if event["kind"] == "approval_needed":
+                        break
+        assert seen[0] == "phase" and "plan" in seen and "subagent_step" in seen
+
+        # Approve through the CLI (talks to Temporal directly).
+        approved = subprocess.run(
+            [sys.executable, "-m", "switchboard", "task", "approve", task_id, "--comment", "ok"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert approved.returncode == 0, approved.stderr
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status = httpx.get(f"{base}/v1/tasks/{task_id}", timeout=10).json()
+            if status["phase"] == "completed":
+                break
+            time.sleep(0.3)
+        assert status["phase"] == "completed", status
+        files = git(repo, "ls-tree", "-r", "--name-only", f"switchboard/{task_id}")
+        assert "src/feature_1.py" in files and "src/feature_2.py" in files
+    finally:
+        os.killpg(up.pid, signal.SIGINT)
+        try:
+            up.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(up.pid, signal.SIGKILL)
+            raise
+        log.close()
+    for name, port in ports.items():
+        assert not _listening(port), f"{name} still listens on {port} after Ctrl-C"
