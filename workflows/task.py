@@ -214,30 +214,17 @@ class DelegatedTaskWorkflow:
                 status.round = round_number
                 status.started_at = workflow.now()
                 try:
-                    result: SubagentResult = await workflow.execute_child_workflow(
-                        SubagentWorkflow.run,
-                        SubagentInput(
-                            task_id=self._task_id,
-                            index=index,
-                            round=round_number,
-                            goal=self._request.goal,
-                            subtask=spec,
-                            prepared=prepared,
+                    result = await self._run_child(
+                        child_id,
+                        f"{spec.role.value}: {spec.title}",
+                        self._subagent_input(
+                            index,
+                            spec,
                             branch=branch,
                             start_commit=prepared.base_commit,
-                            budget=self._request.budget,
                             feedback=self._feedback,
                             guidance=list(self._guidance),
                         ),
-                        id=child_id,
-                        static_summary=f"{spec.role.value}: {spec.title}"[:200],
-                    )
-                except ChildWorkflowError as err:
-                    result = SubagentResult(
-                        index=index,
-                        state=SubagentState.FAILED,
-                        branch=branch,
-                        error=failure_message(err),
                     )
                 finally:
                     self._running.pop(index, None)
@@ -247,6 +234,48 @@ class DelegatedTaskWorkflow:
         return list(
             await asyncio.gather(*(one(i, s) for i, s in enumerate(self._subtasks, start=1)))
         )
+
+    def _subagent_input(
+        self,
+        index: int,
+        spec: SubtaskSpec,
+        *,
+        branch: str,
+        start_commit: str,
+        feedback: str | None = None,
+        guidance: list[str] | None = None,
+        review_titles: list[str] | None = None,
+    ) -> SubagentInput:
+        assert self._prepared is not None
+        return SubagentInput(
+            task_id=self._task_id,
+            index=index,
+            round=self._status.round,
+            goal=self._request.goal,
+            subtask=spec,
+            prepared=self._prepared,
+            branch=branch,
+            start_commit=start_commit,
+            budget=self._request.budget,
+            feedback=feedback,
+            guidance=guidance or [],
+            review_titles=review_titles or [],
+        )
+
+    async def _run_child(self, child_id: str, summary: str, input: SubagentInput) -> SubagentResult:
+        """Run one subagent; its failure is a result (the others carry on), not an exception."""
+        try:
+            result: SubagentResult = await workflow.execute_child_workflow(
+                SubagentWorkflow.run, input, id=child_id, static_summary=summary[:200]
+            )
+        except ChildWorkflowError as err:
+            result = SubagentResult(
+                index=input.index,
+                state=SubagentState.FAILED,
+                branch=input.branch,
+                error=failure_message(err),
+            )
+        return result
 
     def _record_result(self, status: SubagentStatus, result: SubagentResult) -> None:
         status.state = result.state
@@ -325,28 +354,19 @@ class DelegatedTaskWorkflow:
         assert self._prepared is not None and self._integration is not None
         self._set_phase(Phase.REVIEWING, "reviewer reading the combined diff")
         round_number = self._status.round
-        index = REVIEW_INDEX_BASE + round_number
-        spec = SubtaskSpec(title="Review the combined change", role=Role.REVIEWER)
-        try:
-            result: SubagentResult = await workflow.execute_child_workflow(
-                SubagentWorkflow.run,
-                SubagentInput(
-                    task_id=self._task_id,
-                    index=index,
-                    round=round_number,
-                    goal=self._request.goal,
-                    subtask=spec,
-                    prepared=self._prepared,
-                    branch=f"{task_branch(self._task_id)}/review-r{round_number}",
-                    start_commit=self._integration.commit or self._prepared.base_commit,
-                    budget=self._request.budget,
-                    review_titles=[s.title for s in self._subtasks],
-                ),
-                id=f"{self._task_id}-review-r{round_number}",
-                static_summary="reviewer",
-            )
-        except ChildWorkflowError as err:
-            self._emit(EventKind.REVIEW, f"review failed: {failure_message(err)}")
+        result = await self._run_child(
+            f"{self._task_id}-review-r{round_number}",
+            "reviewer",
+            self._subagent_input(
+                REVIEW_INDEX_BASE + round_number,
+                SubtaskSpec(title="Review the combined change", role=Role.REVIEWER),
+                branch=f"{task_branch(self._task_id)}/review-r{round_number}",
+                start_commit=self._integration.commit or self._prepared.base_commit,
+                review_titles=[s.title for s in self._subtasks],
+            ),
+        )
+        if result.state is SubagentState.FAILED:
+            self._emit(EventKind.REVIEW, f"review failed: {result.error}")
             return
         verdict = "approve" if result.verdict == "approve" else "request_changes"
         self._status.review = ReviewVerdict(verdict=verdict, comments=result.summary)
