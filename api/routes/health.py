@@ -23,7 +23,7 @@ class Health(Model):
     temporal: str | None = None
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model_exclude_none=True)
 async def healthz() -> Health:
     """Liveness: the process answers (Temporal is checked by `/readyz`)."""
     return Health(status="ok")

@@ -25,6 +25,7 @@ from switchboard.model_server import ModelServerHandle
 from switchboard.models import EventKind, Phase, TaskEvent, TaskStatus
 from switchboard.service import task_id_for
 from switchboard.settings import Settings
+from switchboard.temporal import ensure_search_attributes
 
 pytestmark = pytest.mark.integration
 
@@ -309,3 +310,10 @@ async def test_an_ended_task_reports_status_without_a_worker(
             break
         await asyncio.sleep(0.1)
     assert (row["status"], row["phase"]) == ("terminated", "failed")
+
+
+async def test_search_attributes_registration_is_idempotent(client: Client) -> None:
+    # The session's dev server was started with them, so nothing is added, and
+    # asking twice changes nothing.
+    assert await ensure_search_attributes(client, client.namespace) == []
+    assert await ensure_search_attributes(client, client.namespace) == []
