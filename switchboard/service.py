@@ -146,7 +146,7 @@ class TaskService:
             raise InvalidRequest(str(exc)) from exc
         request = request.model_copy(update={"repo": repo_refs.normalise_repo(request.repo)})
         task_id = task_id_for(request.owner, request.request_id)
-        async with self._errors(task_id):
+        async with self._errors(None):  # a NOT_FOUND here is the namespace, not the task
             try:
                 await self._client.start_workflow(
                     wire.Workflows.TASK,
