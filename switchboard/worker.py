@@ -49,7 +49,7 @@ def build_workers(
     from activities.lifecycle import LifecycleActivities
     from activities.llm import LlmActivities
     from activities.sandbox import select_backend
-    from workflows import DelegatedTaskWorkflow, SubagentWorkflow
+    from workflows import ConversationWorkflow, DelegatedTaskWorkflow, SubagentWorkflow
 
     box = sandbox or select_backend(settings)
     repo = RepoActivities(settings)
@@ -59,7 +59,7 @@ def build_workers(
     shared = Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[DelegatedTaskWorkflow, SubagentWorkflow],
+        workflows=[DelegatedTaskWorkflow, SubagentWorkflow, ConversationWorkflow],
         activities=[repo.prepare_repo, llm.plan_subtasks],
         workflow_runner=workflow_runner(),
     )

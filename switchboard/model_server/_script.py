@@ -17,7 +17,11 @@ from typing import Any
 from switchboard.model_server._scenario import RoleScript, Scenario, Script, ScriptedRole, Turn
 
 TEMPLATE_CHARS = 200
-_PLACEHOLDER = re.compile(r"\{(subagent|task|goal|last_user)\}")
+LAST_TOOL_CHARS = 500
+"""Tool results are JSON the gateway wrote: a little more room so a reply can quote one."""
+MATCH_CHARS = 2_000
+"""A named group of `when` (`{match.goal}`) may carry a whole request, e.g. a task's goal."""
+_PLACEHOLDER = re.compile(r"\{(subagent|task|goal|last_user|last_tool|match\.[A-Za-z_]\w*)\}")
 
 
 @dataclass(frozen=True)
@@ -31,14 +35,19 @@ class RequestContext:
     last_user: str
     assistant_messages: int
     assistant_since_last_user: int
+    last_tool: str = ""
 
-    def values(self) -> dict[str, str]:
-        return {
+    def values(self, groups: Mapping[str, str | None] | None = None) -> dict[str, str]:
+        values = {
             "subagent": str(self.subagent),
             "task": self.task,
             "goal": self.first_user[:TEMPLATE_CHARS],
             "last_user": self.last_user[:TEMPLATE_CHARS],
+            "last_tool": self.last_tool[:LAST_TOOL_CHARS],
         }
+        for name, value in (groups or {}).items():
+            values[f"match.{name}"] = (value or "").strip()[:MATCH_CHARS]
+        return values
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,7 @@ def request_context(
     role: ScriptedRole, messages: Sequence[Mapping[str, Any]], *, subagent: int, task: str
 ) -> RequestContext:
     users = [message_text(m) for m in messages if m.get("role") == "user"]
+    tools = [message_text(m) for m in messages if m.get("role") == "tool"]
     assistants = 0
     since_last_user = 0
     for message in messages:
@@ -84,13 +94,14 @@ def request_context(
         last_user=users[-1] if users else "",
         assistant_messages=assistants,
         assistant_since_last_user=since_last_user,
+        last_tool=tools[-1] if tools else "",
     )
 
 
 def next_reply(scenario: Scenario, context: RequestContext) -> Reply:
     """The rendered turn the scenario plays for this request."""
     role_script = scenario.roles.get(context.role, RoleScript())
-    script = _select_script(role_script, context)
+    script, groups = _select_script(role_script, context)
     index = (
         context.assistant_since_last_user
         if script.index_from == "last_user"
@@ -100,7 +111,7 @@ def next_reply(scenario: Scenario, context: RequestContext) -> Reply:
         turn = script.turns[index]
     else:
         turn = script.default or role_script.default or fallback_turn(context.role)
-    return _render(turn, context)
+    return _render(turn, context, groups)
 
 
 def fallback_turn(role: ScriptedRole) -> Turn:
@@ -116,18 +127,22 @@ def fallback_turn(role: ScriptedRole) -> Turn:
     return Turn.model_validate({"tool_calls": [{"name": "finish", "arguments": finish}]})
 
 
-def _select_script(role_script: RoleScript, context: RequestContext) -> Script:
+def _select_script(
+    role_script: RoleScript, context: RequestContext
+) -> tuple[Script, dict[str, str | None]]:
+    """The first script whose `when` matches, with the named groups of that match."""
     for script in role_script.scripts:
         if script.when is None:
-            return script
+            return script, {}
         text = context.first_user if script.match == "first_user" else context.last_user
-        if re.search(script.when, text):
-            return script
-    return Script(turns=role_script.turns, default=role_script.default)
+        found = re.search(script.when, text)
+        if found:
+            return script, found.groupdict()
+    return Script(turns=role_script.turns, default=role_script.default), {}
 
 
-def _render(turn: Turn, context: RequestContext) -> Reply:
-    values = context.values()
+def _render(turn: Turn, context: RequestContext, groups: Mapping[str, str | None]) -> Reply:
+    values = context.values(groups)
     calls = []
     for position, call in enumerate(turn.tool_calls):
         if isinstance(call.arguments, str):
@@ -142,8 +157,9 @@ def _render(turn: Turn, context: RequestContext) -> Reply:
 
 
 def _fill(text: str, values: Mapping[str, str]) -> str:
-    # Only the four known placeholders: code and JSON in scenarios keep their braces.
-    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+    # Only the known placeholders: code and JSON in scenarios keep their braces. A
+    # `{match.name}` whose group did not take part in the match becomes empty.
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), ""), text)
 
 
 def _fill_tree(node: Any, values: Mapping[str, str]) -> Any:

@@ -1,0 +1,410 @@
+"""The gateway: sessions, turns, task watchers and event streams, transport-agnostic.
+
+Stateless by design: everything it knows it read from a workflow, and anything
+it must not forget it wrote to one before telling a client. What it keeps in
+memory per active session (a hub, watchers, a turn lock) is rebuilt on demand
+after a restart: `activate` reads the session's state, resumes watching its
+live tasks from their recorded cursors, and resumes any turn left unanswered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+from temporalio.client import Client
+
+from chat_gateway._hub import SessionHub, StreamItem, Subscription, TaskUpdate
+from chat_gateway._store import SessionNotFound, SessionStore, SessionSummary
+from chat_gateway._turns import TurnRunner
+from chat_gateway._watch import TaskWatcher
+from switchboard.conversation import (
+    NewEntry,
+    PostMessage,
+    PostResult,
+    SessionEntry,
+    SessionStart,
+    SessionState,
+    SessionTask,
+    TaskEventsInput,
+    is_notable,
+    new_session_id,
+    session_id_for,
+    task_event_entry,
+)
+from switchboard.models import Model, TaskEvent, TaskStatus
+from switchboard.service import ServiceUnavailable, TaskService, WrongPhase
+from switchboard.settings import Settings
+
+__all__ = ["Gateway", "SessionInfo"]
+
+log = logging.getLogger(__name__)
+
+BACKLOG_PAGE = 500
+CATCH_UP_SECONDS = 1.0
+"""Before the first turn after activation, let watchers record what the tasks did
+while no gateway watched (bounded: a turn never waits long on a task)."""
+
+
+class SessionInfo(Model):
+    session_id: str
+    owner: str
+    repo: str | None = None
+    title: str = ""
+
+
+@dataclass
+class _Active:
+    session_id: str
+    owner: str
+    hub: SessionHub
+    turn_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    watchers: dict[str, TaskWatcher] = field(default_factory=dict)
+    closed: bool = False
+
+
+class Gateway:
+    """The conversation engine behind every surface (SSE, WebSocket, OpenAI, CLI).
+
+    Args:
+        client: A Temporal client with the pydantic data converter.
+        settings: Task queue, model endpoint and host id.
+        service: The task facade (one is made from `client` when omitted).
+        runner: This gateway's id in the sessions' turn claims. A gateway
+            restarted on the same host keeps its id and so resumes its own
+            interrupted turns at once; another waits out the claim's lease.
+        llm: The conversation model client (made from `settings` when omitted).
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        settings: Settings,
+        service: TaskService | None = None,
+        *,
+        runner: str | None = None,
+        llm: openai.AsyncOpenAI | None = None,
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._service = service or TaskService(client, settings)
+        self._store = SessionStore(client, settings)
+        self._owns_llm = llm is None
+        api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else "scripted"
+        self._llm = llm or openai.AsyncOpenAI(
+            base_url=settings.model_base_url,
+            api_key=api_key,
+            timeout=settings.llm_timeout_seconds,
+            max_retries=2,
+        )
+        self.runner = runner or f"gateway-{settings.host_id}"
+        self._turns = TurnRunner(
+            self._store, self._service, self._llm, settings.llm_model, self.runner
+        )
+        self._sessions: dict[str, _Active] = {}
+        self._activating: dict[str, asyncio.Future[_Active]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._closed = False
+
+    @property
+    def service(self) -> TaskService:
+        return self._service
+
+    @property
+    def store(self) -> SessionStore:
+        return self._store
+
+    async def aclose(self) -> None:
+        """Stop every watcher and turn (they resume wherever the gateway runs next)."""
+        self._closed = True
+        for active in self._sessions.values():
+            active.hub.close()
+        tasks = list(self._background)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._owns_llm:
+            await self._llm.close()
+
+    # ---- sessions ---------------------------------------------------------------------
+
+    async def create_session(
+        self,
+        owner: str,
+        *,
+        repo: str | None = None,
+        title: str = "",
+        key: str | None = None,
+        max_history_events: int | None = None,
+    ) -> SessionInfo:
+        """Start a session; with `key`, the owner's session for that key (made once)."""
+        session_id = session_id_for(owner, key) if key is not None else new_session_id()
+        start = SessionStart(owner=owner, repo=repo, title=title)
+        if max_history_events is not None:
+            start.max_history_events = max_history_events
+        await self._store.start(session_id, start)
+        return SessionInfo(session_id=session_id, owner=owner, repo=repo, title=title)
+
+    async def sessions(self, owner: str, limit: int = 50) -> list[SessionSummary]:
+        return await self._store.list(owner, limit)
+
+    async def state(self, session_id: str, user: str) -> SessionState:
+        state = await self._store.state(session_id)
+        if state.owner != user:
+            raise SessionNotFound(f"no session {session_id!r}")
+        return state
+
+    async def close_session(self, session_id: str, user: str) -> SessionState:
+        await self.state(session_id, user)
+        state = await self._store.close(session_id, user)
+        active = self._sessions.pop(session_id, None)
+        if active is not None:
+            active.closed = True
+            active.hub.close()
+        return state
+
+    # ---- messages ---------------------------------------------------------------------
+
+    async def post(
+        self,
+        session_id: str,
+        user: str,
+        content: str,
+        *,
+        model: str | None = None,
+        request_id: str | None = None,
+    ) -> PostResult:
+        """Record the user's message and start answering it; returns once it is durable."""
+        active = await self._activate(session_id, user)
+        post = PostMessage(
+            by=user, content=content, runner=self.runner, model=model, request_id=request_id
+        )
+        result = await self._store.post(session_id, post)
+        entry = NewEntry(role="user", content=content, by=user)
+        active.hub.offer(result.stamp.entries([entry], result.turn))
+        if result.claimed:
+            self._spawn(self._answer(active, result.turn))
+        return result
+
+    # ---- streams ----------------------------------------------------------------------
+
+    async def stream(
+        self, session_id: str, user: str, from_offset: int = 0
+    ) -> AsyncIterator[StreamItem]:
+        """The session's stream from `from_offset`: backlog, snapshot, then live.
+
+        Entries come once each in offset order (resume with the last `id` + 1);
+        then one `task` item per task, the step being streamed (`draft`) if any,
+        and `ready`; then everything live. Tokens of a step already recorded are
+        never sent. The stream ends when the client falls too far behind (it
+        resumes from its offset) or the gateway stops.
+        """
+        active = await self._activate(session_id, user)
+        subscription = active.hub.subscribe()
+        try:
+            sent = from_offset
+            async for entry in self._backlog(session_id, sent, None):
+                yield StreamItem.of_entry(entry)
+                sent = entry.offset + 1 if entry.kind != "gap" else _resume_offset(entry)
+            tasks, draft, running = active.hub.snapshot()
+            for update in tasks:
+                yield StreamItem(event="task", data=update.model_dump(mode="json"))
+            if running is not None:
+                yield StreamItem(event="turn", data={"turn": running, "running": True})
+            drafted: tuple[int, int, int] | None = None
+            if draft is not None and not active.hub.step_finished(draft.turn, draft.step):
+                drafted = (draft.turn, draft.step, draft.seq)
+                yield StreamItem(event="draft", data=draft.model_dump(mode="json"))
+            yield StreamItem(event="ready", data={"next_offset": sent})
+            async for item in self._live(session_id, active, subscription, sent, drafted):
+                yield item
+        finally:
+            active.hub.unsubscribe(subscription)
+
+    async def _live(
+        self,
+        session_id: str,
+        active: _Active,
+        subscription: Subscription,
+        sent: int,
+        drafted: tuple[int, int, int] | None,
+    ) -> AsyncIterator[StreamItem]:
+        finished: set[tuple[int, int]] = set()
+        while True:
+            item = await subscription.get()
+            if item is None:
+                return  # overflowed or shutting down: the client resumes from `sent`
+            if item.event == "entry":
+                assert item.id is not None
+                if item.id < sent:
+                    continue
+                if item.id > sent:  # written elsewhere: read the gap from the workflow
+                    async for entry in self._backlog(session_id, sent, item.id):
+                        yield StreamItem.of_entry(entry)
+                entry = SessionEntry.model_validate(item.data)
+                if entry.role == "assistant" and entry.turn is not None and entry.step is not None:
+                    finished.add((entry.turn, entry.step))
+                sent = item.id + 1
+            elif item.event == "token":
+                turn, step, seq = item.data["turn"], item.data["step"], item.data["seq"]
+                if (turn, step) in finished or active.hub.step_finished(turn, step):
+                    continue
+                if drafted is not None and (turn, step) == drafted[:2] and seq <= drafted[2]:
+                    continue
+            yield item
+
+    async def _backlog(
+        self, session_id: str, start: int, stop: int | None
+    ) -> AsyncIterator[SessionEntry]:
+        """Entries `[start, stop)` from the workflow (to the end without `stop`)."""
+        offset = start
+        while stop is None or offset < stop:
+            page = await self._store.entries(session_id, offset, BACKLOG_PAGE)
+            for entry in page.entries:
+                if stop is not None and entry.offset >= stop:
+                    return
+                yield entry
+            if not page.entries or page.next_offset <= offset:
+                return
+            if stop is None and len(page.entries) < BACKLOG_PAGE:
+                return
+            offset = page.next_offset
+
+    # ---- activation, turns and watchers -------------------------------------------------
+
+    async def _activate(self, session_id: str, user: str) -> _Active:
+        active = self._sessions.get(session_id)
+        if active is None:
+            pending = self._activating.get(session_id)
+            if pending is None:
+                pending = asyncio.get_running_loop().create_future()
+                self._activating[session_id] = pending
+                try:
+                    active = await self._load(session_id)
+                except BaseException as exc:
+                    pending.set_exception(exc)
+                    pending.exception()  # retrieved: nobody else may be waiting
+                    raise
+                finally:
+                    self._activating.pop(session_id, None)
+                pending.set_result(active)
+            else:
+                active = await asyncio.shield(pending)
+        if active.owner != user:
+            raise SessionNotFound(f"no session {session_id!r}: create one with POST /v1/sessions")
+        if active.closed:
+            raise WrongPhase(f"{session_id} is closed: start a new session")
+        return active
+
+    async def _load(self, session_id: str) -> _Active:
+        state = await self._store.state(session_id)
+        if state.closed:
+            raise WrongPhase(f"{session_id} is closed: start a new session")
+
+        async def fill(start: int, stop: int) -> list[SessionEntry]:
+            return [e async for e in self._backlog(session_id, start, stop)]
+
+        active = _Active(session_id, state.owner, SessionHub(state.next_offset, fill))
+        self._sessions[session_id] = active
+        for task in state.tasks:
+            if not task.phase.is_final:
+                self._watch(active, task.task_id, task.cursor)
+        if state.turns:
+            self._spawn(self._resume(active))
+        return active
+
+    async def _resume(self, active: _Active) -> None:
+        turn = await self._store.claim(active.session_id, self.runner)
+        if turn is not None:
+            await self._answer(active, turn)
+
+    async def _answer(self, active: _Active, turn: int | None) -> None:
+        async with active.turn_lock:
+            await asyncio.gather(*(w.caught_up(CATCH_UP_SECONDS) for w in active.watchers.values()))
+            while turn is not None and not self._closed:
+                turn = await self._turns.answer(
+                    active.session_id,
+                    active.hub,
+                    turn,
+                    status=self._task_status,
+                    live=lambda: self._live_statuses(active),
+                    started=lambda task: self._started(active, task),
+                )
+
+    def _watch(self, active: _Active, task_id: str, cursor: int) -> None:
+        if task_id in active.watchers or self._closed:
+            return
+
+        async def on_update(
+            task_id: str, events: list[TaskEvent], status: TaskStatus | None, next_offset: int
+        ) -> None:
+            await self._on_task(active, task_id, events, status, next_offset)
+
+        watcher = TaskWatcher(self._client, self._service, task_id, cursor, on_update)
+        active.watchers[task_id] = watcher
+
+        async def run() -> None:
+            try:
+                await watcher.run()
+            finally:
+                active.watchers.pop(task_id, None)
+
+        self._spawn(run())
+
+    async def _on_task(
+        self,
+        active: _Active,
+        task_id: str,
+        events: list[TaskEvent],
+        status: TaskStatus | None,
+        next_offset: int,
+    ) -> None:
+        active.hub.task(TaskUpdate(task_id=task_id, status=status, events=events))
+        notable = [e for e in events if is_notable(e)]
+        final = status is not None and status.phase.is_final
+        if not notable and not final:
+            return
+        result = await self._store.record_task_events(
+            active.session_id,
+            TaskEventsInput(
+                task_id=task_id,
+                events=notable,
+                next_offset=next_offset,
+                phase=status.phase if status is not None else None,
+            ),
+        )
+        accepted = set(result.accepted)
+        new = [task_event_entry(task_id, e) for e in notable if e.offset in accepted]
+        active.hub.offer(result.stamp.entries(new, None))
+
+    def _started(self, active: _Active, task: SessionTask) -> None:
+        self._watch(active, task.task_id, 0)
+
+    async def _task_status(self, task_id: str) -> TaskStatus:
+        return await self._service.status(task_id)
+
+    def _live_statuses(self, active: _Active) -> dict[str, TaskStatus]:
+        tasks, _, _ = active.hub.snapshot()
+        return {t.task_id: t.status for t in tasks if t.status is not None}
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+
+        def done(finished: asyncio.Task[Any]) -> None:
+            self._background.discard(finished)
+            if not finished.cancelled() and finished.exception() is not None:
+                error = finished.exception()
+                level = logging.WARNING if isinstance(error, ServiceUnavailable) else logging.ERROR
+                log.log(level, "gateway task failed: %s", error, exc_info=error)
+
+        task.add_done_callback(done)
+
+
+def _resume_offset(gap: SessionEntry) -> int:
+    resume = gap.data.get("resume_offset")
+    return int(resume) if isinstance(resume, int) else gap.offset + 1

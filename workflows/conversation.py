@@ -1,0 +1,341 @@
+"""`ConversationWorkflow`: one durable chat session.
+
+It holds what the gateway must never be the only one to know: the session's
+entries (messages, tool results, notable task events) under dense offsets, the
+tasks the session started and how far their events are recorded, and the turns
+waiting for an answer and which gateway runs each. Model calls are not made
+here: the gateway streams them, so the chat never waits on a workflow task and
+this code stays deterministic. A gateway that dies mid-turn leaves the turn
+claimed; the next one (the same runner at once, another after `TURN_LEASE`)
+claims it and answers from the recorded steps.
+
+Bounded: the newest `max_entries` entries stay in state (readers asking for
+older offsets get one `gap` entry), and past `max_history_events` (or when the
+server suggests it) the run continues as new with the newest entries, a
+summary of the rest, the tasks and the open turns. Offsets go on growing.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from switchboard.conversation import (
+        ClaimResult,
+        ClaimTurn,
+        CloseSession,
+        ConversationWire,
+        EntriesPage,
+        EntriesRequest,
+        EntryKind,
+        NewEntry,
+        PostMessage,
+        PostResult,
+        RecordResult,
+        RecordTurn,
+        SessionCarry,
+        SessionEntry,
+        SessionStart,
+        SessionState,
+        SessionTask,
+        Stamp,
+        TaskEventsInput,
+        TaskEventsResult,
+        TurnContext,
+        TurnContextRequest,
+        TurnState,
+        task_event_entry,
+    )
+    from switchboard.wire import Errors
+
+TURN_LEASE = timedelta(minutes=2)
+"""A turn claimed by a runner that stopped writing is free for another after this."""
+CONTEXT_ENTRIES = 120
+CONTEXT_CHARS = 60_000
+"""The model sees at most this much of the session's tail (plus the summary and tasks)."""
+CARRY_ENTRIES = 200
+CARRY_CHARS = 400_000
+"""What continue-as-new carries over: well under the 2 MB payload limit."""
+MAX_HISTORY_BYTES = 4 * 1024 * 1024
+"""The server suggests continue-as-new at 4 MiB; do it no later than that."""
+MAX_TASKS = 500
+SEEN_REQUESTS = 256
+"""Idempotency keys of recent posts remembered (a retry comes within seconds)."""
+
+
+@workflow.defn(name=ConversationWire.WORKFLOW)
+class ConversationWorkflow:
+    @workflow.init
+    def __init__(self, start: SessionStart) -> None:
+        self._session_id = workflow.info().workflow_id
+        self._start = start.model_copy(update={"carry": None})
+        carry = start.carry
+        self._entries: deque[SessionEntry] = deque(carry.entries if carry else ())
+        self._next_offset = carry.next_offset if carry else 0
+        self._summary = carry.summary if carry else ""
+        self._tasks: dict[str, SessionTask] = {t.task_id: t for t in (carry.tasks if carry else ())}
+        self._turns: list[TurnState] = list(carry.turns) if carry else []
+        self._next_turn = carry.next_turn if carry else 1
+        self._created_at = carry.created_at if carry else workflow.now()
+        self._runs = carry.runs + 1 if carry else 1
+        self._seen: dict[str, int] = dict(carry.seen_requests) if carry else {}
+        self._closed = False
+
+    @workflow.run
+    async def run(self, start: SessionStart) -> SessionState:
+        await workflow.wait_condition(lambda: self._closed or self._should_continue_as_new())
+        # Handlers are synchronous, so this returns at once; it keeps the rule anyway.
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        if self._closed:
+            return self.state()
+        workflow.continue_as_new(self._start.model_copy(update={"carry": self._carry()}))
+
+    # ---- updates ----------------------------------------------------------------------
+
+    @workflow.update(name=ConversationWire.POST_MESSAGE)
+    def post_message(self, post: PostMessage) -> PostResult:
+        if post.request_id is not None and post.request_id in self._seen:
+            return self._duplicate(post.request_id)
+        turn = self._next_turn
+        self._next_turn += 1
+        entry = NewEntry(role="user", content=post.content, by=post.by)
+        stamp = self._append([entry], turn)
+        self._turns.append(TurnState(turn=turn, user_offset=stamp.first_offset, model=post.model))
+        if post.request_id is not None:
+            self._seen[post.request_id] = stamp.first_offset
+            while len(self._seen) > SEEN_REQUESTS:
+                del self._seen[next(iter(self._seen))]
+        claimed = self._claim(post.runner) == turn
+        return PostResult(stamp=stamp, turn=turn, claimed=claimed)
+
+    @post_message.validator
+    def _check_post(self, post: PostMessage) -> None:
+        self._require_open()
+        if post.by != self._start.owner:
+            raise ApplicationError(
+                f"only the session's owner ({self._start.owner}) may post to it",
+                type=Errors.INVALID_INPUT,
+            )
+
+    @workflow.update(name=ConversationWire.CLAIM_TURN)
+    def claim_turn(self, claim: ClaimTurn) -> ClaimResult:
+        return ClaimResult(turn=self._claim(claim.runner))
+
+    @claim_turn.validator
+    def _check_claim(self, claim: ClaimTurn) -> None:
+        self._require_open()
+
+    @workflow.update(name=ConversationWire.RECORD_TURN)
+    def record_turn(self, record: RecordTurn) -> RecordResult:
+        head = self._turns[0]
+        head.claimed_at = workflow.now()
+        for task in record.tasks:
+            if task.task_id not in self._tasks:
+                self._tasks[task.task_id] = task.model_copy(
+                    update={"turn": record.turn, "created_at": workflow.now()}
+                )
+        while len(self._tasks) > MAX_TASKS:
+            del self._tasks[next(iter(self._tasks))]
+        stamp = self._append(record.entries, record.turn)
+        next_turn = None
+        if record.finish:
+            self._turns.pop(0)
+            next_turn = self._claim(record.runner)
+        return RecordResult(stamp=stamp, next_turn=next_turn)
+
+    @record_turn.validator
+    def _check_record(self, record: RecordTurn) -> None:
+        self._require_open()
+        head = self._turns[0] if self._turns else None
+        if head is None or head.turn != record.turn or head.runner != record.runner:
+            raise ApplicationError(
+                f"turn {record.turn} is not being answered by {record.runner}",
+                type=Errors.WRONG_PHASE,
+            )
+
+    @workflow.update(name=ConversationWire.RECORD_TASK_EVENTS)
+    def record_task_events(self, update: TaskEventsInput) -> TaskEventsResult:
+        task = self._tasks[update.task_id]
+        fresh = [e for e in update.events if e.offset >= task.cursor]
+        stamp = self._append([task_event_entry(task.task_id, e) for e in fresh], None)
+        task.cursor = max(task.cursor, update.next_offset)
+        if update.phase is not None:
+            task.phase = update.phase
+        return TaskEventsResult(stamp=stamp, accepted=[e.offset for e in fresh])
+
+    @record_task_events.validator
+    def _check_task_events(self, update: TaskEventsInput) -> None:
+        if update.task_id not in self._tasks:
+            raise ApplicationError(
+                f"{update.task_id} was not started by this session", type=Errors.INVALID_INPUT
+            )
+
+    @workflow.update(name=ConversationWire.CLOSE)
+    def close(self, close: CloseSession) -> SessionState:
+        self._closed = True
+        return self.state()
+
+    @close.validator
+    def _check_close(self, close: CloseSession) -> None:
+        if close.by != self._start.owner:
+            raise ApplicationError(
+                f"only the session's owner ({self._start.owner}) may close it",
+                type=Errors.INVALID_INPUT,
+            )
+
+    # ---- queries ----------------------------------------------------------------------
+
+    @workflow.query(name=ConversationWire.STATE)
+    def state(self) -> SessionState:
+        return SessionState(
+            session_id=self._session_id,
+            owner=self._start.owner,
+            repo=self._start.repo,
+            title=self._start.title,
+            created_at=self._created_at,
+            next_offset=self._next_offset,
+            first_offset=self._first_offset(),
+            summary=self._summary,
+            tasks=list(self._tasks.values()),
+            turns=list(self._turns),
+            runs=self._runs,
+            closed=self._closed,
+        )
+
+    @workflow.query(name=ConversationWire.ENTRIES)
+    def entries(self, request: EntriesRequest) -> EntriesPage:
+        first = self._first_offset()
+        out: list[SessionEntry] = []
+        start = request.from_offset
+        if start < first:
+            out.append(
+                SessionEntry(
+                    offset=start,
+                    at=self._entries[0].at if self._entries else self._created_at,
+                    kind=EntryKind.GAP,
+                    content=f"{first - start} older entries are no longer kept",
+                    data={"dropped": first - start, "resume_offset": first},
+                )
+            )
+            start = first
+        skip = start - first
+        for index, entry in enumerate(self._entries):
+            if index < skip:
+                continue
+            if len(out) >= request.limit:
+                break
+            out.append(entry)
+        next_offset = out[-1].offset + 1 if out else max(start, first)
+        if out and out[-1].kind is EntryKind.GAP:
+            next_offset = first
+        return EntriesPage(entries=out, next_offset=next_offset, first_offset=first)
+
+    @workflow.query(name=ConversationWire.TURN_CONTEXT)
+    def turn_context(self, request: TurnContextRequest) -> TurnContext:
+        head = next((t for t in self._turns if t.turn == request.turn), None)
+        chosen: list[SessionEntry] = []
+        chars = 0
+        for entry in reversed(self._entries):
+            if entry.kind is EntryKind.GAP:
+                continue
+            if entry.turn is not None and entry.turn > request.turn:
+                continue  # a later question waits for its own turn
+            chars += len(entry.content)
+            if chosen and (len(chosen) >= CONTEXT_ENTRIES or chars > CONTEXT_CHARS):
+                break
+            chosen.append(entry)
+        chosen.reverse()
+        return TurnContext(
+            session_id=self._session_id,
+            turn=request.turn,
+            runner=head.runner if head else None,
+            model=head.model if head else None,
+            owner=self._start.owner,
+            repo=self._start.repo,
+            summary=self._summary,
+            entries=chosen,
+            tasks=list(self._tasks.values()),
+        )
+
+    # ---- internals --------------------------------------------------------------------
+
+    def _append(self, new: list[NewEntry], turn: int | None) -> Stamp:
+        stamp = Stamp(first_offset=self._next_offset, at=workflow.now(), count=len(new))
+        for entry in stamp.entries(new, turn):
+            self._entries.append(entry)
+        self._next_offset += len(new)
+        while len(self._entries) > self._start.max_entries:
+            self._forget(self._entries.popleft())
+        return stamp
+
+    def _forget(self, entry: SessionEntry) -> None:
+        # Deterministic and short: a count of what fell out of the window. The tasks
+        # stay listed in full, so the model never loses track of its work.
+        self._summary = f"Entries before offset {entry.offset + 1} are no longer in context."
+
+    def _claim(self, runner: str) -> int | None:
+        if not self._turns:
+            return None
+        head = self._turns[0]
+        now = workflow.now()
+        stale = head.claimed_at is not None and now - head.claimed_at > TURN_LEASE
+        if head.runner is None or head.runner == runner or stale:
+            head.runner = runner
+            head.claimed_at = now
+            return head.turn
+        return None
+
+    def _duplicate(self, request_id: str) -> PostResult:
+        offset = self._seen[request_id]
+        entry = next((e for e in self._entries if e.offset == offset), None)
+        if entry is None or entry.turn is None:
+            raise ApplicationError(
+                f"message {request_id!r} was posted long ago; post it again with a new id",
+                type=Errors.INVALID_INPUT,
+            )
+        stamp = Stamp(first_offset=entry.offset, at=entry.at, count=1)
+        return PostResult(stamp=stamp, turn=entry.turn, duplicate=True)
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise ApplicationError("this session is closed", type=Errors.WRONG_PHASE)
+
+    def _first_offset(self) -> int:
+        return self._entries[0].offset if self._entries else self._next_offset
+
+    def _should_continue_as_new(self) -> bool:
+        info = workflow.info()
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() >= self._start.max_history_events
+            or info.get_current_history_size() >= MAX_HISTORY_BYTES
+        )
+
+    def _carry(self) -> SessionCarry:
+        kept: list[SessionEntry] = []
+        chars = 0
+        for entry in reversed(self._entries):
+            chars += len(entry.content) + 200
+            if len(kept) >= CARRY_ENTRIES or chars > CARRY_CHARS:
+                break
+            kept.append(entry)
+        kept.reverse()
+        dropped = len(self._entries) - len(kept)
+        summary = self._summary
+        if dropped and kept:
+            summary = f"Entries before offset {kept[0].offset} are no longer in context."
+        return SessionCarry(
+            entries=kept,
+            next_offset=self._next_offset,
+            summary=summary,
+            tasks=list(self._tasks.values()),
+            turns=self._turns,
+            next_turn=self._next_turn,
+            created_at=self._created_at,
+            runs=self._runs,
+            seen_requests=self._seen,
+        )
