@@ -376,3 +376,25 @@ async def test_a_long_subagent_continues_as_new_and_keeps_its_state(
     first = last_run.events[0].workflow_execution_started_event_attributes
     assert first.continued_execution_run_id, "the subagent should have continued as new"
     assert model.stats()["duplicates"] == []
+
+
+async def test_steering_reaches_running_subagents_at_their_next_turn(
+    client: Client, settings: Settings, worker: None, repo: Path, model: ModelServerHandle
+) -> None:
+    from switchboard.models import SteerInput
+    from switchboard.wire import Signals
+
+    model.configure(latency_ms=300)
+    handle = await _start(
+        client,
+        settings,
+        TaskRequest(goal="Steer me", repo=str(repo), subtasks=[SubtaskSpec(title="A")]),
+    )
+    await wait_for(handle, lambda s: any(x.steps >= 1 for x in s.subagents), what="the first step")
+    await handle.signal(Signals.STEER, SteerInput(by="dana", guidance="use tabs, not spaces"))
+    await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
+    transcript = (settings.transcripts_dir / handle.id / "1" / "r1.json").read_text()
+    assert "use tabs, not spaces" in transcript
+    steered = [e for e in (await _events(handle)).events if e.kind is EventKind.STEERED]
+    assert steered and steered[0].data["by"] == "dana" and steered[0].data["running"] == [1]
+    await handle.cancel()
