@@ -8,6 +8,7 @@ of them reaches the sandbox; a refused call is answered to the model as an error
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
 from temporalio import workflow
@@ -42,6 +43,7 @@ class SubagentWorkflow:
     def __init__(self) -> None:
         self._guidance: list[str] = []
         self._result: SubagentResult | None = None
+        self._last_report: asyncio.Task[None] | None = None
 
     @workflow.signal(name=Signals.STEER)
     def steer(self, steer: SteerInput) -> None:
@@ -95,7 +97,7 @@ class SubagentWorkflow:
             summary=f"sandbox for {role.value}",
         )
         if input.resume is None:
-            await self._report(input, "started", f"{role.value} started: {input.subtask.title}")
+            self._report(input, "started", f"{role.value} started: {input.subtask.title}")
             if role is Role.REVIEWER:
                 first_prompt = prompts.review_prompt(input.goal, input.review_titles)
             else:
@@ -159,7 +161,7 @@ class SubagentWorkflow:
                     break
                 nudged = True
                 pending.append(ChatMessage(role="user", content=prompts.NO_TOOL_CALL_NUDGE))
-                await self._report(input, "step", "answered without a tool call")
+                self._report(input, "step", "answered without a tool call")
                 continue
 
             checked: list[CheckedCall] = []
@@ -169,7 +171,7 @@ class SubagentWorkflow:
                 if isinstance(verdict, DeniedCall):
                     result.denied_calls += 1
                     answers[call.id] = f"error: {verdict.message}"
-                    await self._report(
+                    self._report(
                         input,
                         "denied",
                         f"{verdict.name}: {verdict.message}",
@@ -208,13 +210,14 @@ class SubagentWorkflow:
                 ChatMessage(role="tool", tool_call_id=c.id, content=answers.get(c.id, ""))
                 for c in turn.tool_calls
             )
-            await self._report(
+            self._report(
                 input,
                 "step",
                 _describe_step(turn, tools_used),
                 {"tools": tools_used},
             )
             if not finished and self._history_full(input):
+                await self._flush_reports()
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 checkpoint = SubagentCheckpoint(
                     result=result,
@@ -250,7 +253,8 @@ class SubagentWorkflow:
             )
             result.head = commit.head
             result.diff_stat = commit.diff_stat
-        await self._report(input, "finished", result.summary or result.state.value)
+        self._report(input, "finished", result.summary or result.state.value)
+        await self._flush_reports()
         return result
 
     @staticmethod
@@ -276,10 +280,15 @@ class SubagentWorkflow:
             return f"{input.budget.max_wall_seconds} s of wall time"
         return ""
 
-    async def _report(
+    def _report(
         self, input: SubagentInput, kind: str, message: str, data: dict[str, object] | None = None
     ) -> None:
-        """Tell the parent task; a parent that is gone must not fail the subagent."""
+        """Tell the parent task, without waiting for it.
+
+        Awaiting each signal would cost a workflow task round trip per step; instead
+        the signal command leaves with the next activity's, and reports are chained
+        so the parent receives them in order. `_flush_reports` waits for the last.
+        """
         parent = workflow.info().parent
         if parent is None or self._result is None:
             return
@@ -293,12 +302,26 @@ class SubagentWorkflow:
             denied_calls=self._result.denied_calls,
             data=dict(data or {}),
         )
+        self._last_report = asyncio.create_task(
+            self._send_report(parent.workflow_id, progress, self._last_report)
+        )
+
+    @staticmethod
+    async def _send_report(
+        parent_id: str, progress: Progress, previous: asyncio.Task[None] | None
+    ) -> None:
+        if previous is not None:
+            await previous
         try:
-            await workflow.get_external_workflow_handle(parent.workflow_id).signal(
+            await workflow.get_external_workflow_handle(parent_id).signal(
                 Signals.SUBAGENT_PROGRESS, progress
             )
         except Exception:  # the parent closed: nothing to tell
-            workflow.logger.warning("could not report progress to %s", parent.workflow_id)
+            workflow.logger.warning("could not report progress to %s", parent_id)
+
+    async def _flush_reports(self) -> None:
+        if self._last_report is not None:
+            await self._last_report
 
 
 def _describe_step(turn: LlmTurnResult, tools_used: list[dict[str, object]]) -> str:
