@@ -137,8 +137,9 @@ async def chat_completions(request: Request, state: StateDep) -> Response:
         )
 
     config = state.config
-    if config.latency_ms:
-        await asyncio.sleep(config.latency_ms / 1000)
+    latency_ms = config.latency_for(role)
+    if latency_ms:
+        await asyncio.sleep(latency_ms / 1000)
     prompt = fmt.prompt_tokens(body.messages)
     completion = fmt.completion_tokens(reply)
     usage = fmt.usage(prompt, completion)

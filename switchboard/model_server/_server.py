@@ -83,8 +83,19 @@ class ModelServerHandle:
     def reset(self) -> None:
         self._call("POST", "/_reset")
 
-    def configure(self, *, latency_ms: int | None = None, token_rate: float | None = None) -> None:
-        self._call("POST", "/_config", {"latency_ms": latency_ms, "token_rate": token_rate})
+    def configure(
+        self,
+        *,
+        latency_ms: int | None = None,
+        token_rate: float | None = None,
+        role_latency_ms: dict[str, int] | None = None,
+    ) -> None:
+        """Change the knobs given; `role_latency_ms={}` clears the per-role overrides."""
+        self._call(
+            "POST",
+            "/_config",
+            {"latency_ms": latency_ms, "token_rate": token_rate, "role_latency_ms": role_latency_ms},
+        )
 
     def close(self) -> None:
         self._http.close()

@@ -38,11 +38,17 @@ class ServerConfig(Model):
     """Delay before the first byte of every completion."""
     token_rate: float = Field(default=0, ge=0)
     """Completion tokens per second (streamed, or as total delay); 0 = instant."""
+    role_latency_ms: dict[ScriptedRole, int] = Field(default_factory=dict)
+    """Per-role `latency_ms` overrides: slow subagents beside an instant chat."""
+
+    def latency_for(self, role: ScriptedRole) -> int:
+        return self.role_latency_ms.get(role, self.latency_ms)
 
 
 class ConfigUpdate(Model):
     latency_ms: int | None = Field(default=None, ge=0, le=600_000)
     token_rate: float | None = Field(default=None, ge=0)
+    role_latency_ms: dict[ScriptedRole, int] | None = None
 
 
 class ServerState:

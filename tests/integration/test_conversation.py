@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,9 +14,10 @@ from temporalio.client import Client
 
 from chat_gateway import Gateway, StreamItem
 from switchboard.conversation import SessionEntry
-from switchboard.model_server import ModelServerHandle
-from switchboard.models import EventKind, Phase
+from switchboard.model_server import ModelServerHandle, Scenario, builtin_scenario, parse_scenario
+from switchboard.models import EventKind, Phase, TaskRequest
 from switchboard.settings import Settings
+from tests.helpers import make_repo
 
 pytestmark = pytest.mark.integration
 
@@ -77,12 +78,28 @@ def answer(collector: Collector, turn: int) -> str:
 
 
 @pytest.fixture
-async def gateway(client: Client, settings: Settings, worker: None) -> AsyncIterator[Gateway]:
+def chat_model(model: ModelServerHandle) -> Iterator[ModelServerHandle]:
+    """The scripted model; per-role latencies set by a test are cleared after it."""
+    yield model
+    model.configure(role_latency_ms={})
+
+
+@pytest.fixture
+async def gateway(
+    client: Client, settings: Settings, worker: None, chat_model: ModelServerHandle
+) -> AsyncIterator[Gateway]:
     gateway = Gateway(client, settings)
     try:
         yield gateway
     finally:
         await gateway.aclose()
+
+
+def scenario_with(**roles: object) -> Scenario:
+    """The demo scenario with some roles replaced."""
+    document = builtin_scenario("demo").model_dump(mode="json")
+    document["roles"].update(roles)
+    return parse_scenario(document)
 
 
 async def test_delegate_keep_chatting_approve_and_see_the_merge(
@@ -130,5 +147,165 @@ async def test_delegate_keep_chatting_approve_and_see_the_merge(
         assert offsets == list(range(len(offsets)))
         state = await gateway.state(info.session_id, "alice")
         assert state.tasks[0].task_id == task_id and state.tasks[0].phase is Phase.COMPLETED
+    finally:
+        await stream.close()
+
+
+async def _delegate_and_decide(gateway: Gateway, user: str, repo: Path, decision: str) -> None:
+    info = await gateway.create_session(user, repo=str(repo))
+    stream = Collector(gateway.stream(info.session_id, user))
+    try:
+        await gateway.post(info.session_id, user, f"delegate: {user}'s feature")
+        await stream.wait_for(turn_ended(1), f"{user}'s delegation")
+        await gateway.post(info.session_id, user, f"hello from {user}")
+        await stream.wait_for(turn_ended(2), f"{user}'s chat turn")
+        assert f"You said: hello from {user}" in answer(stream, 2)
+        await stream.wait_for(task_event(EventKind.APPROVAL_NEEDED), f"{user}'s approval request")
+        await gateway.post(info.session_id, user, decision)
+        final = EventKind.COMPLETED if decision == "approve" else EventKind.REJECTED
+        await stream.wait_for(task_event(final), f"{user}'s task ending")
+        state = await gateway.state(info.session_id, user)
+        assert len(state.tasks) == 1
+        task_ids = {e.task_id for e in stream.entries if e.task_id is not None}
+        assert task_ids == {state.tasks[0].task_id}, "another session's task leaked in"
+        assert [e.offset for e in stream.entries] == list(range(len(stream.entries)))
+        status = await gateway.service.status(state.tasks[0].task_id)
+        assert status.owner == user and status.approvals[-1].by == user
+    finally:
+        await stream.close()
+
+
+async def test_two_sessions_delegate_and_chat_concurrently(
+    gateway: Gateway, tmp_path: Path, chat_model: ModelServerHandle
+) -> None:
+    chat_model.configure(role_latency_ms={"worker": 50, "explorer": 50})
+    await asyncio.gather(
+        _delegate_and_decide(gateway, "alice", make_repo(tmp_path / "a"), "approve"),
+        _delegate_and_decide(gateway, "bob", make_repo(tmp_path / "b"), "reject"),
+    )
+
+
+SLOW_TASKS = {
+    "conversation": {
+        "scripts": [
+            {
+                "when": r"(?i)^slow task (?P<n>\d+)",
+                "match": "last_user",
+                "index_from": "last_user",
+                "turns": [
+                    {
+                        "tool_calls": [
+                            {
+                                "name": "delegate_task",
+                                "arguments": {
+                                    "goal": "slow task {match.n}",
+                                    "subtasks": [{"title": "Keep looking", "role": "explorer"}],
+                                    "review": False,
+                                },
+                            }
+                        ]
+                    },
+                    {"content": "started"},
+                ],
+            }
+        ],
+        "default": {"content": "Scripted model here. You said: {last_user}"},
+    },
+    "explorer": {"default": {"tool_calls": [{"name": "list_files", "arguments": {"path": "."}}]}},
+}
+
+
+async def test_a_chat_turn_is_answered_while_ten_tasks_run(
+    gateway: Gateway, repo: Path, chat_model: ModelServerHandle
+) -> None:
+    chat_model.set_scenario(scenario_with(**SLOW_TASKS))
+    chat_model.configure(role_latency_ms={"explorer": 400})
+    info = await gateway.create_session("carol", repo=str(repo))
+    stream = Collector(gateway.stream(info.session_id, "carol"))
+    try:
+        for n in range(1, 11):
+            await gateway.post(info.session_id, "carol", f"slow task {n}")
+        await stream.wait_for(turn_ended(10), "ten delegations")
+        state = await gateway.state(info.session_id, "carol")
+        task_ids = [t.task_id for t in state.tasks]
+        assert len(task_ids) == 10
+        await stream.wait_for(
+            lambda c: sum(e.event is EventKind.PHASE for e in c.entries) >= 10, "ten running"
+        )
+        result = await gateway.post(info.session_id, "carol", "are you still there?")
+        await stream.wait_for(turn_ended(result.turn), "the chat turn")
+        assert "You said: are you still there?" in answer(stream, result.turn)
+        # Answered without waiting on any task: every one of them is still running.
+        phases = [(await gateway.service.status(t)).phase for t in task_ids]
+        assert all(phase is Phase.RUNNING for phase in phases), phases
+    finally:
+        await stream.close()
+        for task_id in task_ids:
+            with contextlib.suppress(Exception):
+                await gateway.service.cancel(task_id)
+
+
+BAD_TOOL_CALLS = {
+    "conversation": {
+        "scripts": [
+            {
+                "when": "(?i)^try bad calls",
+                "match": "last_user",
+                "index_from": "last_user",
+                "turns": [
+                    {"tool_calls": [{"name": "delegate_task", "arguments": {"goal": "   "}}]},
+                    {"tool_calls": [{"name": "delegate_task", "arguments": '{"goal": "x"'}]},
+                    {"tool_calls": [{"name": "frobnicate", "arguments": {}}]},
+                    {"tool_calls": [{"name": "approve_task", "arguments": {"task_id": 7}}]},
+                    {"content": "I could not do any of that."},
+                ],
+            },
+            {
+                "when": r"(?i)^approve (?P<task>task-\w+)",
+                "match": "last_user",
+                "index_from": "last_user",
+                "turns": [
+                    {
+                        "tool_calls": [
+                            {"name": "approve_task", "arguments": {"task_id": "{match.task}"}}
+                        ]
+                    },
+                    {"content": "{last_tool}"},
+                ],
+            },
+        ]
+    }
+}
+
+
+async def test_bad_tool_calls_go_back_to_the_model_and_others_tasks_stay_theirs(
+    gateway: Gateway, repo: Path, chat_model: ModelServerHandle
+) -> None:
+    chat_model.set_scenario(scenario_with(**BAD_TOOL_CALLS))
+    info = await gateway.create_session("dave", repo=str(repo))
+    stream = Collector(gateway.stream(info.session_id, "dave"))
+    try:
+        await gateway.post(info.session_id, "dave", "try bad calls")
+        await stream.wait_for(turn_ended(1), "the turn with bad calls")
+        errors = [e.content for e in stream.entries if e.role == "tool"]
+        assert len(errors) == 4
+        assert all(e.is_error for e in stream.entries if e.role == "tool")
+        assert "goal: Value error, must not be blank" in errors[0]
+        assert "not valid JSON" in errors[1]
+        assert "unknown tool 'frobnicate'" in errors[2]
+        assert "task_id: Input should be a valid string" in errors[3]
+        assert answer(stream, 1).endswith("I could not do any of that.")
+
+        # Someone else's task: refused as if it did not exist, and nothing changes.
+        submitted = await gateway.service.submit(
+            TaskRequest(goal="erin's work", repo=str(repo), owner="erin")
+        )
+        await gateway.post(info.session_id, "dave", f"approve {submitted.task_id}")
+        await stream.wait_for(turn_ended(2), "the refused approval")
+        refused = [e for e in stream.entries if e.turn == 2 and e.role == "tool"]
+        assert refused[0].is_error and "no task" in refused[0].content
+        status = await gateway.service.status(submitted.task_id)
+        assert status.approvals == []
+        await gateway.service.cancel(submitted.task_id)
     finally:
         await stream.close()
