@@ -200,6 +200,12 @@ class ToolActivities:
             outcome.output += f"\n[killed: the command ran longer than {timeout:g} s]"
         elif outcome.limit == Limit.OUTPUT and outcome.exit_code is None:
             outcome.output += "\n[killed: the command wrote far more output than is kept]"
+        elif outcome.limit == Limit.MEMORY:
+            memory = self._settings.sandbox_memory_mb
+            outcome.output += f"\n[killed: out of memory, the sandbox has {memory} MB]"
+        elif outcome.limit == Limit.PIDS:
+            pids = self._settings.sandbox_pids_limit
+            outcome.output += f"\n[process limit reached: at most {pids} processes; forks failed]"
         elif outcome.exit_code not in (0, None):
             outcome.output += f"\n[exit code {outcome.exit_code}]"
         return outcome

@@ -53,13 +53,14 @@ TMPFS_SIZE = "512m"
 API_TIMEOUT_SECONDS = 30
 REAP_GRACE_SECONDS = 5.0
 AFTER_COMMAND = (
+    "kill -KILL -1 2>/dev/null; "
     "cat /sys/fs/cgroup/memory.events /sys/fs/cgroup/pids.events "
     "/sys/fs/cgroup/memory/memory.oom_control /sys/fs/cgroup/pids/pids.events 2>/dev/null; "
-    "kill -KILL -1 2>/dev/null; true"
+    "true"
 )
-"""Run after each command: the container's OOM-kill and refused-fork counts (cgroup
-v2 and v1 locations), then SIGKILL whatever the command left running in the
-background, as bwrap's PID namespace would."""
+"""Run after each command: SIGKILL whatever the command left running in the
+background (as bwrap's PID namespace ending would), then read the container's
+OOM-kill and refused-fork counts (cgroup v2 and v1 locations)."""
 
 
 @dataclass
@@ -114,9 +115,13 @@ class DockerSandbox(Sandbox):
         async with self._locks[spec.sandbox_id]:
             await asyncio.to_thread(self._ensure_container, spec)
             if spec.sandbox_id not in self._baseline:
-                self._baseline[spec.sandbox_id] = await asyncio.to_thread(
+                counters = await asyncio.to_thread(
                     self._after_command, spec.sandbox_id, _owner(spec)
                 )
+                if counters is None:  # saturated by an earlier run: start afresh
+                    await asyncio.to_thread(self._reset, spec.sandbox_id)
+                    await asyncio.to_thread(self._ensure_container, spec)
+                self._baseline[spec.sandbox_id] = counters or (0, 0)
         return SandboxInfo(sandbox_id=spec.sandbox_id, backend=self.name)
 
     async def stop(self, sandbox_id: str) -> None:
@@ -217,7 +222,16 @@ class DockerSandbox(Sandbox):
     async def _limit_hit(self, sandbox_id: str, owner: tuple[int, int]) -> Limit | None:
         """Which cgroup limit bit since the previous command, if any."""
         before = self._baseline.get(sandbox_id, (0, 0))
-        now = await asyncio.to_thread(self._after_command, sandbox_id, owner)
+        try:
+            now = await asyncio.to_thread(self._after_command, sandbox_id, owner)
+        except NotFound:
+            return None  # removed under the command by stop / remove_task
+        if now is None:
+            # Nothing can start in the container any more (forks exhausted by what
+            # the command left running): kill it whole; the next command recreates it.
+            await asyncio.to_thread(self._reset, sandbox_id)
+            self._baseline.pop(sandbox_id, None)
+            return Limit.PIDS
         self._baseline[sandbox_id] = now
         if now[0] > before[0]:
             return Limit.MEMORY
@@ -319,21 +333,45 @@ class DockerSandbox(Sandbox):
         return None
 
     def _kill_all(self, sandbox_id: str, owner: tuple[int, int]) -> None:
-        """SIGKILL every process of the command's uid in the container (not its init)."""
-        with contextlib.suppress(DockerException):
-            self._client.containers.get(_container_name(sandbox_id)).exec_run(
+        """SIGKILL every process of the command's uid in the container (not its init).
+
+        When not even `kill` can start (forks exhausted), the whole container goes.
+        """
+        try:
+            code, _ = self._client.containers.get(_container_name(sandbox_id)).exec_run(
                 ["kill", "-KILL", "-1"], user=f"{owner[0]}:{owner[1]}"
             )
+        except NotFound:
+            return
+        except DockerException:
+            code = None
+        if code not in (0, 1):  # 1: nothing was left to kill
+            self._reset(sandbox_id)
 
-    def _after_command(self, sandbox_id: str, owner: tuple[int, int]) -> tuple[int, int]:
-        """Limit counters (OOM kills, refused forks); also reaps leftover processes."""
+    def _reset(self, sandbox_id: str) -> None:
+        """Kill the container's init, and with it every process in the container."""
+        with contextlib.suppress(DockerException):
+            self._client.containers.get(_container_name(sandbox_id)).kill()
+
+    def _after_command(self, sandbox_id: str, owner: tuple[int, int]) -> tuple[int, int] | None:
+        """Reap leftover processes, then read the limit counters (OOM kills, refused forks).
+
+        None when the check itself cannot run in the container.
+
+        Raises:
+            NotFound: the container is gone.
+        """
+        container = self._client.containers.get(_container_name(sandbox_id))
         try:
-            container = self._client.containers.get(_container_name(sandbox_id))
-            _, output = container.exec_run(
+            code, output = container.exec_run(
                 ["sh", "-c", AFTER_COMMAND], user=f"{owner[0]}:{owner[1]}"
             )
+        except NotFound:
+            raise
         except DockerException:
-            return (0, 0)
+            return None
+        if code != 0:
+            return None
         text = output.decode(errors="replace") if isinstance(output, bytes) else ""
         oom = re.search(r"^oom_kill (\d+)$", text, re.MULTILINE)
         pids = re.search(r"^max (\d+)$", text, re.MULTILINE)
