@@ -46,6 +46,8 @@ from switchboard.settings import Settings
 
 LABEL_TASK = "switchboard.task"
 LABEL_SANDBOX = "switchboard.sandbox"
+LABEL_WORKTREE = "switchboard.worktree"
+LABEL_ROLE = "switchboard.role"
 KEEPALIVE_UID = 65534
 """The container's main process runs as this uid, never as the worktree owner,
 so `kill -1` by the owner (used to stop a command) cannot take the container down."""
@@ -243,16 +245,23 @@ class DockerSandbox(Sandbox):
 
     def _ensure_container(self, spec: SandboxSpec) -> None:
         name = _container_name(spec.sandbox_id)
+        worktree = resolve_worktree(spec)
+        labels = {
+            LABEL_TASK: _task_of(spec.sandbox_id),
+            LABEL_SANDBOX: spec.sandbox_id,
+            LABEL_WORKTREE: str(worktree),
+            LABEL_ROLE: spec.role.value,
+        }
         try:
             container = self._client.containers.get(name)
-            if container.status == "running":
+            if container.status == "running" and container.labels == labels:
                 return
+            # Stopped, or made for another worktree or role under the same id: redo it.
             container.remove(force=True)
         except NotFound:
             pass
         except DockerException as exc:
             raise SandboxUnavailable(f"Docker failed: {exc}") from exc
-        worktree = resolve_worktree(spec)
         uid, _ = _owner(spec)
         keepalive = KEEPALIVE_UID if uid != KEEPALIVE_UID else KEEPALIVE_UID - 1
         mounts = [
@@ -292,7 +301,7 @@ class DockerSandbox(Sandbox):
                     Ulimit(name="nofile", soft=MAX_OPEN_FILES, hard=MAX_OPEN_FILES),
                     Ulimit(name="core", soft=0, hard=0),
                 ],
-                labels={LABEL_TASK: _task_of(spec.sandbox_id), LABEL_SANDBOX: spec.sandbox_id},
+                labels=labels,
             )
         except APIError as exc:
             if exc.status_code == 409:  # created meanwhile by a concurrent start

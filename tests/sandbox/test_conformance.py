@@ -327,6 +327,15 @@ async def test_background_processes_do_not_outlive_their_command(
     assert host_processes_with(marker) == []
 
 
+async def test_a_reused_sandbox_id_gets_the_new_role(sandbox: Sandbox, checkout: Checkout) -> None:
+    worker = checkout.spec(Role.WORKER)
+    assert (await sh(sandbox, worker, "echo x > first.txt")).ok
+    reviewer = worker.model_copy(update={"role": Role.REVIEWER})
+    denied = await sh(sandbox, reviewer, "echo x > second.txt")
+    assert not denied.ok and "Read-only file system" in denied.stdout
+    assert not (checkout.worktree / "second.txt").exists()
+
+
 # ---- cleanup --------------------------------------------------------------------------
 
 
