@@ -51,7 +51,9 @@ dir=$(dirname -- "$1") && mkdir -p -- "$dir" && cat > "$1"
 """
 
 APPLY_PATCH = r"""
-patch_file=$(mktemp) && cat > "$patch_file" || exit 2
+patch_file=$(mktemp) || exit 2
+trap 'rm -f "$patch_file" /tmp/git-apply.err /tmp/patch.out' EXIT
+cat > "$patch_file" || exit 2
 if git apply --check --recount "$patch_file" 2>/tmp/git-apply.err; then
   git apply --recount --verbose "$patch_file" 2>&1; exit $?
 fi
