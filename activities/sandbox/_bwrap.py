@@ -8,6 +8,7 @@ milliseconds per command (namespace and mount setup), no daemon.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -225,7 +226,8 @@ class BwrapSandbox(Sandbox):
             counters = cgroup.counters() if cgroup else Counters()
             if cgroup is not None:
                 cgroup.kill()
-                cgroup.remove()
+                # rmdir waits for exiting processes; keep that off the event loop.
+                await asyncio.shield(asyncio.to_thread(cgroup.remove))
         if "child-pid" not in status and captured.limit is None:
             raise SandboxUnavailable(
                 "bubblewrap could not set up the sandbox: "

@@ -91,8 +91,6 @@ async def run_captured(
     env: dict[str, str],
     pass_fds: Sequence[int] = (),
     on_start: Callable[[int], None] = lambda pid: None,
-    user: int | None = None,
-    group: int | None = None,
 ) -> Captured:
     """Run `argv` in a new session; kill the session at the deadline or output ceiling.
 
@@ -105,8 +103,6 @@ async def run_captured(
         env: the launcher's environment.
         pass_fds: descriptors the launcher inherits.
         on_start: called with the pid once the process exists (for bookkeeping).
-        user: run the launcher as this uid (set in the child before exec).
-        group: and this gid, with no supplementary groups.
     """
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
@@ -117,9 +113,6 @@ async def run_captured(
         env=env,
         pass_fds=tuple(pass_fds),
         start_new_session=True,
-        user=user,
-        group=group,
-        extra_groups=[] if group is not None else None,
     )
     on_start(proc.pid)
     out, err = bytearray(), bytearray()
