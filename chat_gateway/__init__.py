@@ -16,15 +16,20 @@ events query and one status query per workflow task that changed it.
 See docs/conversation.md.
 """
 
+from chat_gateway._demo import DemoConversation, drive_scripted_conversation
 from chat_gateway._gateway import Gateway, SessionInfo
 from chat_gateway._hub import Draft, StreamItem, TaskUpdate, TokenDelta, TurnMarker
 from chat_gateway._store import SessionNotFound, SessionStore, SessionSummary
 from chat_gateway._tools import TOOL_SCHEMAS, ToolName
+from chat_gateway.client import ApiError, SessionClient, render_entry
 
 __all__ = [
     "TOOL_SCHEMAS",
+    "ApiError",
+    "DemoConversation",
     "Draft",
     "Gateway",
+    "SessionClient",
     "SessionInfo",
     "SessionNotFound",
     "SessionStore",
@@ -34,4 +39,6 @@ __all__ = [
     "TokenDelta",
     "ToolName",
     "TurnMarker",
+    "drive_scripted_conversation",
+    "render_entry",
 ]

@@ -45,6 +45,8 @@ __all__ = ["Gateway", "SessionInfo"]
 log = logging.getLogger(__name__)
 
 BACKLOG_PAGE = 500
+UPDATES_LOOKBACK = 200
+"""Entries read back to find the task events an answer-per-message client missed."""
 CATCH_UP_SECONDS = 1.0
 """Before the first turn after activation, let watchers record what the tasks did
 while no gateway watched (bounded: a turn never waits long on a task)."""
@@ -149,6 +151,22 @@ class Gateway:
         await self._store.start(session_id, start)
         return SessionInfo(session_id=session_id, owner=owner, repo=repo, title=title)
 
+    async def session_for_key(self, owner: str, key: str, *, repo: str | None = None) -> str:
+        """The owner's session for a client key (made on first use; then one lookup)."""
+        session_id = session_id_for(owner, key)
+        if session_id not in self._sessions:
+            await self.create_session(owner, repo=repo, key=key)
+        return session_id
+
+    async def open(self, session_id: str, user: str) -> None:
+        """Check the session is `user`'s and open, and start serving it here.
+
+        Raises:
+            SessionNotFound: No such session, or not `user`'s.
+            WrongPhase: The session is closed.
+        """
+        await self._activate(session_id, user)
+
     async def sessions(self, owner: str, limit: int = 50) -> list[SessionSummary]:
         return await self._store.list(owner, limit)
 
@@ -189,6 +207,67 @@ class Gateway:
         if result.claimed:
             self._spawn(self._answer(active, result.turn))
         return result
+
+    async def ask(
+        self,
+        session_id: str,
+        user: str,
+        content: str,
+        *,
+        model: str | None = None,
+        request_id: str | None = None,
+    ) -> AsyncIterator[str]:
+        """Post a message and yield its answer's text as it streams (one turn).
+
+        For clients that see one answer per message (the OpenAI endpoint): the
+        notable task events since the previous answer come first, as a short
+        "Task updates" block, then the model's text of every step of the turn.
+        """
+        active = await self._activate(session_id, user)
+        subscription = active.hub.subscribe()
+        try:
+            result = await self.post(session_id, user, content, model=model, request_id=request_id)
+            updates = await self._updates_before(session_id, result.stamp.first_offset)
+            if updates:
+                yield "Task updates:\n" + "\n".join(updates) + "\n\n"
+            said = False
+            streamed: set[int] = set()
+            while True:
+                item = await subscription.get()
+                if item is None:
+                    raise ServiceUnavailable("the gateway stopped before the answer was complete")
+                if item.event == "token" and item.data["turn"] == result.turn:
+                    if item.data["step"] not in streamed and said:
+                        yield "\n\n"
+                    streamed.add(item.data["step"])
+                    said = True
+                    yield str(item.data["text"])
+                elif item.event == "entry" and item.data.get("turn") == result.turn:
+                    entry = SessionEntry.model_validate(item.data)
+                    text = entry.content if entry.role in ("assistant", "system") else ""
+                    if entry.role == "assistant" and entry.step in streamed:
+                        text = ""
+                    if text:
+                        yield ("\n\n" if said else "") + text
+                        said = True
+                    if entry.ends_turn:
+                        return
+        finally:
+            active.hub.unsubscribe(subscription)
+
+    async def _updates_before(self, session_id: str, offset: int) -> list[str]:
+        """Notable task events recorded since the previous answer, one line each."""
+        start = max(0, offset - UPDATES_LOOKBACK)
+        entries = [e async for e in self._backlog(session_id, start, offset)]
+        since = 0
+        for index, entry in enumerate(entries):
+            if entry.turn is not None and entry.role != "user":
+                since = index + 1
+        return [
+            f"- [{e.task_id}] {e.event.value if e.event else 'event'}: {e.content}"
+            for e in entries[since:]
+            if e.kind == "task_event"
+        ]
 
     # ---- streams ----------------------------------------------------------------------
 

@@ -87,7 +87,7 @@ class TaskWatcher:
         attempt = 0
         while not self.final:
             try:
-                await self._pull()
+                await self._first_pull()
                 self._caught_up.set()
                 if self.final:
                     return
@@ -107,6 +107,16 @@ class TaskWatcher:
                 log.exception("watching %s failed; falling back to polling", self.task_id)
                 await self._poll_once()
         self._caught_up.set()
+
+    async def _first_pull(self) -> None:
+        # A task started a moment ago answers no query until its first workflow task
+        # completes; the history long poll wakes the watcher exactly then.
+        try:
+            await self._pull()
+        except TaskNotFound:
+            raise
+        except ServiceError as exc:
+            log.debug("%s not readable yet (%s); waiting on its history", self.task_id, exc)
 
     async def _follow_history(self) -> None:
         handle = self._client.get_workflow_handle(self.task_id)
