@@ -407,3 +407,6 @@ def _entry_point(module: str, name: str) -> Callable[..., Any]:
     except (ImportError, AttributeError) as exc:
         _fail(f"this build has no {module}.{name} ({exc})")
     return function
+
+
+app.command("chat")(importlib.import_module("switchboard._cli_chat").chat)

@@ -185,32 +185,30 @@ async def test_two_sessions_delegate_and_chat_concurrently(
     )
 
 
-SLOW_TASKS = {
-    "conversation": {
-        "scripts": [
-            {
-                "when": r"(?i)^slow task (?P<n>\d+)",
-                "match": "last_user",
-                "index_from": "last_user",
-                "turns": [
-                    {
-                        "tool_calls": [
-                            {
-                                "name": "delegate_task",
-                                "arguments": {
-                                    "goal": "slow task {match.n}",
-                                    "subtasks": [{"title": "Keep looking", "role": "explorer"}],
-                                    "review": False,
-                                },
-                            }
-                        ]
+SLOW_TASK_SCRIPT = {
+    "when": r"(?i)^slow task (?P<n>\d+)",
+    "match": "last_user",
+    "index_from": "last_user",
+    "turns": [
+        {
+            "tool_calls": [
+                {
+                    "name": "delegate_task",
+                    "arguments": {
+                        "goal": "slow task {match.n}",
+                        "subtasks": [{"title": "Keep looking", "role": "explorer"}],
+                        "review": False,
                     },
-                    {"content": "started"},
-                ],
-            }
-        ],
-        "default": {"content": "Scripted model here. You said: {last_user}"},
-    },
+                }
+            ]
+        },
+        {"content": "started"},
+    ],
+}
+DEMO_CHAT = builtin_scenario("demo").model_dump(mode="json")["roles"]["conversation"]
+SLOW_TASKS = {
+    # The demo's chat, plus "slow task N": one explorer listing files until its budget ends.
+    "conversation": {**DEMO_CHAT, "scripts": [SLOW_TASK_SCRIPT, *DEMO_CHAT["scripts"]]},
     "explorer": {"default": {"tool_calls": [{"name": "list_files", "arguments": {"path": "."}}]}},
 }
 
@@ -307,5 +305,28 @@ async def test_bad_tool_calls_go_back_to_the_model_and_others_tasks_stay_theirs(
         status = await gateway.service.status(submitted.task_id)
         assert status.approvals == []
         await gateway.service.cancel(submitted.task_id)
+    finally:
+        await stream.close()
+
+
+async def test_steer_and_cancel_from_the_chat_reach_the_running_task(
+    gateway: Gateway, repo: Path, chat_model: ModelServerHandle
+) -> None:
+    chat_model.set_scenario(scenario_with(**SLOW_TASKS))
+    chat_model.configure(role_latency_ms={"explorer": 300})
+    info = await gateway.create_session("frank", repo=str(repo))
+    stream = Collector(gateway.stream(info.session_id, "frank"))
+    try:
+        await gateway.post(info.session_id, "frank", "slow task 1")
+        await stream.wait_for(task_event(EventKind.PHASE), "the task running")
+        await gateway.post(info.session_id, "frank", "steer: look only at the README")
+        await stream.wait_for(task_event(EventKind.STEERED), "the steering reaching the task")
+        steered = next(e for e in stream.entries if e.event is EventKind.STEERED)
+        assert steered.data["by"] == "frank" and steered.data["running"] == [1]
+        assert "look only at the README" in steered.content
+        await gateway.post(info.session_id, "frank", "cancel it")
+        await stream.wait_for(task_event(EventKind.CANCELLED), "the cancellation")
+        state = await gateway.state(info.session_id, "frank")
+        assert state.tasks[0].phase is Phase.CANCELLED
     finally:
         await stream.close()
