@@ -63,9 +63,14 @@ def build_workers(
         activities=[repo.prepare_repo, llm.plan_subtasks],
         workflow_runner=workflow_runner(),
     )
+    # Subagents run on the host that holds their worktree: their activities then share
+    # the workflow's queue, so the server hands them over eagerly with the workflow
+    # task's answer instead of through matching.
     host = Worker(
         client,
         task_queue=settings.host_queue,
+        workflows=[SubagentWorkflow],
+        workflow_runner=workflow_runner(),
         activities=[
             repo.create_worktree,
             repo.commit_worktree,

@@ -266,7 +266,11 @@ class DelegatedTaskWorkflow:
         """Run one subagent; its failure is a result (the others carry on), not an exception."""
         try:
             result: SubagentResult = await workflow.execute_child_workflow(
-                SubagentWorkflow.run, input, id=child_id, static_summary=summary[:200]
+                SubagentWorkflow.run,
+                input,
+                id=child_id,
+                task_queue=input.prepared.host_queue,
+                static_summary=summary[:200],
             )
         except ChildWorkflowError as err:
             result = SubagentResult(
