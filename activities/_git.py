@@ -85,13 +85,16 @@ _GIT_ENV = {
     "GIT_AUTHOR_EMAIL": SUBAGENT_EMAIL,
     "GIT_COMMITTER_NAME": SUBAGENT_NAME,
     "GIT_COMMITTER_EMAIL": SUBAGENT_EMAIL,
-    "GIT_CONFIG_COUNT": "3",
+    "GIT_CONFIG_COUNT": "4",
     "GIT_CONFIG_KEY_0": "core.hooksPath",
     "GIT_CONFIG_VALUE_0": os.devnull,
     "GIT_CONFIG_KEY_1": "commit.gpgSign",
     "GIT_CONFIG_VALUE_1": "false",
     "GIT_CONFIG_KEY_2": "advice.detachedHead",
     "GIT_CONFIG_VALUE_2": "false",
+    # A worktree is written by a model: never let its config start a program.
+    "GIT_CONFIG_KEY_3": "core.fsmonitor",
+    "GIT_CONFIG_VALUE_3": "false",
 }
 
 
