@@ -18,6 +18,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from switchboard import wire
 from switchboard.settings import Settings
 
 if TYPE_CHECKING:
@@ -43,12 +44,11 @@ def build_workers(
     sandbox: Sandbox | None = None,
 ) -> list[Worker]:
     """Both workers of one process: the shared queue and this host's queue."""
-    from activities.repo import RepoActivities
-    from activities.tools import ToolActivities
-
     from activities.lifecycle import LifecycleActivities
     from activities.llm import LlmActivities
+    from activities.repo import RepoActivities
     from activities.sandbox import select_backend
+    from activities.tools import ToolActivities
     from workflows import ConversationWorkflow, DelegatedTaskWorkflow, SubagentWorkflow
 
     box = sandbox or select_backend(settings)
@@ -94,12 +94,37 @@ async def run_workers(workers: Sequence[Worker], stop: asyncio.Event) -> None:
         await stop.wait()
 
 
+async def reap_orphans(client: Client, settings: Settings, sandbox: Sandbox) -> list[str]:
+    """Remove sandboxes and worktrees left on this host by tasks that no longer run.
+
+    A worker killed mid-task leaves them behind; the task itself, if still running,
+    keeps its own (its next activity reuses them), so only ended tasks are reaped.
+    """
+    from activities._git import reap_orphans as reap_worktrees
+
+    running = client.list_workflows(
+        f"WorkflowType = '{wire.Workflows.TASK}' AND ExecutionStatus = 'Running'"
+    )
+    live = {execution.id async for execution in running}
+    reaped = set()
+    for task_id in await sandbox.task_ids() - live:
+        await sandbox.remove_task(task_id)
+        reaped.add(task_id)
+    reaped.update(await asyncio.to_thread(reap_worktrees, settings, live))
+    return sorted(reaped)
+
+
 async def serve(settings: Settings) -> None:
+    from activities.sandbox import select_backend
     from switchboard.temporal import connect, ensure_search_attributes
 
     client = await connect(settings)
     await ensure_search_attributes(client, settings.temporal_namespace)
-    workers = build_workers(client, settings)
+    sandbox = select_backend(settings)
+    reaped = await reap_orphans(client, settings, sandbox)
+    if reaped:
+        log.info("reaped what %d ended tasks left on this host: %s", len(reaped), reaped)
+    workers = build_workers(client, settings, sandbox=sandbox)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

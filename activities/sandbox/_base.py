@@ -150,6 +150,13 @@ class Sandbox(ABC):
     async def remove_task(self, task_id: str) -> None:
         """Stop every sandbox of a task (ids `<task_id>-<index>`)."""
 
+    async def task_ids(self) -> set[str]:
+        """Tasks that still have a sandbox on this host (for reaping orphans at start).
+
+        Per-call backends keep nothing between commands, so they have none.
+        """
+        return set()
+
     @abstractmethod
     def describe(self) -> dict[str, Any]:
         """Backend name and which isolation guarantees hold on this host."""

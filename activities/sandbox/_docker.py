@@ -135,6 +135,16 @@ class DockerSandbox(Sandbox):
             self._baseline.pop(key, None)
         await asyncio.to_thread(self._remove, {"label": f"{LABEL_TASK}={task_id}"})
 
+    async def task_ids(self) -> set[str]:
+        def listed() -> set[str]:
+            try:
+                containers = self._client.containers.list(all=True, filters={"label": LABEL_TASK})
+            except DockerException as exc:
+                raise SandboxUnavailable(f"Docker failed: {exc}") from exc
+            return {c.labels[LABEL_TASK] for c in containers if c.labels.get(LABEL_TASK)}
+
+        return await asyncio.to_thread(listed)
+
     def describe(self) -> dict[str, Any]:
         s = self._settings
         return {
