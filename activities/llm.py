@@ -31,6 +31,7 @@ from activities._transcripts import (
     save_transcript,
     transcript_path,
 )
+from switchboard import metrics
 from switchboard.contracts import (
     ChatMessage,
     ChatToolCall,
@@ -173,10 +174,12 @@ class LlmActivities:
         reply = _assistant_message(completion)
         messages.append(reply)
         save_transcript(path, messages)
+        usage = _usage(completion)
+        _count_tokens(input.role.value, self._settings.llm_model, usage)
         return LlmTurnResult(
             content=reply.content,
             tool_calls=reply.tool_calls,
-            usage=_usage(completion),
+            usage=usage,
             finish_reason=completion.choices[0].finish_reason,
             transcript_length=len(messages),
         )
@@ -211,8 +214,10 @@ class LlmActivities:
                 TASK_HEADER: input.task_id,
             },
         )
+        usage = _usage(completion)
+        _count_tokens(PLANNER_ROLE, self._settings.planner_model or self._settings.llm_model, usage)
         subtasks = _parse_plan(_assistant_message(completion))
-        return Plan(subtasks=subtasks[:max_subtasks], tokens=_usage(completion).total_tokens)
+        return Plan(subtasks=subtasks[:max_subtasks], tokens=usage.total_tokens)
 
     async def _complete(
         self,
@@ -281,6 +286,21 @@ def _assistant_message(completion: ChatCompletion) -> ChatMessage:
                 ChatToolCall(id=call.id, name=call.custom.name, arguments=call.custom.input)
             )
     return ChatMessage(role="assistant", content=message.content, tool_calls=calls)
+
+
+def _count_tokens(role: str, model: str, usage: Usage) -> None:
+    meter = activity.metric_meter()
+    metrics.count(
+        meter, metrics.LLM_TOKENS, usage.prompt_tokens, role=role, model=model, kind="prompt"
+    )
+    metrics.count(
+        meter,
+        metrics.LLM_TOKENS,
+        usage.completion_tokens,
+        role=role,
+        model=model,
+        kind="completion",
+    )
 
 
 def _usage(completion: ChatCompletion) -> Usage:

@@ -8,6 +8,7 @@ fails the activity (non-retryable `SandboxUnavailable`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,6 +16,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.sandbox import ExecResult, Limit, Sandbox, SandboxUnavailable
+from switchboard import metrics
 from switchboard.contracts import (
     RunToolsInput,
     RunToolsResult,
@@ -104,20 +106,32 @@ class ToolActivities:
     @activity.defn(name=Activities.START_SANDBOX)
     async def start_sandbox(self, spec: SandboxSpec) -> SandboxInfo:
         """Make a subagent's sandbox ready (idempotent)."""
+        started = time.monotonic()
         try:
-            return await self._sandbox.start(spec)
+            info = await self._sandbox.start(spec)
         except SandboxUnavailable as exc:
             raise _unavailable(exc) from exc
+        metrics.observe(
+            activity.metric_meter(),
+            metrics.SANDBOX_START,
+            time.monotonic() - started,
+            backend=self._sandbox.name,
+        )
+        return info
 
     @activity.defn(name=Activities.RUN_TOOLS)
     async def run_tools(self, input: RunToolsInput) -> RunToolsResult:
         """Run checked tool calls in order, each inside the subagent's sandbox."""
         outcomes = []
+        meter = activity.metric_meter()
         for call in input.calls:
             try:
-                outcomes.append(await self.run_one(input.sandbox, input.base_commit, call))
+                outcome = await self.run_one(input.sandbox, input.base_commit, call)
             except SandboxUnavailable as exc:
                 raise _unavailable(exc) from exc
+            result = "ok" if outcome.ok else (outcome.limit or "failed")
+            metrics.count(meter, metrics.TOOL_CALLS, tool=outcome.name, outcome=result)
+            outcomes.append(outcome)
         return RunToolsResult(outcomes=outcomes)
 
     async def run_one(self, spec: SandboxSpec, base_commit: str, call: CheckedCall) -> ToolOutcome:

@@ -16,6 +16,7 @@ from temporalio.api.operatorservice.v1 import (
 )
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime
 
 from switchboard import wire
 from switchboard.service import ServiceUnavailable
@@ -26,7 +27,9 @@ __all__ = ["CONNECT_TIMEOUT", "connect", "ensure_search_attributes"]
 CONNECT_TIMEOUT = timedelta(seconds=5)
 
 
-async def connect(settings: Settings, *, lazy: bool = False) -> Client:
+async def connect(
+    settings: Settings, *, lazy: bool = False, runtime: Runtime | None = None
+) -> Client:
     """A client for the configured Temporal server and namespace.
 
     Args:
@@ -44,6 +47,7 @@ async def connect(settings: Settings, *, lazy: bool = False) -> Client:
             data_converter=pydantic_data_converter,
             connect_timeout=CONNECT_TIMEOUT,
             lazy=lazy,
+            runtime=runtime,
         )
     except RuntimeError as exc:
         raise ServiceUnavailable(unreachable_message(settings.temporal_address)) from exc

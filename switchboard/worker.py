@@ -118,7 +118,12 @@ async def serve(settings: Settings) -> None:
     from activities.sandbox import select_backend
     from switchboard.temporal import connect, ensure_search_attributes
 
-    client = await connect(settings)
+    runtime = None
+    if settings.worker_metrics_port:
+        from switchboard.metrics import prometheus_runtime
+
+        runtime = prometheus_runtime(settings.worker_metrics_port)
+    client = await connect(settings, runtime=runtime)
     await ensure_search_attributes(client, settings.temporal_namespace)
     sandbox = select_backend(settings)
     reaped = await reap_orphans(client, settings, sandbox)

@@ -48,15 +48,13 @@ with workflow.unsafe.imports_passed_through():
         TurnContext,
         TurnContextRequest,
         TurnState,
+        select_context,
         task_event_entry,
     )
     from switchboard.wire import Errors
 
 TURN_LEASE = timedelta(minutes=2)
 """A turn claimed by a runner that stopped writing is free for another after this."""
-CONTEXT_ENTRIES = 120
-CONTEXT_CHARS = 60_000
-"""The model sees at most this much of the session's tail (plus the summary and tasks)."""
 CARRY_ENTRIES = 200
 CARRY_CHARS = 400_000
 """What continue-as-new carries over: well under the 2 MB payload limit."""
@@ -237,18 +235,6 @@ class ConversationWorkflow:
     @workflow.query(name=ConversationWire.TURN_CONTEXT)
     def turn_context(self, request: TurnContextRequest) -> TurnContext:
         head = next((t for t in self._turns if t.turn == request.turn), None)
-        chosen: list[SessionEntry] = []
-        chars = 0
-        for entry in reversed(self._entries):
-            if entry.kind is EntryKind.GAP:
-                continue
-            if entry.turn is not None and entry.turn > request.turn:
-                continue  # a later question waits for its own turn
-            chars += len(entry.content)
-            if chosen and (len(chosen) >= CONTEXT_ENTRIES or chars > CONTEXT_CHARS):
-                break
-            chosen.append(entry)
-        chosen.reverse()
         return TurnContext(
             session_id=self._session_id,
             turn=request.turn,
@@ -257,7 +243,7 @@ class ConversationWorkflow:
             owner=self._start.owner,
             repo=self._start.repo,
             summary=self._summary,
-            entries=chosen,
+            entries=select_context(self._entries, request.turn),
             tasks=list(self._tasks.values()),
         )
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from switchboard import prompts
+    from switchboard import metrics, prompts
     from switchboard.contracts import (
         ChatMessage,
         CommitInput,
@@ -152,6 +152,7 @@ class SubagentWorkflow:
             )
             transcript_length = turn.transcript_length
             result.steps += 1
+            metrics.count(workflow.metric_meter(), metrics.SUBAGENT_STEPS, role=role.value)
             result.tokens += turn.usage.total_tokens
             pending = []
 
@@ -170,6 +171,12 @@ class SubagentWorkflow:
                 verdict = check_call(role, call.id, call.name, call.arguments)
                 if isinstance(verdict, DeniedCall):
                     result.denied_calls += 1
+                    metrics.count(
+                        workflow.metric_meter(),
+                        metrics.TOOL_CALLS_DENIED,
+                        role=role.value,
+                        reason=verdict.reason.value,
+                    )
                     answers[call.id] = f"error: {verdict.message}"
                     self._report(
                         input,

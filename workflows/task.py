@@ -16,6 +16,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
+    from switchboard import metrics
     from switchboard.contracts import (
         CleanupInput,
         IntegrateInput,
@@ -394,8 +395,15 @@ class DelegatedTaskWorkflow:
                 "review": self._status.review.model_dump() if self._status.review else None,
             },
         )
+        waiting_since = workflow.now()
         await workflow.wait_condition(lambda: self._decision is not None)
         assert self._decision is not None
+        metrics.observe(
+            workflow.metric_meter(),
+            metrics.APPROVAL_WAIT,
+            (workflow.now() - waiting_since).total_seconds(),
+            decision=self._decision.decision,
+        )
         return self._decision
 
     async def _merge(self) -> None:
@@ -438,6 +446,8 @@ class DelegatedTaskWorkflow:
     # ---- bookkeeping ------------------------------------------------------------------
 
     def _set_phase(self, phase: Phase, message: str) -> None:
+        if phase.is_final:
+            metrics.count(workflow.metric_meter(), metrics.TASKS, outcome=phase.value)
         self._status.phase = phase
         self._status.updated_at = workflow.now()
         workflow.upsert_search_attributes([SearchAttributes.PHASE.value_set(phase.value)])
