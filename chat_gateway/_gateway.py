@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import openai
@@ -20,9 +21,10 @@ from temporalio.client import Client
 
 from chat_gateway._hub import SessionHub, StreamItem, Subscription, TaskUpdate
 from chat_gateway._store import SessionNotFound, SessionStore, SessionSummary
-from chat_gateway._turns import TurnRunner
+from chat_gateway._turns import Prefetch, TurnRunner
 from chat_gateway._watch import TaskWatcher
 from switchboard.conversation import (
+    CONTEXT_ENTRIES,
     NewEntry,
     PostMessage,
     PostResult,
@@ -31,8 +33,10 @@ from switchboard.conversation import (
     SessionState,
     SessionTask,
     TaskEventsInput,
+    TurnContext,
     is_notable,
     new_session_id,
+    select_context,
     session_id_for,
     task_event_entry,
 )
@@ -62,11 +66,23 @@ class SessionInfo(Model):
 @dataclass
 class _Active:
     session_id: str
-    owner: str
+    facts: SessionState
+    """The session as it was when this gateway started serving it (owner, repo, summary)."""
     hub: SessionHub
+    tasks: dict[str, SessionTask] = field(default_factory=dict)
+    """The session's tasks with their latest recorded phase, kept up to date here."""
     turn_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     watchers: dict[str, TaskWatcher] = field(default_factory=dict)
     closed: bool = False
+
+    @property
+    def owner(self) -> str:
+        return self.facts.owner
+
+    def settled(self) -> bool:
+        """No turn running here and every watcher caught up: a new turn's context is
+        what this gateway holds."""
+        return not self.turn_lock.locked() and all(w.is_caught_up for w in self.watchers.values())
 
 
 class Gateway:
@@ -201,12 +217,52 @@ class Gateway:
         post = PostMessage(
             by=user, content=content, runner=self.runner, model=model, request_id=request_id
         )
-        result = await self._store.post(session_id, post)
         entry = NewEntry(role="user", content=content, by=user)
-        active.hub.offer(result.stamp.entries([entry], result.turn))
-        if result.claimed:
-            self._spawn(self._answer(active, result.turn))
+        guess: TurnContext | None = None
+        prefetch: Prefetch | None = None
+        if active.settled():
+            guess = self._context(active, entry, model)
+            prefetch = self._turns.prefetch(guess)
+        try:
+            result = await self._store.post(session_id, post)
+        except BaseException:
+            if prefetch is not None:
+                prefetch.cancel()
+            raise
+        user_entry = result.stamp.entries([entry], result.turn)
+        active.hub.offer(user_entry)
+        if not result.claimed or result.duplicate:
+            if prefetch is not None:
+                prefetch.cancel()
+            return result
+        context = None
+        if guess is not None and guess.turn == result.turn:
+            context = guess.model_copy(
+                update={"runner": self.runner, "entries": [*guess.entries[:-1], *user_entry]}
+            )
+        elif prefetch is not None:
+            prefetch.cancel()
+            prefetch = None
+        self._spawn(self._answer(active, result.turn, context, prefetch))
         return result
+
+    def _context(self, active: _Active, entry: NewEntry, model: str | None) -> TurnContext:
+        """The context the workflow would give the next turn, from what this gateway holds."""
+        hub = active.hub
+        turn = max((e.turn for e in hub.recent if e.turn is not None), default=0) + 1
+        user = SessionEntry(
+            offset=hub.next_offset, at=datetime.now(UTC), turn=turn, **entry.model_dump()
+        )
+        return TurnContext(
+            session_id=active.session_id,
+            turn=turn,
+            model=model,
+            owner=active.owner,
+            repo=active.facts.repo,
+            summary=active.facts.summary,
+            entries=select_context([*hub.recent, user], turn),
+            tasks=list(active.tasks.values()),
+        )
 
     async def ask(
         self,
@@ -387,7 +443,12 @@ class Gateway:
         async def fill(start: int, stop: int) -> list[SessionEntry]:
             return [e async for e in self._backlog(session_id, start, stop)]
 
-        active = _Active(session_id, state.owner, SessionHub(state.next_offset, fill))
+        # The newest entries seed the hub, so a turn's context needs no query.
+        start = max(state.first_offset, state.next_offset - CONTEXT_ENTRIES)
+        recent = [e async for e in self._backlog(session_id, start, None)]
+        next_offset = recent[-1].offset + 1 if recent else state.next_offset
+        hub = SessionHub(next_offset, fill, [e for e in recent if e.kind != "gap"])
+        active = _Active(session_id, state, hub, tasks={t.task_id: t for t in state.tasks})
         self._sessions[session_id] = active
         for task in state.tasks:
             if not task.phase.is_final:
@@ -401,7 +462,13 @@ class Gateway:
         if turn is not None:
             await self._answer(active, turn)
 
-    async def _answer(self, active: _Active, turn: int | None) -> None:
+    async def _answer(
+        self,
+        active: _Active,
+        turn: int | None,
+        context: TurnContext | None = None,
+        prefetch: Prefetch | None = None,
+    ) -> None:
         async with active.turn_lock:
             await asyncio.gather(*(w.caught_up(CATCH_UP_SECONDS) for w in active.watchers.values()))
             while turn is not None and not self._closed:
@@ -412,7 +479,10 @@ class Gateway:
                     status=self._task_status,
                     live=lambda: self._live_statuses(active),
                     started=lambda task: self._started(active, task),
+                    context=context,
+                    prefetch=prefetch,
                 )
+                context, prefetch = None, None
 
     def _watch(self, active: _Active, task_id: str, cursor: int) -> None:
         if task_id in active.watchers or self._closed:
@@ -459,8 +529,14 @@ class Gateway:
         accepted = set(result.accepted)
         new = [task_event_entry(task_id, e) for e in notable if e.offset in accepted]
         active.hub.offer(result.stamp.entries(new, None))
+        known = active.tasks.get(task_id)
+        if known is not None and status is not None:
+            active.tasks[task_id] = known.model_copy(
+                update={"phase": status.phase, "cursor": max(known.cursor, next_offset)}
+            )
 
     def _started(self, active: _Active, task: SessionTask) -> None:
+        active.tasks.setdefault(task.task_id, task)
         self._watch(active, task.task_id, 0)
 
     async def _task_status(self, task_id: str) -> TaskStatus:

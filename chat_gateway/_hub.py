@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from pydantic import Field
 
-from switchboard.conversation import SessionEntry
+from switchboard.conversation import CONTEXT_ENTRIES, SessionEntry
 from switchboard.models import Model, TaskEvent, TaskStatus
 
 __all__ = [
@@ -111,10 +112,13 @@ class SessionHub:
             entries are the subscribers' backlog, read from the workflow.
         fill: Reads entries `[from, to)` from the workflow, for gaps left by
             writers in other processes.
+        recent: The entries just before `next_offset` (the newest of them last).
     """
 
-    def __init__(self, next_offset: int, fill: Fill) -> None:
+    def __init__(self, next_offset: int, fill: Fill, recent: list[SessionEntry]) -> None:
         self.next_offset = next_offset
+        self.recent: deque[SessionEntry] = deque(recent, maxlen=CONTEXT_ENTRIES)
+        """The newest entries, in order up to `next_offset`: a turn's context without a query."""
         self._fill = fill
         self._pending: dict[int, SessionEntry] = {}
         self._subscribers: set[Subscription] = set()
@@ -192,6 +196,7 @@ class SessionHub:
         while self.next_offset in self._pending:
             entry = self._pending.pop(self.next_offset)
             self.next_offset += 1
+            self.recent.append(entry)
             if entry.role == "assistant" and entry.turn is not None and entry.step is not None:
                 step = (entry.turn, entry.step)
                 self._finished_steps.add(step)

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
 
 import openai
-from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolUnionParam
+from openai.types.chat import (
+    ChatCompletionChunk,
+    ChatCompletionMessageParam,
+    ChatCompletionToolUnionParam,
+)
 
 from chat_gateway._hub import SessionHub, TokenDelta
 from chat_gateway._prompt import build_messages, last_step, unanswered_calls
@@ -33,7 +37,7 @@ from switchboard.model_server import CALL_ID_HEADER, ROLE_HEADER
 from switchboard.models import TaskStatus
 from switchboard.service import TaskService, WrongPhase
 
-__all__ = ["CONVERSATION_ROLE", "MAX_STEPS", "TurnRunner"]
+__all__ = ["CONVERSATION_ROLE", "MAX_STEPS", "Prefetch", "TurnRunner"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,35 @@ MAX_STEPS = 8
 Status = Callable[[str], Awaitable[TaskStatus]]
 Started = Callable[[SessionTask], None]
 LivePhases = Callable[[], dict[str, TaskStatus]]
+
+
+class Prefetch:
+    """A model stream read ahead into a buffer until a turn takes it over."""
+
+    def __init__(self, stream: AsyncIterator[ChatCompletionChunk]) -> None:
+        self._buffer: asyncio.Queue[ChatCompletionChunk | BaseException | None] = asyncio.Queue()
+        self._task = asyncio.create_task(self._read(stream))
+
+    async def _read(self, stream: AsyncIterator[ChatCompletionChunk]) -> None:
+        try:
+            async for chunk in stream:
+                self._buffer.put_nowait(chunk)
+        except Exception as exc:  # handed to the reader, who reports it in the turn
+            self._buffer.put_nowait(exc)
+            return
+        self._buffer.put_nowait(None)
+
+    async def chunks(self) -> AsyncIterator[ChatCompletionChunk]:
+        while True:
+            item = await self._buffer.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def cancel(self) -> None:
+        self._task.cancel()
 
 
 class _Reply:
@@ -86,6 +119,8 @@ class TurnRunner:
         status: Status,
         live: LivePhases,
         started: Started,
+        context: TurnContext | None = None,
+        prefetch: Prefetch | None = None,
     ) -> int | None:
         """Answer `turn` (claimed by this runner); the next turn claimed for it, if any.
 
@@ -96,15 +131,31 @@ class TurnRunner:
             status: Reads a task's status for the tools.
             live: The gateway's live task statuses (fresher phases than recorded).
             started: Told about each task a tool started, to watch it.
+            context: The turn's context when the caller has it (else it is queried).
+            prefetch: The first model call, started before the turn was recorded.
         """
         hub.turn(turn, running=True)
         try:
-            return await self._answer(session_id, hub, turn, status, live, started)
+            return await self._answer(
+                session_id, hub, turn, status, live, started, context, prefetch
+            )
         except WrongPhase:
             log.info("%s turn %d was taken over by another runner", session_id, turn)
             return None
         finally:
+            if prefetch is not None:
+                prefetch.cancel()
             hub.turn(turn, running=False)
+
+    def prefetch(self, context: TurnContext) -> Prefetch:
+        """Start the first model call of a turn not recorded yet.
+
+        The model's first token takes hundreds of milliseconds on a real endpoint;
+        recording the user's message takes one update. Starting both at once hides
+        the update behind the model, whatever load the workflows are under. The
+        reply is buffered until `answer` takes it (or dropped with `cancel`).
+        """
+        return Prefetch(self._create(context, f"{context.session_id}/o{context.turn}/1"))
 
     async def _answer(
         self,
@@ -114,8 +165,11 @@ class TurnRunner:
         status: Status,
         live: LivePhases,
         started: Started,
+        context: TurnContext | None,
+        prefetch: Prefetch | None,
     ) -> int | None:
-        context = await self._store.context(session_id, turn)
+        if context is None:
+            context = await self._store.context(session_id, turn)
         entries = list(context.entries)
         tasks = {t.task_id: t for t in context.tasks}
 
@@ -144,8 +198,9 @@ class TurnRunner:
                     finish=True,
                 )
             now = context.model_copy(update={"entries": entries, "tasks": list(tasks.values())})
+            first, prefetch = (prefetch, None) if step == 1 else (None, prefetch)
             try:
-                reply = await self._stream(now, hub, turn, step)
+                reply = await self._stream(now, hub, turn, step, first)
             except openai.OpenAIError as exc:
                 log.warning("%s turn %d: model call failed: %s", session_id, turn, exc)
                 why = (
@@ -168,20 +223,34 @@ class TurnRunner:
             await record([message])
             await record(await self._run_tools(now, tasks, step, calls, status, live, started))
 
-    async def _stream(self, context: TurnContext, hub: SessionHub, turn: int, step: int) -> _Reply:
+    async def _create(
+        self, context: TurnContext, call_id: str
+    ) -> AsyncIterator[ChatCompletionChunk]:
         stream = await self._llm.chat.completions.create(
             model=context.model or self._model,
             messages=cast(list[ChatCompletionMessageParam], build_messages(context)),
             tools=cast(list[ChatCompletionToolUnionParam], TOOL_SCHEMAS),
             stream=True,
-            extra_headers={
-                ROLE_HEADER: CONVERSATION_ROLE,
-                CALL_ID_HEADER: f"{context.session_id}/{turn}/{step}",
-            },
+            extra_headers={ROLE_HEADER: CONVERSATION_ROLE, CALL_ID_HEADER: call_id},
         )
+        async for chunk in stream:
+            yield chunk
+
+    async def _stream(
+        self,
+        context: TurnContext,
+        hub: SessionHub,
+        turn: int,
+        step: int,
+        prefetch: Prefetch | None = None,
+    ) -> _Reply:
+        if prefetch is not None:
+            chunks = prefetch.chunks()
+        else:
+            chunks = self._create(context, f"{context.session_id}/{turn}/{step}")
         reply = _Reply()
         seq = 0
-        async for chunk in stream:
+        async for chunk in chunks:
             if not chunk.choices:
                 continue
             delta = chunk.choices[0].delta

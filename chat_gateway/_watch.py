@@ -22,7 +22,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from switchboard.models import EventsPage, TaskEvent, TaskStatus
+from switchboard.models import EventKind, EventsPage, TaskEvent, TaskStatus
 from switchboard.service import ServiceError, ServiceUnavailable, TaskNotFound, TaskService
 
 __all__ = ["TaskWatcher", "Update"]
@@ -30,6 +30,12 @@ __all__ = ["TaskWatcher", "Update"]
 log = logging.getLogger(__name__)
 
 PAGE = 500
+STATUS_EVERY_SECONDS = 1.0
+"""Subagent steps alone refresh the task's status at most this often (the events carry
+the step counts already); anything else refreshes it at once."""
+_STEP_KINDS = frozenset(
+    {EventKind.SUBAGENT_STEP, EventKind.SUBAGENT_STARTED, EventKind.TOOL_DENIED}
+)
 FALLBACK_POLL_SECONDS = 0.5
 RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
 
@@ -77,6 +83,11 @@ class TaskWatcher:
         self._service = service
         self._on_update = on_update
         self._caught_up = asyncio.Event()
+        self._status_at = 0.0
+
+    @property
+    def is_caught_up(self) -> bool:
+        return self._caught_up.is_set()
 
     async def caught_up(self, timeout: float) -> None:
         """Wait (at most `timeout` s) until the events that existed at start are delivered."""
@@ -150,7 +161,7 @@ class TaskWatcher:
             page: EventsPage = await self._service.events(self.task_id, self.cursor, PAGE)
             events = page.events
             if events:
-                status = await self._status()
+                status = await self._status(events, page.final)
                 await self._on_update(self.task_id, events, status, page.next_offset)
             self.cursor = max(self.cursor, page.next_offset)
             if page.final:
@@ -158,7 +169,12 @@ class TaskWatcher:
             if len(page.events) < PAGE:
                 return
 
-    async def _status(self) -> TaskStatus | None:
+    async def _status(self, events: list[TaskEvent], final: bool) -> TaskStatus | None:
+        now = asyncio.get_running_loop().time()
+        steps_only = all(e.kind in _STEP_KINDS for e in events)
+        if steps_only and not final and now - self._status_at < STATUS_EVERY_SECONDS:
+            return None
+        self._status_at = now
         try:
             return await self._service.status(self.task_id)
         except ServiceUnavailable:

@@ -14,6 +14,7 @@ entries: they are live previews of the assistant message that follows.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final, Literal
@@ -25,6 +26,8 @@ from switchboard.contracts import ChatToolCall
 from switchboard.models import MAX_GOAL_CHARS, EventKind, Model, Phase, TaskEvent
 
 __all__ = [
+    "CONTEXT_CHARS",
+    "CONTEXT_ENTRIES",
     "MAX_MESSAGE_CHARS",
     "SESSION_ID_PREFIX",
     "ClaimResult",
@@ -52,6 +55,7 @@ __all__ = [
     "TurnState",
     "is_notable",
     "new_session_id",
+    "select_context",
     "session_id_for",
     "task_event_entry",
 ]
@@ -60,6 +64,9 @@ SESSION_ID_PREFIX: Final = "session-"
 
 MAX_MESSAGE_CHARS: Final = 32_000
 """One user message; a 1 MB paste is refused (422), never truncated silently."""
+CONTEXT_ENTRIES: Final = 120
+CONTEXT_CHARS: Final = 60_000
+"""The model sees at most this much of the session's tail (plus the summary and tasks)."""
 MAX_ENTRY_CHARS: Final = 16_000
 """Tool results (a diff, a task list) are clipped to this before they are recorded:
 entries travel through history, and diffs belong in git (read them with show_diff)."""
@@ -352,3 +359,26 @@ def task_event_entry(task_id: str, event: TaskEvent) -> NewEntry:
         phase=event.phase,
         data=event.data,
     )
+
+
+def select_context(entries: Iterable[SessionEntry], turn: int) -> list[SessionEntry]:
+    """The tail of the session a model answering `turn` sees, oldest first.
+
+    The same rule in the workflow's `turn_context` query and in a gateway that
+    builds the context from the entries it holds: the newest entries within
+    `CONTEXT_ENTRIES` and `CONTEXT_CHARS`, without gaps and without questions of
+    later turns (they wait for their own answer).
+    """
+    chosen: list[SessionEntry] = []
+    chars = 0
+    for entry in reversed(list(entries)):
+        if entry.kind is EntryKind.GAP:
+            continue
+        if entry.turn is not None and entry.turn > turn:
+            continue
+        chars += len(entry.content)
+        if chosen and (len(chosen) >= CONTEXT_ENTRIES or chars > CONTEXT_CHARS):
+            break
+        chosen.append(entry)
+    chosen.reverse()
+    return chosen
