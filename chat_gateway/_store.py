@@ -49,6 +49,7 @@ from switchboard.conversation import (
     TaskEventsResult,
     TurnContext,
     TurnContextRequest,
+    conversation_queue,
 )
 from switchboard.models import Model
 from switchboard.service import (
@@ -100,7 +101,7 @@ class SessionStore:
                 ConversationWire.WORKFLOW,
                 start,
                 id=session_id,
-                task_queue=self._settings.task_queue,
+                task_queue=conversation_queue(self._settings.task_queue),
                 # A keyed session (the OpenAI `user` field) is reused, never duplicated.
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 search_attributes=TypedSearchAttributes(

@@ -28,6 +28,7 @@ from switchboard.models import MAX_GOAL_CHARS, EventKind, Model, Phase, TaskEven
 __all__ = [
     "CONTEXT_CHARS",
     "CONTEXT_ENTRIES",
+    "CONVERSATION_QUEUE_SUFFIX",
     "MAX_MESSAGE_CHARS",
     "SESSION_ID_PREFIX",
     "ClaimResult",
@@ -53,6 +54,7 @@ __all__ = [
     "TurnContext",
     "TurnContextRequest",
     "TurnState",
+    "conversation_queue",
     "is_notable",
     "new_session_id",
     "select_context",
@@ -61,6 +63,7 @@ __all__ = [
 ]
 
 SESSION_ID_PREFIX: Final = "session-"
+CONVERSATION_QUEUE_SUFFIX: Final = "-chat"
 
 MAX_MESSAGE_CHARS: Final = 32_000
 """One user message; a 1 MB paste is refused (422), never truncated silently."""
@@ -335,6 +338,15 @@ def is_notable(event: TaskEvent) -> bool:
         # The other phases are announced by their own event (plan, approval_needed, ...).
         return event.data.get("phase") in _NOTABLE_PHASES
     return event.kind in _NOTABLE
+
+
+def conversation_queue(task_queue: str) -> str:
+    """The task queue of the conversation workflows beside a deployment's shared queue.
+
+    Chats get their own queue (and pollers) so a chat turn's workflow task never
+    waits behind the workflow tasks of many running tasks.
+    """
+    return f"{task_queue}{CONVERSATION_QUEUE_SUFFIX}"
 
 
 def new_session_id() -> str:

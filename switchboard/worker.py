@@ -49,6 +49,7 @@ def build_workers(
     from activities.repo import RepoActivities
     from activities.sandbox import select_backend
     from activities.tools import ToolActivities
+    from switchboard.conversation import conversation_queue
     from workflows import ConversationWorkflow, DelegatedTaskWorkflow, SubagentWorkflow
 
     box = sandbox or select_backend(settings)
@@ -59,7 +60,7 @@ def build_workers(
     shared = Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[DelegatedTaskWorkflow, SubagentWorkflow, ConversationWorkflow],
+        workflows=[DelegatedTaskWorkflow, SubagentWorkflow],
         activities=[repo.prepare_repo, llm.plan_subtasks],
         workflow_runner=workflow_runner(),
     )
@@ -83,7 +84,14 @@ def build_workers(
             lifecycle.cleanup_task,
         ],
     )
-    return [shared, host]
+    # Chats on their own queue and pollers: a chat turn never waits behind task work.
+    chat = Worker(
+        client,
+        task_queue=conversation_queue(settings.task_queue),
+        workflows=[ConversationWorkflow],
+        workflow_runner=workflow_runner(),
+    )
+    return [shared, host, chat]
 
 
 async def run_workers(workers: Sequence[Worker], stop: asyncio.Event) -> None:
