@@ -1,0 +1,117 @@
+"""Record the histories that tests/unit/test_replay.py replays.
+
+Run after a deliberate workflow change that parked tasks can tolerate (or with
+a patch/version gate for one they cannot):
+
+    .venv/bin/python -m tests.histories.record
+
+Each history is a real run on an embedded dev server, bubblewrap sandboxes and
+the scripted model: a task approved after review, a task sent round again with
+request-changes then rejected, a cancelled task, and one subagent run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import tempfile
+import uuid
+from pathlib import Path
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from switchboard.devserver import DevServer
+from switchboard.model_server import builtin_scenario, running_model_server
+from switchboard.models import (
+    ApproveInput,
+    Phase,
+    RejectInput,
+    RequestChangesInput,
+    SubtaskSpec,
+    TaskRequest,
+)
+from switchboard.settings import Settings
+from switchboard.wire import Updates, Workflows
+from switchboard.worker import build_workers, run_workers
+from tests.helpers import make_repo, wait_for, wait_for_phase
+
+HERE = Path(__file__).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _save(client: Client, workflow_id: str, name: str) -> None:
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    document = {"workflow_id": workflow_id, "history": json.loads(history.to_json())}
+    (HERE / f"{name}.json").write_text(json.dumps(document, indent=1))
+
+
+async def _record(tmp: Path) -> None:
+    address = f"127.0.0.1:{_free_port()}"
+    with (
+        running_model_server(builtin_scenario()) as model,
+        DevServer(tmp / "t.db", address=address, ui_port=None),
+    ):
+        client = await Client.connect(address, data_converter=pydantic_data_converter)
+        settings = Settings(
+            data_dir=tmp / "data",
+            task_queue="record",
+            host_id="recorder",
+            model_server_port=model.port,
+            sandbox="bwrap",
+            worker_metrics_port=0,
+        )
+        stop = asyncio.Event()
+        worker = asyncio.create_task(run_workers(build_workers(client, settings), stop))
+        repo = make_repo(tmp / "repo")
+
+        async def start(goal: str, **extra: object) -> WorkflowHandle[object, object]:
+            return await client.start_workflow(
+                Workflows.TASK,
+                TaskRequest(goal=goal, repo=str(repo), **extra),  # type: ignore[arg-type]
+                id=f"task-{uuid.uuid4().hex}",
+                task_queue=settings.task_queue,
+            )
+
+        approved = await start("Add slugify with tests")
+        await wait_for_phase(approved, Phase.AWAITING_APPROVAL)
+        await approved.execute_update(Updates.APPROVE, ApproveInput(by="recorder"))
+        await approved.result()
+        await _save(client, approved.id, "task_planned_reviewed_approved")
+        await _save(client, f"{approved.id}-sub1-r1", "subagent_worker")
+
+        looped = await start("Two rounds", subtasks=[SubtaskSpec(title="Only")])
+        await wait_for_phase(looped, Phase.AWAITING_APPROVAL)
+        await looped.execute_update(
+            Updates.REQUEST_CHANGES, RequestChangesInput(by="recorder", feedback="more")
+        )
+        await wait_for(
+            looped, lambda s: s.round == 2 and s.phase is Phase.AWAITING_APPROVAL, what="round 2"
+        )
+        await looped.execute_update(Updates.REJECT, RejectInput(by="recorder"))
+        await looped.result()
+        await _save(client, looped.id, "task_request_changes_then_rejected")
+
+        cancelled = await start("Cancel me", subtasks=[SubtaskSpec(title="A")])
+        await wait_for(cancelled, lambda s: s.phase is Phase.RUNNING, what="running")
+        await cancelled.cancel()
+        await wait_for_phase(cancelled, Phase.CANCELLED)
+        await _save(client, cancelled.id, "task_cancelled")
+
+        stop.set()
+        await worker
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(_record(Path(tmp)))
+
+
+if __name__ == "__main__":
+    main()
