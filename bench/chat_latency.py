@@ -64,8 +64,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
 KEY = "conversation"
 TASKS = 50
-TASK_STEP_MS = 1500
-"""Model latency of the loaded tasks' explorers: each task takes a step every ~1.5 s."""
+TASK_STEP_MS = 5000
+"""Model latency of the loaded tasks' explorers: each task takes a step every ~5 s, a
+hosted model's usual step time (50 tasks: 10 model calls and 10 sandboxed tool runs a
+second). `--step-ms` changes it."""
 CHAT_MODEL_MS = 100
 """The conversation model's delay before its first token (the benchmarks' model default).
 Turns are also measured with none, which leaves only Switchboard's own path."""
@@ -317,19 +319,23 @@ async def ttft(chat: SessionClient, session_id: str, follower: Follower, turns: 
 
 
 async def part_ttft(
-    api_url: str, repo: Path, model: ModelServerHandle, quick: bool
+    api_url: str, repo: Path, model: ModelServerHandle, quick: bool, step_ms: int
 ) -> dict[str, object]:
     turns = 10 if quick else TURNS
     tasks = 10 if quick else TASKS
-    latencies = {"explorer": TASK_STEP_MS}
+    latencies = {"explorer": step_ms}
+
+    busy: dict[str, float] = {}
 
     async def measure(
-        chat: SessionClient, session_id: str, follower: Follower
+        chat: SessionClient, session_id: str, follower: Follower, phase: str
     ) -> dict[int, list[float]]:
         out = {}
+        before = cpu_times()
         for chat_ms in (CHAT_MODEL_MS, 0):
             model.configure(role_latency_ms={**latencies, "conversation": chat_ms})
             out[chat_ms] = await ttft(chat, session_id, follower, turns)
+        busy[phase] = cpu_busy(before, cpu_times())
         return out
 
     async with SessionClient(api_url, BENCH_USER) as chat:
@@ -337,7 +343,7 @@ async def part_ttft(
         follower = Follower(chat, session_id)
         await follower.ready.wait()
         await ttft(chat, session_id, follower, 3)  # warm the path
-        idle = await measure(chat, session_id, follower)
+        idle = await measure(chat, session_id, follower, "idle")
         model.configure(role_latency_ms=latencies)
         for n in range(1, tasks + 1):
             accepted = await chat.post(session_id, f"slow task {n}")
@@ -357,7 +363,7 @@ async def part_ttft(
             if time.monotonic() > deadline:
                 raise RuntimeError("the loaded tasks did not all start running")
             await asyncio.sleep(0.5)
-        loaded = await measure(chat, session_id, follower)
+        loaded = await measure(chat, session_id, follower, "loaded")
         still = 0
         for task_id in task_ids:
             still += (await chat.task(task_id)).phase is Phase.RUNNING
@@ -365,7 +371,26 @@ async def part_ttft(
             with contextlib.suppress(Exception):
                 await chat.decide(task_id, "cancel")
         await follower.close()
-    return {"idle": idle, "loaded": loaded, "tasks": len(task_ids), "running_after": still}
+    return {
+        "idle": idle,
+        "loaded": loaded,
+        "tasks": len(task_ids),
+        "running_after": still,
+        "busy": busy,
+        "step_ms": step_ms,
+    }
+
+
+def cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+def cpu_busy(before: tuple[int, int], after: tuple[int, int]) -> float:
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total else 0.0
 
 
 async def part_events(
@@ -518,9 +543,13 @@ def section(
             "`ConversationWorkflow` (one update to record the message, one query for the "
             "context) and the scripted model (no added latency). Baseline: the same session "
             f"with no task; loaded: {ttft_result['tasks']} tasks of that session running, "
-            f"each an explorer in a bwrap sandbox taking a step every ~{TASK_STEP_MS} ms, all "
-            "watched by the gateway and streamed to the same client "
-            f"({ttft_result['running_after']} still running when the last turn ended).",
+            f"each an explorer in a bwrap sandbox taking a step every ~{ttft_result['step_ms']}"
+            " ms, all watched by the gateway and streamed to the same client "
+            f"({ttft_result['running_after']} still running when the last turn ended). "
+            f"The whole machine was {busy_text(ttft_result)} busy (CPU) while measuring. "
+            f"Rows with a {CHAT_MODEL_MS} ms model are the target's; the instant-model rows "
+            "leave only Switchboard's own path (recording the message) and are for "
+            "information.",
             "- **Task event → SSE client**: the same events read two ways at once — by the "
             "gateway's task watcher (history long poll, then the `events` and `status` "
             "queries) pushed to an SSE client of the session, and by "
@@ -536,6 +565,12 @@ def section(
     )
 
 
+def busy_text(ttft_result: dict[str, object]) -> str:
+    busy = ttft_result["busy"]
+    assert isinstance(busy, dict)
+    return f"{busy['idle']:.0%} (idle) and {busy['loaded']:.0%} (loaded)"
+
+
 def write_docs(block: str) -> None:
     text = DOCS.read_text(encoding="utf-8") if DOCS.exists() else "# Benchmarks\n\n"
     pattern = re.compile(rf"<!-- bench:{KEY}:start -->.*?<!-- bench:{KEY}:end -->\n?", re.S)
@@ -546,14 +581,15 @@ def write_docs(block: str) -> None:
     DOCS.write_text(text, encoding="utf-8")
 
 
-async def run(quick: bool) -> tuple[list[list[str]], dict[str, object], dict[str, object]]:
+async def run(
+    quick: bool, step_ms: int
+) -> tuple[list[list[str]], dict[str, object], dict[str, object]]:
     with tempfile.TemporaryDirectory(prefix="sb-chat-bench-") as tmp:
         work = Path(tmp)
         repo = make_repo(work / "repo")
         async with stack(work) as (settings, api_url, model):
-            model.configure(role_latency_ms={"explorer": TASK_STEP_MS})
             client = await connect(settings)
-            ttft_result = await part_ttft(api_url, repo, model, quick)
+            ttft_result = await part_ttft(api_url, repo, model, quick, step_ms)
             events = await part_events(client, settings, api_url, quick)
     return rows(ttft_result, events), ttft_result, events
 
@@ -562,10 +598,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="a short smoke run; writes no docs")
     parser.add_argument("--no-write", action="store_true", help="leave docs/benchmarks.md alone")
+    parser.add_argument(
+        "--step-ms", type=int, default=TASK_STEP_MS, help="model latency of the loaded tasks"
+    )
     args = parser.parse_args(argv)
     print(f"# conversation benchmarks — {machine()}", flush=True)
     started = time.monotonic()
-    table, ttft_result, events = asyncio.run(run(args.quick))
+    table, ttft_result, events = asyncio.run(run(args.quick, args.step_ms))
     seconds = time.monotonic() - started
     widths = [max(len(r[i]) for r in table) for i in range(6)]
     for row in table:
@@ -575,6 +614,9 @@ def main(argv: list[str] | None = None) -> None:
     for chat_ms in (CHAT_MODEL_MS, 0):
         means = (ms(statistics.mean(idle[chat_ms])), ms(statistics.mean(loaded[chat_ms])))
         print(f"TTFT mean with a {chat_ms} ms model: idle {means[0]}, loaded {means[1]}")
+    busy = ttft_result["busy"]
+    assert isinstance(busy, dict)
+    print(f"CPU busy (whole machine): idle phase {busy['idle']:.0%}, loaded {busy['loaded']:.0%}")
     if not (args.quick or args.no_write):
         write_docs(section(table, ttft_result, events, seconds))
         print(f"wrote the Conversation section of {DOCS}")
