@@ -96,9 +96,7 @@ def drain_until_none(queue: asyncio.Queue[StreamItem | None]) -> list[StreamItem
 
 
 def context(entries: list[SessionEntry], turn: int) -> TurnContext:
-    return TurnContext(
-        session_id="session-x", turn=turn, owner="ann", entries=entries, tasks=[]
-    )
+    return TurnContext(session_id="session-x", turn=turn, owner="ann", entries=entries, tasks=[])
 
 
 def test_tool_results_sit_right_after_their_call_and_orphans_go() -> None:
@@ -107,8 +105,15 @@ def test_tool_results_sit_right_after_their_call_and_orphans_go() -> None:
     entries = [
         entry(0, 1, content="status?"),
         entry(1, 1, role="assistant", content="", tool_calls=[call], step=1),
-        entry(2, None, kind=EntryKind.TASK_EVENT, role="system", content="plan",
-              task_id="task-1", event=EventKind.PLAN),  # fmt: skip
+        entry(
+            2,
+            None,
+            kind=EntryKind.TASK_EVENT,
+            role="system",
+            content="plan",
+            task_id="task-1",
+            event=EventKind.PLAN,
+        ),
         entry(3, 1, role="tool", content="none", tool_call_id="c1", tool_name="list_tasks"),
         entry(4, 1, role="tool", content="orphan", tool_call_id="c7"),
         entry(5, 1, role="assistant", content="checking", tool_calls=[lost], step=2),
