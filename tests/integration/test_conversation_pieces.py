@@ -24,7 +24,7 @@ AT = datetime(2026, 11, 27, tzinfo=UTC)
 def entry(offset: int, turn: int | None = None, **fields: object) -> SessionEntry:
     values: dict[str, object] = {"role": "user", "content": f"e{offset}"}
     values.update(fields)
-    return SessionEntry(offset=offset, at=AT, turn=turn, **values)  # type: ignore[arg-type]
+    return SessionEntry(offset=offset, at=AT, turn=turn, **values)
 
 
 def drain(queue: asyncio.Queue[StreamItem | None]) -> list[StreamItem]:
