@@ -41,6 +41,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
             "SWITCHBOARD_API_HOST": settings.api_host,
             "SWITCHBOARD_API_PORT": str(settings.api_port),
             "SWITCHBOARD_SANDBOX": settings.sandbox,
+            "SWITCHBOARD_WORKER_METRICS_PORT": str(settings.worker_metrics_port),
             "PYTHONUNBUFFERED": "1",
         }
     )

@@ -130,7 +130,13 @@ async def serve(settings: Settings) -> None:
     if settings.worker_metrics_port:
         from switchboard.metrics import prometheus_runtime
 
-        runtime = prometheus_runtime(settings.worker_metrics_port)
+        try:
+            runtime = prometheus_runtime(settings.worker_metrics_port)
+        except ValueError as exc:
+            raise SystemExit(
+                f"cannot serve worker metrics on 127.0.0.1:{settings.worker_metrics_port} "
+                f"({exc}); set SWITCHBOARD_WORKER_METRICS_PORT to a free port, or 0 for none"
+            ) from exc
     client = await connect(settings, runtime=runtime)
     await ensure_search_attributes(client, settings.temporal_namespace)
     sandbox = select_backend(settings)

@@ -45,6 +45,7 @@ def test_make_demo_runs_a_task_end_to_end(tmp_path: Path) -> None:
             "SWITCHBOARD_API_PORT": str(_free_port()),
             "SWITCHBOARD_HOST_ID": f"demo{uuid.uuid4().hex[:8]}",
             "SWITCHBOARD_SANDBOX": "bwrap",
+            "SWITCHBOARD_WORKER_METRICS_PORT": str(_free_port()),
             "COLUMNS": "120",
         }
     )

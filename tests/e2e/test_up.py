@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -33,7 +34,7 @@ def _listening(port: int) -> bool:
 
 
 def test_up_serves_rest_sse_and_cli_then_stops_cleanly(tmp_path: Path) -> None:
-    ports = {name: _free_port() for name in ("temporal", "ui", "model", "api")}
+    ports = {name: _free_port() for name in ("temporal", "ui", "model", "api", "metrics")}
     env = dict(os.environ)
     for key in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SWITCHBOARD_LLM_API_KEY"):
         env.pop(key, None)
@@ -46,6 +47,7 @@ def test_up_serves_rest_sse_and_cli_then_stops_cleanly(tmp_path: Path) -> None:
             "SWITCHBOARD_API_PORT": str(ports["api"]),
             "SWITCHBOARD_HOST_ID": f"up{uuid.uuid4().hex[:8]}",
             "SWITCHBOARD_SANDBOX": "bwrap",
+            "SWITCHBOARD_WORKER_METRICS_PORT": str(ports["metrics"]),
         }
     )
     repo = make_repo(tmp_path / "repo")
@@ -110,6 +112,8 @@ def test_up_serves_rest_sse_and_cli_then_stops_cleanly(tmp_path: Path) -> None:
                 break
             time.sleep(0.3)
         assert status["phase"] == "completed", status
+        scraped = httpx.get(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=10).text
+        assert re.search(r'^switchboard_tasks_total\{[^}]*outcome="completed"', scraped, re.M)
         files = git(repo, "ls-tree", "-r", "--name-only", f"switchboard/{task_id}")
         assert "src/feature_1.py" in files and "src/feature_2.py" in files
     finally:

@@ -40,6 +40,7 @@ def settings(tmp_path: Path, model: ModelServerHandle) -> Settings:
         host_id=f"h{uuid.uuid4().hex[:12]}",
         model_server_port=model.port,
         sandbox="bwrap",
+        worker_metrics_port=0,
         _env_file=None,  # type: ignore[call-arg]
     )
 
