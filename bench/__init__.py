@@ -13,9 +13,19 @@ smoke runs that write nothing.
 - `scale` (B4): 1, 2 and 4 worker processes; tasks per minute, fixed cost.
 - `big_repo` (B5): worktrees and sandboxes on a ~50,000-file repository.
 - `sandbox_start`: sandbox start and exec overhead per backend.
+- `chat_latency`: the conversation's time to first token and event latency (its own
+  section, "Conversation", written by that module).
 """
 
 __all__ = ["BENCHMARKS"]
 
-BENCHMARKS = ("overhead", "recovery", "idle", "scale", "big_repo", "sandbox_start")
+BENCHMARKS = (
+    "overhead",
+    "recovery",
+    "idle",
+    "scale",
+    "big_repo",
+    "sandbox_start",
+    "chat_latency",
+)
 """Module names under `bench`, in the order `python -m bench` runs them."""

@@ -27,6 +27,7 @@ _BLOCK = re.compile(
     r"<!-- bench:(?P<key>[a-z0-9_]+):start -->.*?<!-- bench:(?P=key):end -->\n?", re.S
 )
 _ROWS = re.compile(r"<!-- rows:(?P<key>[a-z0-9_]+) -->\n(?P<rows>(?:\|.*\n)*)")
+TIMES = "\u00d7"  # the multiplication sign of ratios (escaped: ruff flags it as ambiguous)
 _HEADER = ("Benchmark", "Switchboard", "Baseline", "Ratio", "Target", "Result")
 
 
@@ -42,7 +43,7 @@ class Row:
     passed: bool | None
 
     def cells(self) -> tuple[str, ...]:
-        ratio = f"{self.ratio:.2f}x" if self.ratio is not None else "—"
+        ratio = f"{self.ratio:.2f}{TIMES}" if self.ratio is not None else "—"
         result = {True: "pass", False: "FAIL", None: "info"}[self.passed]
         return (self.benchmark, self.switchboard, self.baseline, ratio, self.target, result)
 

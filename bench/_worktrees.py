@@ -23,8 +23,8 @@ from switchboard.settings import Settings
 from switchboard.wire import subagent_branch
 
 T = TypeVar("T")
-QUICK_FILES = 600
-QUICK_COMMITS = 30
+QUICK_FILES = 200
+QUICK_COMMITS = 20
 
 
 def big_repo(quick: bool, scratch: Path) -> Path:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from activities.sandbox import Sandbox, select_backend
 from bench._env import mib, workdir
-from bench._report import Options, Report, Row, run_main
+from bench._report import TIMES, Options, Report, Row, run_main
 from bench._tasks import new_task_id
 from bench._worktrees import (
     big_repo,
@@ -146,7 +146,7 @@ def _report(
             f"{sb.wall:.1f} s",
             f"{plain.wall:.1f} s",
             ratio,
-            f"≤ {TARGET}x",
+            f"≤ {TARGET}{TIMES}",
             ratio <= TARGET,
         ),
         Row(

@@ -126,7 +126,7 @@ async def run(options: Options) -> Report:
             try:
                 await asyncio.to_thread(worker.wait_ready)
                 client = await connect(settings)
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(idle_for / 10)
                 m.samples.append(
                     Sample(0, rss_bytes(worker.pid), rss_bytes(server.pid), server.db_bytes)
                 )
@@ -137,7 +137,7 @@ async def run(options: Options) -> Report:
                 await submit
                 m.parked = count
                 m.park_seconds = time.monotonic() - started
-                await asyncio.sleep(3.0)  # let the last activities and timers settle
+                await asyncio.sleep(idle_for / 4)  # let the last activities settle
                 m.samples.append(
                     Sample(count, rss_bytes(worker.pid), rss_bytes(server.pid), server.db_bytes)
                 )

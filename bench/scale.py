@@ -92,6 +92,7 @@ def _cpu(pids: dict[str, list[int]]) -> dict[str, float]:
 
 
 async def _one_config(
+    quick: bool,
     n: int,
     work: Path,
     address: str,
@@ -111,9 +112,10 @@ async def _one_config(
         for p in procs:
             await asyncio.to_thread(p.wait_ready)
         client = await connect(settings)
-        warm = await start_task(client, settings, _request(repo, 1, 1))
-        await wait_phase(warm, Phase.AWAITING_APPROVAL)
-        await warm.execute_update(Updates.REJECT, RejectInput(by="bench"))
+        if not quick:
+            warm = await start_task(client, settings, _request(repo, 1, 1))
+            await wait_phase(warm, Phase.AWAITING_APPROVAL)
+            await warm.execute_update(Updates.REJECT, RejectInput(by="bench"))
         pids = {
             "dev server": [_server_pid(address)],
             "workers (+ git, bwrap)": [p.pid for p in procs],
@@ -171,7 +173,8 @@ async def run(options: Options) -> Report:
             try:
                 await asyncio.to_thread(worker.wait_ready)
                 client = await connect(settings)
-                await _fixed_cost(client, settings, repo, 1)  # warm-up
+                if not options.quick:
+                    await _fixed_cost(client, settings, repo, 1)  # warm-up
                 fixed = await _fixed_cost(client, settings, repo, runs)
             finally:
                 worker.stop()
@@ -190,6 +193,7 @@ async def run(options: Options) -> Report:
             for n in WORKERS if not options.quick else (1,):
                 configs.append(
                     await _one_config(
+                        options.quick,
                         n,
                         work,
                         server.address,
