@@ -542,8 +542,9 @@ def section(
             "",
             "- **TTFT**: from the POST of a chat message to the first `token` event on the "
             "session's SSE stream, through the API process (gateway inside), the "
-            "`ConversationWorkflow` (one update to record the message, one query for the "
-            "context) and the scripted model (no added latency). Baseline: the same session "
+            "`ConversationWorkflow` (one update records the message while the model call, "
+            "started beside it, waits for its first token) and the scripted model in its own "
+            "process. Baseline: the same session "
             f"with no task; loaded: {ttft_result['tasks']} tasks of that session running, "
             f"each an explorer in a bwrap sandbox taking a step every ~{ttft_result['step_ms']}"
             " ms, all watched by the gateway and streamed to the same client "
