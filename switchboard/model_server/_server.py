@@ -91,11 +91,8 @@ class ModelServerHandle:
         role_latency_ms: dict[str, int] | None = None,
     ) -> None:
         """Change the knobs given; `role_latency_ms={}` clears the per-role overrides."""
-        self._call(
-            "POST",
-            "/_config",
-            {"latency_ms": latency_ms, "token_rate": token_rate, "role_latency_ms": role_latency_ms},
-        )
+        knobs = {"latency_ms": latency_ms, "token_rate": token_rate}
+        self._call("POST", "/_config", {**knobs, "role_latency_ms": role_latency_ms})
 
     def close(self) -> None:
         self._http.close()
