@@ -9,7 +9,7 @@ import time
 import traceback
 from types import ModuleType
 
-from bench import BENCHMARKS
+from bench import BENCHMARKS, _worktrees
 from bench._report import (
     DOCS,
     TIMES,
@@ -36,7 +36,9 @@ def main() -> None:
     print(f"# Switchboard benchmarks — {machine()}", flush=True)
     reports: list[Report] = []
     started = time.monotonic()
-    for name in args.only or BENCHMARKS:
+    selected = args.only or BENCHMARKS
+    _worktrees.KEEP_FOR_SANDBOX_START = "big_repo" in selected and "sandbox_start" in selected
+    for name in selected:
         module = importlib.import_module(f"bench.{name}")
         began = time.monotonic()
         try:

@@ -23,6 +23,18 @@ from typing import Any
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 SUMMARY = "summary"
+SECTION_ORDER = ("overhead", "recovery", "idle", "scale", "big_repo", "sandbox_start")
+_INTRO = (
+    "# Benchmarks\n\n"
+    "`make bench` (or `python -m bench`) runs every benchmark below and prints one "
+    "table; `python -m bench.<name> [--quick]` runs one. Each compares Switchboard "
+    "with the plain alternative in the same run on the same machine, so the ratios "
+    "hold even where the absolute times move with the hardware. The model is the "
+    "scripted OpenAI-compatible server in its own process with a fixed latency "
+    "(100 ms per call), identical on both sides. A full run rewrites its own section "
+    "here; `--quick` runs write nothing. This machine is shared: each section gives "
+    "the load average when it started.\n"
+)
 _BLOCK = re.compile(
     r"<!-- bench:(?P<key>[a-z0-9_]+):start -->.*?<!-- bench:(?P=key):end -->\n?", re.S
 )
@@ -115,36 +127,29 @@ def section(report: Report) -> str:
 def update_docs(reports: list[Report], path: Path = DOCS) -> None:
     """Replace each report's section (and the summary) in docs/benchmarks.md.
 
-    Sections of benchmarks not run now stay as they were; text outside the
-    markers (an introduction, a "Conversation" section by another author) is kept.
+    Sections of benchmarks not run now stay as they were, and so does text outside
+    the markers and any section another module writes (the "Conversation" one).
+    Sections are laid out as: introduction, summary, B1-B5 and sandbox start in
+    order, then everyone else's.
     """
-    text = path.read_text(encoding="utf-8") if path.exists() else _skeleton()
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    blocks = {m.group("key"): m.group(0) for m in _BLOCK.finditer(text)}
+    outside = _BLOCK.sub("", text)
+    head, _, tail = outside.partition("\n## ")
+    tail = ("## " + tail) if tail else ""
+    if "make bench" not in head:
+        head = _INTRO
     for report in reports:
-        block = section(report)
-        marker = f"<!-- bench:{report.key}:start -->"
-        if marker in text:
-            text = _replace_block(text, report.key, block)
-        else:
-            text = _insert_before_foreign(text, block)
-    text = _replace_block(text, SUMMARY, _summary_block(text))
+        blocks[report.key] = section(report)
+    blocks[SUMMARY] = _summary_block("".join(blocks.values()))
+    ours = [k for k in (SUMMARY, *SECTION_ORDER) if k in blocks]
+    theirs = [k for k in blocks if k not in ours]
+    body = "\n".join(blocks[k].rstrip("\n") + "\n" for k in (*ours, *theirs))
+    out = (
+        head.rstrip("\n") + "\n\n" + body + ("\n" + tail.strip("\n") + "\n" if tail.strip() else "")
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-
-
-def _replace_block(text: str, key: str, block: str) -> str:
-    pattern = re.compile(rf"<!-- bench:{key}:start -->.*?<!-- bench:{key}:end -->\n?", re.S)
-    if pattern.search(text):
-        return pattern.sub(lambda _: block, text, count=1)
-    return _insert_before_foreign(text, block)
-
-
-def _insert_before_foreign(text: str, block: str) -> str:
-    """Put a new block after the last bench block, so others' sections stay last."""
-    ends = list(_BLOCK.finditer(text))
-    if ends:
-        at = ends[-1].end()
-        return text[:at] + "\n" + block + text[at:]
-    return text.rstrip("\n") + "\n\n" + block
+    path.write_text(out, encoding="utf-8")
 
 
 def _summary_block(text: str) -> str:
@@ -161,19 +166,6 @@ def _summary_block(text: str) -> str:
         "(each section says when and on what machine).\n\n"
         f"{table}"
         f"<!-- bench:{SUMMARY}:end -->\n"
-    )
-
-
-def _skeleton() -> str:
-    return (
-        "# Benchmarks\n\n"
-        "`make bench` (or `python -m bench`) runs every benchmark below and prints one "
-        "table; `python -m bench.<name> [--quick]` runs one. Each compares Switchboard "
-        "with the plain alternative in the same run on the same machine, so the ratios "
-        "hold even where the absolute times move with the hardware. The model is the "
-        "scripted OpenAI-compatible server with a fixed latency, identical on both sides. "
-        "A full run rewrites its own section here; `--quick` runs write nothing.\n\n"
-        f"<!-- bench:{SUMMARY}:start -->\n<!-- bench:{SUMMARY}:end -->\n"
     )
 
 

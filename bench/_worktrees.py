@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,6 +24,23 @@ from switchboard.settings import Settings
 from switchboard.wire import subagent_branch
 
 T = TypeVar("T")
+
+
+@dataclass
+class Handoff:
+    """Six Switchboard worktrees B5 made and left for the sandbox-start benchmark."""
+
+    settings: Settings
+    prepared: PreparedRepo
+    task_id: str
+    worktrees: list[WorktreeInfo]
+    plain_wall: float
+    """Seconds B5 measured for six plain `git worktree add` of the same commit."""
+
+
+HANDOFF: list[Handoff] = []
+KEEP_FOR_SANDBOX_START = False
+"""Set by `python -m bench` when both run: saves making six large checkouts twice."""
 QUICK_FILES = 200
 QUICK_COMMITS = 20
 
@@ -41,7 +59,11 @@ def host_settings(quick: bool, scratch: Path) -> Settings:
 
 
 def prepare(settings: Settings, repo: Path) -> tuple[PreparedRepo, float]:
-    """Switchboard's mirror of `repo` (fetched now if new); returns it and the seconds taken."""
+    """Switchboard's mirror of `repo` (fetched now if new); returns it and the seconds taken.
+
+    Worktrees an interrupted earlier run left behind are removed first.
+    """
+    _git.reap_orphans(settings, {h.task_id for h in HANDOFF})
     started = time.monotonic()
     prepared = _git.prepare_mirror(settings, PrepareRepoInput(repo=str(repo)))
     return prepared, time.monotonic() - started

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from activities.sandbox import Sandbox, select_backend
+from bench import _worktrees
 from bench._env import mib, workdir
 from bench._report import TIMES, Options, Report, Row, run_main
 from bench._tasks import new_task_id
 from bench._worktrees import (
+    Handoff,
     big_repo,
     disk_bytes,
     full_clone,
@@ -50,7 +52,7 @@ class Side:
 
 
 async def _switchboard(
-    settings: Settings, prepared: PreparedRepo, box: Sandbox
+    settings: Settings, prepared: PreparedRepo, box: Sandbox, plain_wall: float, keep: bool
 ) -> tuple[Side, str]:
     task_id = new_task_id()
 
@@ -70,9 +72,12 @@ async def _switchboard(
         infos, wall = await timed([one(i) for i in range(1, SUBAGENTS + 1)])
         first = Path(infos[0].path)
         disk = disk_bytes(first, worktree_admin_dir(prepared.mirror_path, first))
+        if keep:
+            _worktrees.HANDOFF.append(Handoff(settings, prepared, task_id, infos, plain_wall))
     finally:
         await box.remove_task(task_id)
-        await asyncio.to_thread(remove_switchboard_worktrees, settings, prepared, task_id)
+        if not keep:
+            await asyncio.to_thread(remove_switchboard_worktrees, settings, prepared, task_id)
     return Side(wall, disk), task_id
 
 
@@ -115,7 +120,8 @@ async def run(options: Options) -> Report:
         )
         await asyncio.to_thread(remove_plain_worktrees, prepared.mirror_path, paths)
 
-        switchboard, _ = await _switchboard(settings, prepared, box)
+        keep = _worktrees.KEEP_FOR_SANDBOX_START and not options.quick
+        switchboard, _ = await _switchboard(settings, prepared, box, plain_wall, keep)
 
         clones = [scratch / f"clone-{i}" for i in range(SUBAGENTS)]
         _, clone_wall = await timed([full_clone(repo, c) for c in clones])

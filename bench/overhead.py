@@ -82,7 +82,7 @@ async def _switchboard_run(variant: Variant, repo: Path, subagents: int, steps: 
 
 
 async def run(options: Options) -> Report:
-    subagents, steps, rounds = (2, 3, 1) if options.quick else (6, 10, 3)
+    subagents, steps, rounds = (2, 3, 1) if options.quick else (6, 10, 2)
     with workdir("overhead") as work:
         repo = make_small_repo(work / "repo")
         with (
@@ -202,25 +202,49 @@ def _report(
 
 
 FINDINGS = """
-**Cause of the overhead (found with the server's own metrics).** Each subagent step
-is three sequential round trips through the server: the `llm_turn` activity, the
-`run_tools` activity and the awaited `subagent_progress` signal to the parent. On
-the dev server each round trip waited ~40 ms between *workflow task scheduled* and
-*started*, and the server's `task_latency_load` metric for
-`TransferActiveTaskWorkflowTask` showed the same 40 ms: the history service's
-transfer-queue reader, which hands new workflow tasks to matching, is rate limited
-by `history.transferProcessorMaxPollRPS`, **20 reads/s by default**, and the dev
-server has a single history shard, so every workflow on it shares that one reader.
-A chain of activities therefore settles at 1/20 s ≈ 50 ms per step once the rate
-limiter's burst (the "first ~28 are fast") is spent. Dose-response on a chain of 40
-no-op activities: 10 reads/s → 102 ms per activity, 20 (default) → 51 ms,
-1000 → 8 ms. Sticky queues, poller counts, eager activities and TCP were not it
-(sticky off removed the wait only by replaying full histories; client and server
-both set TCP_NODELAY). The fix is one flag where the dev server is started
-(`switchboard/devserver.py`): `--dynamic-config-value
-history.transferProcessorMaxPollRPS=1000`. A production cluster has hundreds of
-history shards, each with its own reader, so it is far less exposed; raise the same
-value there if per-task latency matters more than database read load.
+**Causes, with numbers.** (1) *Dev server: the transfer-queue read rate.* On the dev
+server each workflow task waited ~40 ms between *scheduled* and *started*; the
+server's own `task_latency_load` metric for `TransferActiveTaskWorkflowTask` showed
+the same 40 ms. The history service's transfer-queue reader, which hands new
+workflow tasks to matching, is rate limited by `history.transferProcessorMaxPollRPS`
+(20 reads/s by default), and the dev server has one history shard, so every workflow
+shares one reader: a chain of activities settles at 1/20 s ≈ 50 ms per step once
+the limiter's burst is spent (the "first ~28 are fast"). Dose-response on a chain of
+40 no-op activities: 10 reads/s → 102 ms per activity, 20 (default) → 51 ms, 1000 →
+8 ms. Sticky queues, poller counts, eager dispatch and TCP were not it (both sides
+set TCP_NODELAY). (2) *Dev server: SQLite.* 40% of the dev server's CPU was kernel
+time in fsync and writeback: SQLite commits every transaction with a sync. WAL with
+`synchronous=NORMAL` cut its CPU per 6x10 task from ~3.4 s to ~2.1 s (in memory:
+~1.9 s). Both fixes are flags where `switchboard/devserver.py` starts the server:
+`--dynamic-config-value history.transferProcessorMaxPollRPS=1000 --sqlite-pragma
+journal_mode=WAL --sqlite-pragma synchronous=NORMAL` (the "with the fixes" row).
+(3) *CPU on 2 cores.* What remains is CPU: per 6x10 task the worker spends ~2.1 s
+and the dev server ~2.2 s (with the fixes) against ~0.7 s for the whole plain
+runner, on a machine with 2 cores. The Python worker takes a median 15-18 ms per
+workflow task under this load; the task makes ~300 workflow tasks and 146 activities
+(three server round trips per subagent step: model turn, tools, progress signal).
+
+**What brings it down (measured in a scratch copy, not applied).** Same task,
+dev server with the fixes, bwrap sandbox, median of 3 alternating runs
+(2026-11-27, 2 cores):
+
+| Variant (scratch) | Ratio | Activities | Workflow tasks | Worker CPU (s) | Dev-server CPU (s) |
+|---|---|---|---|---|---|
+| code as committed | 1.51 | 146 | 301 | 2.07 | 2.19 |
+| worker poll tuning (10 polls, ratio 0.5) | 1.44 | 146 | 305 | 2.16 | 2.27 |
+| `UnsandboxedWorkflowRunner` (to size the sandbox) | 1.36 | 146 | 300 | 1.72 | 2.05 |
+| one activity per step: tools, then the next model turn | 1.32 | 86 | 241 | 1.80 | 1.76 |
+| the same, progress signalled only at start and end | 1.30 | 86 | 122 | 1.42 | 1.15 |
+| model turns and tools as local activities | 1.22 | 20 | 143 | 1.59 | 0.77 |
+| local activities, progress only at start and end | 1.13 | 20 | 55 | 1.54 | 0.50 |
+
+Worker tuning (`max_concurrent_workflow_task_polls`, `nonsticky_to_sticky_poll_ratio`)
+is noise: the server hands tasks over in ~2.5 ms once (1) is fixed. Fewer round trips
+are what counts. Local activities come closest to the target, but a local activity's
+result is only recorded when its workflow task completes, so a crash can re-pay the
+model turns of the last few seconds; the one-activity-per-step variant keeps every
+answered model turn durable (a retry re-runs that step's tools, which can be made
+idempotent by keeping their outcomes in the transcript file before the model call).
 """
 
 

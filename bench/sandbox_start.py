@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from activities.sandbox import Sandbox, SandboxUnavailable, select_backend
+from bench import _worktrees
 from bench._env import workdir
 from bench._report import Options, Report, Row, run_main
 from bench._tasks import new_task_id
@@ -38,6 +39,8 @@ EXEC_RUNS = 30
 START_TARGET = 0.3
 EXEC_TARGET_MS = 30.0
 BACKENDS = ("docker", "bwrap")
+BASELINE_OWN = "`git worktree add` (through Switchboard's `create_worktree`)"
+BASELINE_B5 = "plain `git worktree add` (measured by B5 in the same run)"
 
 
 @dataclass
@@ -82,16 +85,25 @@ async def _measure(box: Sandbox, specs: list[SandboxSpec], result: Backend, runs
 async def run(options: Options) -> Report:
     runs = 5 if options.quick else EXEC_RUNS
     with workdir("sandbox-start") as scratch:
-        repo = big_repo(options.quick, scratch)
-        settings = host_settings(options.quick, scratch)
-        prepared, _ = await asyncio.to_thread(prepare, settings, repo)
-        await asyncio.to_thread(warm, prepared.mirror_path)
-        task_id = new_task_id()
-        # The baseline: the six worktrees themselves (`git worktree add` through
-        # Switchboard's create_worktree; B5 compares that with bare git).
-        infos, plain_wall = await timed(
-            [switchboard_worktree(settings, prepared, task_id, i) for i in range(1, SUBAGENTS + 1)]
-        )
+        if _worktrees.HANDOFF and not options.quick:
+            # Made by B5 in this same run: the same six worktrees, and B5's plain
+            # `git worktree add` of the same commit as the baseline.
+            handoff = _worktrees.HANDOFF.pop()
+            settings, prepared, task_id = handoff.settings, handoff.prepared, handoff.task_id
+            infos, plain_wall, baseline = handoff.worktrees, handoff.plain_wall, BASELINE_B5
+        else:
+            repo = big_repo(options.quick, scratch)
+            settings = host_settings(options.quick, scratch)
+            prepared, _ = await asyncio.to_thread(prepare, settings, repo)
+            await asyncio.to_thread(warm, prepared.mirror_path)
+            task_id = new_task_id()
+            infos, plain_wall = await timed(
+                [
+                    switchboard_worktree(settings, prepared, task_id, i)
+                    for i in range(1, SUBAGENTS + 1)
+                ]
+            )
+            baseline = BASELINE_OWN
         specs = [
             SandboxSpec(
                 sandbox_id=f"{task_id}-{i}",
@@ -118,19 +130,18 @@ async def run(options: Options) -> Report:
                     await box.remove_task(task_id)
         finally:
             remove_switchboard_worktrees(settings, prepared, task_id)
-    return _report(results, plain_wall, bare, options)
+    return _report(results, plain_wall, baseline, bare, options)
 
 
 def _report(
-    results: list[Backend], plain_wall: float, bare: list[float], options: Options
+    results: list[Backend], plain_wall: float, baseline: str, bare: list[float], options: Options
 ) -> Report:
     per_worktree = plain_wall / SUBAGENTS
     bare_ms = statistics.median(bare)
     rows = []
     lines = [
-        f"{SUBAGENTS} worktrees of the generated repository; creating all six together "
-        f"(`git worktree add` through Switchboard's `create_worktree`) took {plain_wall:.2f} "
-        f"s ({per_worktree:.2f} s per subagent). Sandbox "
+        f"{SUBAGENTS} worktrees of the generated repository; {baseline} of all six "
+        f"together took {plain_wall:.2f} s ({per_worktree:.2f} s per subagent). Sandbox "
         f"start = `start()` + a first `true`; exec overhead = median of {len(bare)} runs of "
         f"`true` in the sandbox minus a bare `true` subprocess ({bare_ms:.1f} ms).",
         "",

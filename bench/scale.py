@@ -160,7 +160,7 @@ async def _fixed_cost(client: Client, settings: Settings, repo: Path, runs: int)
 
 
 async def run(options: Options) -> Report:
-    tasks, subagents, steps, runs = (2, 2, 2, 1) if options.quick else (12, 3, 5, 3)
+    tasks, subagents, steps, runs = (2, 2, 2, 1) if options.quick else (8, 3, 5, 2)
     configs: list[Config] = []
     with workdir("scale") as work:
         repo = make_small_repo(work / "repo")
