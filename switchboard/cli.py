@@ -383,12 +383,16 @@ def api(
 @app.command("demo")
 def demo(
     non_interactive: Annotated[
-        bool, typer.Option("--non-interactive", help="Approve automatically; no prompts.")
+        bool,
+        typer.Option(
+            "--non-interactive", help="Play one scripted conversation end to end; no prompts."
+        ),
     ] = False,
 ) -> None:
-    """Delegate a sample task end to end and show it working."""
+    """Start the stack and chat: delegate a task, watch it, approve it, see the merge."""
     run_demo = _entry_point("switchboard.demo", "run_demo")
-    run_demo(_settings(), interactive=not non_interactive)
+    if not run_demo(_settings(), interactive=not non_interactive):
+        raise typer.Exit(1)
 
 
 @app.command("doctor")

@@ -1,53 +1,29 @@
-"""`make demo` / `switchboard demo`: the whole stack and one delegated task, end to end.
+"""`make demo` / `switchboard demo`: the whole stack, and a conversation that delegates.
 
-Starts Temporal (embedded), the scripted model (100 ms per call unless set),
-a worker and the API; creates a small git repository; delegates a goal; streams
-the task's events; approves at the gate (or asks, when interactive); shows the
-merged branch; stops everything.
+Starts Temporal (embedded), the scripted model (100 ms per call unless set), a
+worker and the API with its chat; creates a small git repository; then either
+drives one scripted conversation (`--non-interactive`: delegate a task, keep
+chatting while it runs, receive the approval request, approve, see the merge)
+or hands the terminal to `switchboard chat` while the web chat serves the same
+session. Everything stops on exit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.prompt import Prompt
-from rich.table import Table
+from rich.markup import escape
 
-from switchboard.models import (
-    ApproveInput,
-    EventKind,
-    Phase,
-    RejectInput,
-    RequestChangesInput,
-    TaskEvent,
-    TaskRequest,
-)
 from switchboard.settings import Settings
 from switchboard.stack import Stack
 
-DEMO_GOAL = "Add a slugify helper with tests, and tell me how the package is laid out"
 DEMO_LATENCY_MS = 100
-
-_STYLE = {
-    EventKind.PHASE: "bold cyan",
-    EventKind.PLAN: "cyan",
-    EventKind.SUBAGENT_STARTED: "blue",
-    EventKind.SUBAGENT_STEP: "dim",
-    EventKind.SUBAGENT_FINISHED: "blue",
-    EventKind.TOOL_DENIED: "yellow",
-    EventKind.DIFF_READY: "green",
-    EventKind.REVIEW: "magenta",
-    EventKind.APPROVAL_NEEDED: "bold yellow",
-    EventKind.APPROVED: "bold green",
-    EventKind.MERGED: "bold green",
-    EventKind.COMPLETED: "bold green",
-    EventKind.FAILED: "bold red",
-    EventKind.MERGE_CONFLICT: "bold red",
-}
+HINT = "Say e.g. 'delegate: add a slugify helper with tests', then approve from the chat."
 
 
 def _git(cwd: Path, *args: str) -> str:
@@ -81,92 +57,42 @@ def make_demo_repo(path: Path) -> Path:
     return path
 
 
-def _line(event: TaskEvent) -> str:
-    style = _STYLE.get(event.kind, "")
-    text = (
-        f"[{style}]{event.kind.value:<17}[/{style}] {event.message}"
-        if style
-        else (f"{event.kind.value:<17} {event.message}")
-    )
-    return f"[dim]{event.offset:>4}[/dim] {text}"
+async def _scripted(settings: Settings, console: Console, repo: Path) -> bool:
+    from chat_gateway import drive_scripted_conversation
 
-
-async def _drive(settings: Settings, console: Console, repo: Path, interactive: bool) -> bool:
-    from switchboard.service import TaskService
-    from switchboard.temporal import connect
-
-    client = await connect(settings)
-    service = TaskService(client, settings)
     started = time.monotonic()
-    submitted = await service.submit(TaskRequest(goal=DEMO_GOAL, repo=str(repo), owner="demo"))
-    task_id = submitted.task_id
-    console.print(f"\n[bold]Delegated[/bold] {task_id}: {DEMO_GOAL}")
-    if settings.temporal_ui_port:
-        console.print(
-            f"[dim]Follow it in the Temporal UI: http://127.0.0.1:{settings.temporal_ui_port}"
-            f"/namespaces/{settings.temporal_namespace}/workflows/{task_id}[/dim]\n"
-        )
-    waited_for_approval = 0.0
-    async for event in service.watch(task_id):
-        console.print(_line(event))
-        if event.kind is not EventKind.APPROVAL_NEEDED:
-            continue
-        waited_for_approval = time.monotonic() - started
-        view = await service.diff(task_id)
-        console.print(
-            f"\n[bold]Combined diff[/bold]: {view.stat.files_changed} files, "
-            f"+{view.stat.insertions} -{view.stat.deletions}: {', '.join(view.stat.files)}"
-        )
-        choice = "a"
-        if interactive:
-            choice = Prompt.ask(
-                "[bold]a[/bold]pprove, request [bold]c[/bold]hanges or [bold]r[/bold]eject?",
-                choices=["a", "c", "r"],
-                default="a",
-            )
-        if choice == "a":
-            await service.approve(task_id, ApproveInput(by="demo", comment="looks good"))
-        elif choice == "c":
-            feedback = Prompt.ask("What should change?")
-            await service.request_changes(
-                task_id, RequestChangesInput(by="demo", feedback=feedback)
-            )
-        else:
-            await service.reject(task_id, RejectInput(by="demo"))
-    status = await service.status(task_id)
+    result = await drive_scripted_conversation(
+        settings.api_base_url,
+        str(repo),
+        user="demo",
+        say=lambda line: console.print(escape(line), highlight=False),
+    )
     elapsed = time.monotonic() - started
+    if not result.merged or result.branch is None:
+        console.print(f"[bold red]The delegated task did not merge[/bold red] ({result.task_id})")
+        return False
+    console.print(
+        f"\n[bold green]Merged[/bold green] {result.task_id} into branch "
+        f"[bold]{result.branch}[/bold] of {repo}:"
+    )
+    console.print(_git(repo, "log", "--oneline", "--graph", "-8", result.branch))
+    console.print(
+        f"\nConversation and task took {elapsed:.1f} s "
+        f"(model latency {settings.model_server_latency_ms} ms per call)."
+    )
+    return True
 
-    table = Table(title=f"{task_id}: {status.phase.value}")
-    for column in ("#", "role", "subtask", "state", "steps", "tokens", "files"):
-        table.add_column(column)
-    for sub in status.subagents:
-        table.add_row(
-            str(sub.index),
-            sub.role.value,
-            sub.title,
-            sub.state.value,
-            str(sub.steps),
-            str(sub.tokens),
-            ", ".join(sub.diff_stat.files) if sub.diff_stat else "",
-        )
-    console.print(table)
-    if status.phase is Phase.COMPLETED and status.merge is not None:
-        console.print(
-            f"[bold green]Merged[/bold green] into branch [bold]{status.merge.branch}[/bold] "
-            f"of {repo}:"
-        )
-        console.print(_git(repo, "log", "--oneline", "--graph", "-8", status.merge.branch))
-        console.print(
-            f"\nTask took {elapsed:.1f} s ({waited_for_approval:.1f} s until the approval "
-            f"gate, model latency {settings.model_server_latency_ms} ms per call)."
-        )
-        return True
-    console.print(f"[bold red]Task ended {status.phase.value}[/bold red]: {status.error or ''}")
-    return status.phase is Phase.REJECTED
+
+async def _interactive(settings: Settings, console: Console, repo: Path) -> bool:
+    from switchboard._cli_chat import _chat
+
+    with contextlib.suppress(EOFError, KeyboardInterrupt):
+        await _chat(console, settings.api_base_url, "demo", None, str(repo), [])
+    return True
 
 
 def run_demo(settings: Settings, interactive: bool = True) -> bool:
-    """Run the demo; True when the task ended as intended."""
+    """Run the demo; True when it ended as intended."""
     console = Console()
     if settings.uses_scripted_model and settings.model_server_latency_ms == 0:
         settings = settings.model_copy(update={"model_server_latency_ms": DEMO_LATENCY_MS})
@@ -178,6 +104,9 @@ def run_demo(settings: Settings, interactive: bool = True) -> bool:
         model_args=["--latency-ms", str(settings.model_server_latency_ms)],
     )
     with stack:
+        console.print(f"  [bold]{'Chat':12}[/bold] {settings.api_base_url}/")
         for label, value in stack.describe():
             console.print(f"  [bold]{label:12}[/bold] {value}")
-        return asyncio.run(_drive(settings, console, repo, interactive))
+        console.print(f"  [dim]{HINT}[/dim]\n")
+        drive = _interactive if interactive else _scripted
+        return asyncio.run(drive(settings, console, repo))

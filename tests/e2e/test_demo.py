@@ -66,8 +66,9 @@ def test_make_demo_runs_a_task_end_to_end(tmp_path: Path) -> None:
     (ROOT / "test-artifacts").mkdir(exist_ok=True)
     (ROOT / "test-artifacts" / "demo-output.txt").write_text(output)
     assert done.returncode == 0, output[-4000:]
-    assert "approval_needed" in output
-    assert "Merged into branch switchboard/task-" in output
+    assert "Chat" in output and "Temporal UI" in output  # opens with the chat URL
+    assert "approval" in output.lower()
+    assert "Merged task-" in output and "into branch switchboard/task-" in output
     repo = clone / ".switchboard" / "demo-repo"
     branches = subprocess.run(
         ["git", "branch", "--list", "switchboard/*"], cwd=repo, capture_output=True, text=True
