@@ -168,15 +168,14 @@ def _report(
         f"{backend}. Wall time from submit to the approval gate (Switchboard) / to the merge "
         f"(plain); median of {len(plain_walls)} alternating runs.",
         "",
-        "| Side | Runs (s) | Median (s) | Submit → first model call (s) |",
-        "|---|---|---|---|",
-        f"| plain asyncio | {', '.join(f'{w:.2f}' for w in plain_walls)} | {plain:.2f} | "
-        f"{statistics.median(plain_firsts):.2f} |",
+        "| Side | Runs (s) | Median (s) |",
+        "|---|---|---|",
+        f"| plain asyncio | {', '.join(f'{w:.2f}' for w in plain_walls)} | {plain:.2f} |",
     ]
     for v in variants:
         lines.append(
             f"| Switchboard, {v.name} | {', '.join(f'{w:.2f}' for w in v.walls)} | "
-            f"{statistics.median(v.walls):.2f} | {statistics.median(v.first_steps):.2f} |"
+            f"{statistics.median(v.walls):.2f} |"
         )
     lines += ["", "Where the difference goes (from the histories of the last run):", ""]
     for v in variants:
