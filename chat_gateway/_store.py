@@ -36,7 +36,6 @@ from switchboard.conversation import (
     ClaimResult,
     ClaimTurn,
     CloseSession,
-    ConversationWire,
     EntriesPage,
     EntriesRequest,
     PostMessage,
@@ -98,7 +97,7 @@ class SessionStore:
         """Start the session's workflow, or reuse the running one with that id."""
         async with self._errors(session_id):
             await self._client.start_workflow(
-                ConversationWire.WORKFLOW,
+                wire.Conversation.WORKFLOW,
                 start,
                 id=session_id,
                 task_queue=conversation_queue(self._settings.task_queue),
@@ -121,7 +120,7 @@ class SessionStore:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 raise SessionNotFound(_not_found(session_id)) from exc
             raise _unavailable(exc, self._settings) from exc
-        if description.workflow_type != ConversationWire.WORKFLOW:
+        if description.workflow_type != wire.Conversation.WORKFLOW:
             raise SessionNotFound(_not_found(session_id))
         if description.status not in (
             WorkflowExecutionStatus.RUNNING,
@@ -132,7 +131,7 @@ class SessionStore:
 
     async def list(self, owner: str, limit: int = 50) -> list[SessionSummary]:
         query = (
-            f"WorkflowType = '{ConversationWire.WORKFLOW}' AND "
+            f"WorkflowType = '{wire.Conversation.WORKFLOW}' AND "
             f"{wire.SearchAttributes.OWNER.name} = '{_escape(owner)}' AND "
             "ExecutionStatus = 'Running'"
         )
@@ -152,37 +151,37 @@ class SessionStore:
         return found
 
     async def state(self, session_id: str) -> SessionState:
-        return await self._query(session_id, ConversationWire.STATE, None, SessionState)
+        return await self._query(session_id, wire.Conversation.STATE, None, SessionState)
 
     async def entries(self, session_id: str, from_offset: int, limit: int = 500) -> EntriesPage:
         request = EntriesRequest(from_offset=from_offset, limit=limit)
-        return await self._query(session_id, ConversationWire.ENTRIES, request, EntriesPage)
+        return await self._query(session_id, wire.Conversation.ENTRIES, request, EntriesPage)
 
     async def context(self, session_id: str, turn: int) -> TurnContext:
         request = TurnContextRequest(turn=turn)
-        return await self._query(session_id, ConversationWire.TURN_CONTEXT, request, TurnContext)
+        return await self._query(session_id, wire.Conversation.TURN_CONTEXT, request, TurnContext)
 
     async def post(self, session_id: str, post: PostMessage) -> PostResult:
-        return await self._update(session_id, ConversationWire.POST_MESSAGE, post, PostResult)
+        return await self._update(session_id, wire.Conversation.POST_MESSAGE, post, PostResult)
 
     async def claim(self, session_id: str, runner: str) -> int | None:
         claim = ClaimTurn(runner=runner)
-        result = await self._update(session_id, ConversationWire.CLAIM_TURN, claim, ClaimResult)
+        result = await self._update(session_id, wire.Conversation.CLAIM_TURN, claim, ClaimResult)
         return result.turn
 
     async def record(self, session_id: str, record: RecordTurn) -> RecordResult:
-        return await self._update(session_id, ConversationWire.RECORD_TURN, record, RecordResult)
+        return await self._update(session_id, wire.Conversation.RECORD_TURN, record, RecordResult)
 
     async def record_task_events(
         self, session_id: str, events: TaskEventsInput
     ) -> TaskEventsResult:
         return await self._update(
-            session_id, ConversationWire.RECORD_TASK_EVENTS, events, TaskEventsResult
+            session_id, wire.Conversation.RECORD_TASK_EVENTS, events, TaskEventsResult
         )
 
     async def close(self, session_id: str, by: str) -> SessionState:
         return await self._update(
-            session_id, ConversationWire.CLOSE, CloseSession(by=by), SessionState
+            session_id, wire.Conversation.CLOSE, CloseSession(by=by), SessionState
         )
 
     # ---- internals --------------------------------------------------------------------

@@ -34,7 +34,6 @@ __all__ = [
     "ClaimResult",
     "ClaimTurn",
     "CloseSession",
-    "ConversationWire",
     "EntriesPage",
     "EntriesRequest",
     "EntryKind",
@@ -73,23 +72,6 @@ CONTEXT_CHARS: Final = 60_000
 MAX_ENTRY_CHARS: Final = 16_000
 """Tool results (a diff, a task list) are clipped to this before they are recorded:
 entries travel through history, and diffs belong in git (read them with show_diff)."""
-
-
-class ConversationWire:
-    """Workflow, update and query names of the conversation (never retyped as strings).
-
-    They belong with `switchboard.wire`; they live here until that module takes them.
-    """
-
-    WORKFLOW: Final = "ConversationWorkflow"
-    POST_MESSAGE: Final = "post_message"
-    CLAIM_TURN: Final = "claim_turn"
-    RECORD_TURN: Final = "record_turn"
-    RECORD_TASK_EVENTS: Final = "record_task_events"
-    CLOSE: Final = "close_session"
-    STATE: Final = "session_state"
-    ENTRIES: Final = "session_entries"
-    TURN_CONTEXT: Final = "turn_context"
 
 
 class EntryKind(StrEnum):

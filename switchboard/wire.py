@@ -42,6 +42,20 @@ class Queries:
     DIFF: Final = "diff"
 
 
+class Conversation:
+    """Workflow, update and query names of a chat session (`ConversationWorkflow`)."""
+
+    WORKFLOW: Final = "ConversationWorkflow"
+    POST_MESSAGE: Final = "post_message"
+    CLAIM_TURN: Final = "claim_turn"
+    RECORD_TURN: Final = "record_turn"
+    RECORD_TASK_EVENTS: Final = "record_task_events"
+    CLOSE: Final = "close_session"
+    STATE: Final = "session_state"
+    ENTRIES: Final = "session_entries"
+    TURN_CONTEXT: Final = "turn_context"
+
+
 class Activities:
     PREPARE_REPO: Final = "prepare_repo"
     PLAN_SUBTASKS: Final = "plan_subtasks"

@@ -28,7 +28,6 @@ with workflow.unsafe.imports_passed_through():
         ClaimResult,
         ClaimTurn,
         CloseSession,
-        ConversationWire,
         EntriesPage,
         EntriesRequest,
         EntryKind,
@@ -51,7 +50,7 @@ with workflow.unsafe.imports_passed_through():
         select_context,
         task_event_entry,
     )
-    from switchboard.wire import Errors
+    from switchboard.wire import Conversation, Errors
 
 TURN_LEASE = timedelta(minutes=2)
 """A turn claimed by a runner that stopped writing is free for another after this."""
@@ -65,7 +64,7 @@ SEEN_REQUESTS = 256
 """Idempotency keys of recent posts remembered (a retry comes within seconds)."""
 
 
-@workflow.defn(name=ConversationWire.WORKFLOW)
+@workflow.defn(name=Conversation.WORKFLOW)
 class ConversationWorkflow:
     @workflow.init
     def __init__(self, start: SessionStart) -> None:
@@ -94,7 +93,7 @@ class ConversationWorkflow:
 
     # ---- updates ----------------------------------------------------------------------
 
-    @workflow.update(name=ConversationWire.POST_MESSAGE)
+    @workflow.update(name=Conversation.POST_MESSAGE)
     def post_message(self, post: PostMessage) -> PostResult:
         if post.request_id is not None and post.request_id in self._seen:
             return self._duplicate(post.request_id)
@@ -119,7 +118,7 @@ class ConversationWorkflow:
                 type=Errors.INVALID_INPUT,
             )
 
-    @workflow.update(name=ConversationWire.CLAIM_TURN)
+    @workflow.update(name=Conversation.CLAIM_TURN)
     def claim_turn(self, claim: ClaimTurn) -> ClaimResult:
         return ClaimResult(turn=self._claim(claim.runner))
 
@@ -127,7 +126,7 @@ class ConversationWorkflow:
     def _check_claim(self, claim: ClaimTurn) -> None:
         self._require_open()
 
-    @workflow.update(name=ConversationWire.RECORD_TURN)
+    @workflow.update(name=Conversation.RECORD_TURN)
     def record_turn(self, record: RecordTurn) -> RecordResult:
         head = self._turns[0]
         head.claimed_at = workflow.now()
@@ -155,7 +154,7 @@ class ConversationWorkflow:
                 type=Errors.WRONG_PHASE,
             )
 
-    @workflow.update(name=ConversationWire.RECORD_TASK_EVENTS)
+    @workflow.update(name=Conversation.RECORD_TASK_EVENTS)
     def record_task_events(self, update: TaskEventsInput) -> TaskEventsResult:
         task = self._tasks[update.task_id]
         fresh = [e for e in update.events if e.offset >= task.cursor]
@@ -172,7 +171,7 @@ class ConversationWorkflow:
                 f"{update.task_id} was not started by this session", type=Errors.INVALID_INPUT
             )
 
-    @workflow.update(name=ConversationWire.CLOSE)
+    @workflow.update(name=Conversation.CLOSE)
     def close(self, close: CloseSession) -> SessionState:
         self._closed = True
         return self.state()
@@ -187,7 +186,7 @@ class ConversationWorkflow:
 
     # ---- queries ----------------------------------------------------------------------
 
-    @workflow.query(name=ConversationWire.STATE)
+    @workflow.query(name=Conversation.STATE)
     def state(self) -> SessionState:
         return SessionState(
             session_id=self._session_id,
@@ -204,7 +203,7 @@ class ConversationWorkflow:
             closed=self._closed,
         )
 
-    @workflow.query(name=ConversationWire.ENTRIES)
+    @workflow.query(name=Conversation.ENTRIES)
     def entries(self, request: EntriesRequest) -> EntriesPage:
         first = self._first_offset()
         out: list[SessionEntry] = []
@@ -232,7 +231,7 @@ class ConversationWorkflow:
             next_offset = first
         return EntriesPage(entries=out, next_offset=next_offset, first_offset=first)
 
-    @workflow.query(name=ConversationWire.TURN_CONTEXT)
+    @workflow.query(name=Conversation.TURN_CONTEXT)
     def turn_context(self, request: TurnContextRequest) -> TurnContext:
         head = next((t for t in self._turns if t.turn == request.turn), None)
         return TurnContext(

@@ -28,7 +28,7 @@ def model(model_server: ModelServerHandle) -> ModelServerHandle:
     """The session's model server, reset to the demo scenario for this test."""
     model_server.reset()
     model_server.set_scenario(builtin_scenario())
-    model_server.configure(latency_ms=0, token_rate=0)
+    model_server.configure(latency_ms=0, token_rate=0, role_latency_ms={})
     return model_server
 
 
