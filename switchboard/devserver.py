@@ -17,6 +17,22 @@ from typing import IO
 from switchboard import wire
 
 
+DYNAMIC_CONFIG: dict[str, str] = {
+    # The dev server has one history shard, so one transfer-queue reader hands every new
+    # workflow task to matching; at its default of 20 reads/s a chain of activities
+    # settles at ~50 ms a step (see docs/benchmarks.md, B1). 1000 brings it to ~8 ms.
+    "history.transferProcessorMaxPollRPS": "1000",
+}
+
+
+def dynamic_config_args() -> list[str]:
+    """`--dynamic-config-value` flags for every dev server Switchboard starts."""
+    argv: list[str] = []
+    for key, value in DYNAMIC_CONFIG.items():
+        argv += ["--dynamic-config-value", f"{key}={value}"]
+    return argv
+
+
 class DevServerError(RuntimeError):
     pass
 
@@ -82,6 +98,7 @@ class DevServer:
             "warn",
         ]
         argv += ["--ui-port", str(self.ui_port)] if self.ui_port else ["--headless"]
+        argv += dynamic_config_args()
         for key in wire.SearchAttributes.ALL:
             argv += ["--search-attribute", f"{key.name}=Keyword"]
         return argv

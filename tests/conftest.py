@@ -21,6 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from switchboard import wire
+from switchboard.devserver import dynamic_config_args
 
 
 def temporal_binary() -> str:
@@ -38,6 +39,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=pydantic_data_converter,
         search_attributes=wire.SearchAttributes.ALL,
         dev_server_log_level="error",
+        dev_server_extra_args=dynamic_config_args(),
     )
     try:
         yield env
