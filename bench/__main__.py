@@ -18,6 +18,7 @@ from bench._report import (
     Row,
     machine,
     print_report,
+    stop_cleanly_on_sigterm,
     text_table,
     update_docs,
 )
@@ -33,6 +34,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, help="run only these")
     args = parser.parse_args()
     options = Options(quick=args.quick, write=not (args.quick or args.no_write))
+    stop_cleanly_on_sigterm()
     print(f"# Switchboard benchmarks — {machine()}", flush=True)
     reports: list[Report] = []
     started = time.monotonic()

@@ -14,6 +14,7 @@ import datetime as dt
 import os
 import platform
 import re
+import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -179,6 +180,11 @@ def parse_options(argv: list[str] | None = None, description: str = "") -> Optio
     return Options(quick=args.quick, write=not (args.quick or args.no_write))
 
 
+def stop_cleanly_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so dev servers and workers we started are stopped."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
 def run_main(
     run: Callable[[Options], Coroutine[Any, Any, Report]],
     description: str,
@@ -186,6 +192,7 @@ def run_main(
 ) -> None:
     """Entry point of `python -m bench.<name>`: run, print the table, maybe write the docs."""
     options = parse_options(argv, description)
+    stop_cleanly_on_sigterm()
     print(f"# {description} — {machine()}", flush=True)
     started = time.monotonic()
     report = asyncio.run(run(options))

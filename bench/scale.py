@@ -264,6 +264,17 @@ def _report(
             + " | ".join(f"{c.cpu[n]:.1f}" for n in names)
             + f" | {busy:.0%} |"
         )
+    best = max(c.per_minute for c in configs)
+    if len(configs) > 1 and best < 1.2 * one.per_minute:
+        lines += [
+            "",
+            "More worker processes did not raise throughput: the worker is not the limit "
+            "on this machine. The measured processes keep it only partly busy, so the rest "
+            "goes to what is not attributed to them (kernel work for mounts, cgroups and "
+            "container starts, other tenants of this shared machine) and to serial "
+            "points: one history shard on the dev server, one mirror fetch at a time per "
+            "repository (`prepare_repo` holds a lock around `git fetch`).",
+        ]
     lines += [
         "",
         f"Per-task fixed cost (idle system, median of {len(fixed)}): {f_med:.2f} s from "
