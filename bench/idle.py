@@ -111,7 +111,7 @@ async def _wait_count(client: Client, want: int, timeout: float, **where: str) -
 
 async def run(options: Options) -> Report:
     count, idle_for = (
-        (8, 2.0) if options.quick else (int(os.environ.get("BENCH_IDLE_TASKS", "1000")), 20.0)
+        (4, 1.0) if options.quick else (int(os.environ.get("BENCH_IDLE_TASKS", "1000")), 10.0)
     )
     m = Measured()
     with workdir("idle") as work:

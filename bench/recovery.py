@@ -155,7 +155,7 @@ _FINAL = (Phase.COMPLETED, Phase.FAILED, Phase.REJECTED, Phase.CANCELLED)
 
 
 async def run(options: Options) -> Report:
-    subagents, steps, kills = (2, 4, 0) if options.quick else (6, 30, 10)
+    subagents, steps, kills = (2, 4, 0) if options.quick else (6, 40, 10)
     rng = random.Random(SEED)
     with workdir("recovery") as work:
         repo = make_small_repo(work / "repo")
