@@ -16,7 +16,6 @@ from typing import IO
 
 from switchboard import wire
 
-
 DYNAMIC_CONFIG: dict[str, str] = {
     # The dev server has one history shard, so one transfer-queue reader hands every new
     # workflow task to matching; at its default of 20 reads/s a chain of activities
@@ -25,11 +24,18 @@ DYNAMIC_CONFIG: dict[str, str] = {
 }
 
 
+# 40% of the dev server's CPU went to fsync on every commit; WAL with NORMAL sync keeps
+# the database consistent across a crash of the server (not of the machine's power).
+SQLITE_PRAGMAS: dict[str, str] = {"journal_mode": "WAL", "synchronous": "NORMAL"}
+
+
 def dynamic_config_args() -> list[str]:
-    """`--dynamic-config-value` flags for every dev server Switchboard starts."""
+    """Tuning flags for every dev server Switchboard starts (see docs/benchmarks.md, B1)."""
     argv: list[str] = []
     for key, value in DYNAMIC_CONFIG.items():
         argv += ["--dynamic-config-value", f"{key}={value}"]
+    for pragma, value in SQLITE_PRAGMAS.items():
+        argv += ["--sqlite-pragma", f"{pragma}={value}"]
     return argv
 
 

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     temporal_ui_port: int = 8233
     task_queue: str = wire.TASK_QUEUE
+    worker_max_cached_workflows: int = Field(default=500, ge=0)
+    """Workflows kept in memory (~420 KiB each); an evicted one replays on its next event."""
     worker_metrics_port: int = Field(default=9464, ge=0, le=65535)
     """Prometheus endpoint of the worker (SDK and Switchboard metrics); 0 turns it off."""
     host_id: str = Field(default_factory=_default_host_id, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")

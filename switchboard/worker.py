@@ -63,6 +63,7 @@ def build_workers(
         workflows=[DelegatedTaskWorkflow, SubagentWorkflow],
         activities=[repo.prepare_repo, llm.plan_subtasks],
         workflow_runner=workflow_runner(),
+        max_cached_workflows=settings.worker_max_cached_workflows,
     )
     # Subagents run on the host that holds their worktree: their activities then share
     # the workflow's queue, so the server hands them over eagerly with the workflow

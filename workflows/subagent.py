@@ -38,6 +38,10 @@ with workflow.unsafe.imports_passed_through():
     from workflows import _policy as policy
 
 
+STOP_SANDBOX_PATCH = "stop-sandbox-after-commit"
+"""Histories recorded before subagents stopped their sandbox replay without it."""
+
+
 @workflow.defn(name=Workflows.SUBAGENT)
 class SubagentWorkflow:
     def __init__(self) -> None:
@@ -260,6 +264,17 @@ class SubagentWorkflow:
             )
             result.head = commit.head
             result.diff_stat = commit.diff_stat
+        if workflow.patched(STOP_SANDBOX_PATCH):
+            # The work is committed: a task parked at the approval gate for days keeps
+            # no container running. A later round starts a fresh one.
+            await workflow.execute_activity(
+                Activities.STOP_SANDBOX,
+                SandboxInfo(sandbox_id=sandbox.sandbox_id, backend=""),
+                task_queue=host,
+                start_to_close_timeout=policy.SANDBOX_START_TIMEOUT,
+                retry_policy=policy.TRANSIENT_RETRY,
+                summary="stop sandbox",
+            )
         self._report(input, "finished", result.summary or result.state.value)
         await self._flush_reports()
         return result
