@@ -94,7 +94,20 @@ async def switchboard_worktree(
 
 
 async def plain_worktree(mirror: str, commit: str, path: Path) -> None:
-    await _run("git", "-C", mirror, "worktree", "add", "--quiet", "--detach", str(path), commit)
+    # Concurrent `git worktree add`s on one repository race on git's worktree
+    # bookkeeping ("failed to read worktrees/<x>/commondir"); Switchboard's activity
+    # is retried by Temporal, so the baseline retries too, the same way.
+    for attempt in range(3):
+        try:
+            await _run(
+                "git", "-C", mirror, "worktree", "add", "--quiet", "--detach", str(path), commit
+            )
+            return
+        except RuntimeError as exc:
+            if attempt == 2 or "worktrees/" not in str(exc):
+                raise
+            shutil.rmtree(path, ignore_errors=True)
+            await _run("git", "-C", mirror, "worktree", "prune")
 
 
 async def full_clone(source: Path, path: Path) -> None:
