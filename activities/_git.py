@@ -21,6 +21,7 @@ import re
 import shutil
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -232,7 +233,7 @@ def create_worktree(settings: Settings, input: WorktreeInput) -> WorktreeInfo:
         _discard_worktree(g, path)  # half-made (a crash mid-checkout) or stray files
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        g.worktree("add", "--quiet", "-b", input.branch, str(path), input.base_commit)
+        _add_worktree(g, path, "-b", input.branch, str(path), input.base_commit)
     except git.GitCommandError as err:
         # Usually the branch outlived its worktree (a new round, or this host lost the
         # directory): check it out again, keeping its commits.
@@ -563,6 +564,25 @@ def _split_z(text: str) -> list[str]:
 def _stderr(err: git.GitCommandError) -> str:
     text = str(err.stderr).strip().removeprefix("stderr:").strip().strip("'").strip()
     return text[-STDERR_TAIL_CHARS:] or f"git exited with {err.status}"
+
+
+def _add_worktree(g: Any, path: Path, *args: str) -> None:
+    """`git worktree add`, riding out git's race between concurrent adds.
+
+    Six subagents start at once; a `worktree add` that scans the admin directory
+    while another is half-written fails with "failed to read worktrees/<x>/...".
+    Nothing was created then: prune and try again.
+    """
+    for attempt in range(4):
+        try:
+            g.worktree("add", "--quiet", *args)
+            return
+        except git.GitCommandError as err:
+            if attempt == 3 or "worktrees/" not in _stderr(err):
+                raise
+            shutil.rmtree(path, ignore_errors=True)
+            g.worktree("prune")
+            time.sleep(0.05 * (attempt + 1))
 
 
 def _fail(message: str, kind: str, *, retry: bool = False) -> ApplicationError:
