@@ -9,14 +9,10 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from switchboard.models import (
-    DEFAULT_PARALLEL,
     MAX_GOAL_CHARS,
-    MAX_PARALLEL,
-    MAX_SUBTASKS,
-    Budget,
     Model,
-    SubtaskSpec,
     TaskRequest,
+    TaskSpec,
     TaskSummary,
 )
 
@@ -31,33 +27,8 @@ __all__ = [
 ]
 
 
-class TaskCreate(Model):
-    """A `TaskRequest` without `owner`: the owner is the caller.
-
-    The fields mirror `TaskRequest` (a unit test keeps them in step) and
-    `to_request` validates again through `TaskRequest` itself.
-    """
-
-    goal: str = Field(min_length=1, max_length=MAX_GOAL_CHARS)
-    repo: str = Field(min_length=1, max_length=2000, description="Local path or git URL.")
-    base_ref: str | None = Field(default=None, max_length=250)
-    subtasks: list[SubtaskSpec] = Field(default_factory=list, max_length=MAX_SUBTASKS)
-    max_parallel: int = Field(default=DEFAULT_PARALLEL, ge=1, le=MAX_PARALLEL)
-    push: bool = False
-    review: bool = True
-    request_id: str | None = Field(
-        default=None,
-        max_length=200,
-        description="Client idempotency key: the same id starts the task once.",
-    )
-    budget: Budget = Field(default_factory=Budget)
-
-    @field_validator("goal")
-    @classmethod
-    def _goal_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("goal must not be blank")
-        return value
+class TaskCreate(TaskSpec):
+    """A `TaskRequest` without `owner`: the owner is the caller."""
 
     def to_request(self, owner: str) -> TaskRequest:
         return TaskRequest.model_validate({**self.model_dump(), "owner": owner})

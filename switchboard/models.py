@@ -66,8 +66,8 @@ class Budget(Model):
     max_wall_seconds: int = Field(default=1800, ge=10, le=7 * 24 * 3600)
 
 
-class TaskRequest(Model):
-    """What a user asks for when delegating a task."""
+class TaskSpec(Model):
+    """What a task is to do; a `TaskRequest` adds who asks (the API's body is this)."""
 
     goal: str = Field(min_length=1, max_length=MAX_GOAL_CHARS)
     repo: str = Field(min_length=1, max_length=2000, description="Local path or git URL.")
@@ -76,7 +76,6 @@ class TaskRequest(Model):
     max_parallel: int = Field(default=DEFAULT_PARALLEL, ge=1, le=MAX_PARALLEL)
     push: bool = False
     review: bool = True
-    owner: str = Field(default="local", min_length=1, max_length=200)
     request_id: str | None = Field(
         default=None,
         max_length=200,
@@ -90,6 +89,12 @@ class TaskRequest(Model):
         if not value.strip():
             raise ValueError("goal must not be blank")
         return value
+
+
+class TaskRequest(TaskSpec):
+    """What a user asks for when delegating a task."""
+
+    owner: str = Field(default="local", min_length=1, max_length=200)
 
 
 class DiffStat(Model):
