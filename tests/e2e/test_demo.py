@@ -16,15 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import free_port
+
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_make_demo_runs_a_task_end_to_end(tmp_path: Path) -> None:
@@ -39,13 +35,13 @@ def test_make_demo_runs_a_task_end_to_end(tmp_path: Path) -> None:
     env = dict(os.environ)
     env.update(
         {
-            "SWITCHBOARD_TEMPORAL_ADDRESS": f"127.0.0.1:{_free_port()}",
-            "SWITCHBOARD_TEMPORAL_UI_PORT": str(_free_port()),
-            "SWITCHBOARD_MODEL_SERVER_PORT": str(_free_port()),
-            "SWITCHBOARD_API_PORT": str(_free_port()),
+            "SWITCHBOARD_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
+            "SWITCHBOARD_TEMPORAL_UI_PORT": str(free_port()),
+            "SWITCHBOARD_MODEL_SERVER_PORT": str(free_port()),
+            "SWITCHBOARD_API_PORT": str(free_port()),
             "SWITCHBOARD_HOST_ID": f"demo{uuid.uuid4().hex[:8]}",
             "SWITCHBOARD_SANDBOX": "bwrap",
-            "SWITCHBOARD_WORKER_METRICS_PORT": str(_free_port()),
+            "SWITCHBOARD_WORKER_METRICS_PORT": str(free_port()),
             "COLUMNS": "120",
         }
     )

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,24 +16,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import git, make_repo
+from switchboard.devserver import port_open
+from tests.helpers import free_port, git, make_repo
 
 pytestmark = pytest.mark.e2e
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 def test_up_serves_rest_sse_and_cli_then_stops_cleanly(tmp_path: Path) -> None:
-    ports = {name: _free_port() for name in ("temporal", "ui", "model", "api", "metrics")}
+    ports = {name: free_port() for name in ("temporal", "ui", "model", "api", "metrics")}
     env = dict(os.environ)
     for key in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SWITCHBOARD_LLM_API_KEY"):
         env.pop(key, None)
@@ -125,4 +114,4 @@ def test_up_serves_rest_sse_and_cli_then_stops_cleanly(tmp_path: Path) -> None:
             raise
         log.close()
     for name, port in ports.items():
-        assert not _listening(port), f"{name} still listens on {port} after Ctrl-C"
+        assert not port_open("127.0.0.1", port), f"{name} still listens on {port} after Ctrl-C"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import tempfile
 import uuid
 from pathlib import Path
@@ -35,15 +34,9 @@ from switchboard.models import (
 from switchboard.settings import Settings
 from switchboard.wire import Updates, Workflows
 from switchboard.worker import build_workers, run_workers
-from tests.helpers import make_repo, wait_for, wait_for_phase
+from tests.helpers import free_port, make_repo, wait_for, wait_for_phase
 
 HERE = Path(__file__).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _save(client: Client, workflow_id: str, name: str) -> None:
@@ -53,7 +46,7 @@ async def _save(client: Client, workflow_id: str, name: str) -> None:
 
 
 async def _record(tmp: Path) -> None:
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     with (
         running_model_server(builtin_scenario()) as model,
         DevServer(tmp / "t.db", address=address, ui_port=None),

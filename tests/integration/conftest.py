@@ -41,7 +41,7 @@ def settings(tmp_path: Path, model: ModelServerHandle) -> Settings:
         model_server_port=model.port,
         sandbox="bwrap",
         worker_metrics_port=0,
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -33,15 +32,9 @@ from switchboard.settings import Settings
 from switchboard.stack import settings_env
 from switchboard.wire import Updates, Workflows
 from switchboard.worker import build_workers, run_workers
-from tests.helpers import git, wait_for, wait_for_phase
+from tests.helpers import free_port, git, wait_for, wait_for_phase
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _spawn_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
@@ -118,7 +111,7 @@ async def test_dev_server_restart_while_waiting_for_approval(
     settings: Settings, repo: Path, tmp_path: Path
 ) -> None:
     db = tmp_path / "temporal.db"
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
 
     async def connect() -> Client:
         return await Client.connect(address, data_converter=pydantic_data_converter)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import uuid
 from pathlib import Path
 
@@ -20,15 +19,9 @@ from switchboard.models import ApproveInput, Phase, Role, SubtaskSpec, TaskReque
 from switchboard.settings import Settings
 from switchboard.wire import Updates, Workflows
 from switchboard.worker import build_workers, run_workers
-from tests.helpers import wait_for_phase
+from tests.helpers import free_port, wait_for_phase
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _value(text: str, name: str, **labels: str) -> float:
@@ -47,7 +40,7 @@ async def test_worker_exports_task_tool_token_and_sdk_metrics(
     repo: Path,
     model: ModelServerHandle,
 ) -> None:
-    port = _free_port()
+    port = free_port()
     client = await Client.connect(
         temporal_env.client.service_client.config.target_host,
         data_converter=pydantic_data_converter,
