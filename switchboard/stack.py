@@ -120,14 +120,7 @@ class Stack:
             raise StackError(f"{name}: port {wait_for[0]}:{wait_for[1]} is already taken")
         log = (self.logs_dir / f"{name}.log").open("ab")
         argv = [sys.executable, "-m", "switchboard", *args]
-        process = subprocess.Popen(
-            argv,
-            env=settings_env(self.settings),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        process = self._popen(argv, log)
         self.children.append(_Child(name, argv, process, log))
         if wait_for is None:
             return
@@ -142,6 +135,17 @@ class Stack:
             time.sleep(0.1)
         raise StackError(f"{name} did not answer on {wait_for[0]}:{wait_for[1]} in {timeout} s")
 
+    def _popen(self, argv: list[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+        """A component in its own session (Ctrl-C reaches only the stack), logging to `log`."""
+        return subprocess.Popen(
+            argv,
+            env=settings_env(self.settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
     def child(self, name: str) -> subprocess.Popen[bytes]:
         for child in self.children:
             if child.name == name:
@@ -154,14 +158,7 @@ class Stack:
             if child.name == name:
                 if child.process.poll() is None:
                     raise StackError(f"{name} is still running")
-                child.process = subprocess.Popen(
-                    child.argv,
-                    env=settings_env(self.settings),
-                    stdout=child.log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
+                child.process = self._popen(child.argv, child.log)
                 return
         raise KeyError(name)
 
