@@ -131,7 +131,15 @@ class LlmActivities:
 
     @activity.defn(name=Activities.LLM_TURN)
     async def llm_turn(self, input: LlmTurnInput) -> LlmTurnResult:
+        """One model turn of a subagent, appended to its transcript file."""
+        return await self.turn(input)
+
+    async def turn(self, input: LlmTurnInput) -> LlmTurnResult:
         """One model turn of a subagent, appended to its transcript file.
+
+        A retried attempt whose reply is already in the transcript (the worker died
+        after the model answered) takes that reply instead of paying for the call
+        again; its usage is then reported as zero (it was counted the first time).
 
         Raises:
             ApplicationError: `InvalidInput` for a bad transcript id or a lost
@@ -158,8 +166,16 @@ class LlmActivities:
                 type=Errors.INVALID_INPUT,
                 non_retryable=True,
             )
-        # Truncate first: a retried attempt may find its own earlier reply appended.
         messages = [*history[: input.expected_length], *input.new_messages]
+        recorded = _recorded_reply(history, messages)
+        if recorded is not None:
+            return LlmTurnResult(
+                content=recorded.content,
+                tool_calls=recorded.tool_calls,
+                finish_reason="recorded",
+                transcript_length=len(messages) + 1,
+            )
+        # Anything after the expected prefix is from another attempt: it is replaced.
         completion = await self._complete(
             model=self._settings.llm_model,
             messages=messages,
@@ -249,6 +265,13 @@ class LlmActivities:
                 type=Errors.MODEL_OUTPUT_INVALID,
             )
         return completion
+
+
+def _recorded_reply(history: list[ChatMessage], messages: list[ChatMessage]) -> ChatMessage | None:
+    """The model's reply to exactly `messages`, if the transcript already holds it."""
+    if len(history) != len(messages) + 1 or history[-1].role != "assistant":
+        return None
+    return history[-1] if history[:-1] == messages else None
 
 
 def _to_openai(message: ChatMessage) -> dict[str, Any]:

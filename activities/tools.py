@@ -15,6 +15,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities._heartbeat import heartbeating
 from activities.sandbox import ExecResult, Limit, Sandbox, SandboxUnavailable
 from switchboard import metrics
 from switchboard.contracts import (
@@ -108,7 +109,7 @@ class ToolActivities:
         """Make a subagent's sandbox ready (idempotent)."""
         started = time.monotonic()
         try:
-            info = await self._sandbox.start(spec)
+            info = await heartbeating(self._sandbox.start(spec))
         except SandboxUnavailable as exc:
             raise _unavailable(exc) from exc
         metrics.observe(
@@ -122,17 +123,28 @@ class ToolActivities:
     @activity.defn(name=Activities.RUN_TOOLS)
     async def run_tools(self, input: RunToolsInput) -> RunToolsResult:
         """Run checked tool calls in order, each inside the subagent's sandbox."""
+        outcomes = await heartbeating(self.run_calls(input.sandbox, input.base_commit, input.calls))
+        return RunToolsResult(outcomes=outcomes)
+
+    async def run_calls(
+        self, spec: SandboxSpec, base_commit: str, calls: list[CheckedCall]
+    ) -> list[ToolOutcome]:
+        """Run checked tool calls in order, counting each by outcome.
+
+        Raises:
+            ApplicationError: `SandboxUnavailable` (non-retryable).
+        """
         outcomes = []
         meter = activity.metric_meter()
-        for call in input.calls:
+        for call in calls:
             try:
-                outcome = await self.run_one(input.sandbox, input.base_commit, call)
+                outcome = await self.run_one(spec, base_commit, call)
             except SandboxUnavailable as exc:
                 raise _unavailable(exc) from exc
             result = "ok" if outcome.ok else (outcome.limit or "failed")
             metrics.count(meter, metrics.TOOL_CALLS, tool=outcome.name, outcome=result)
             outcomes.append(outcome)
-        return RunToolsResult(outcomes=outcomes)
+        return outcomes
 
     async def run_one(self, spec: SandboxSpec, base_commit: str, call: CheckedCall) -> ToolOutcome:
         """One tool call; failures come back as an outcome with `ok=False`."""

@@ -21,7 +21,7 @@ from switchboard.models import (
     SubagentState,
     SubtaskSpec,
 )
-from switchboard.tools import CheckedCall
+from switchboard.tools import CheckedCall, DeniedCall
 
 # ---- repository ------------------------------------------------------------------
 
@@ -202,6 +202,27 @@ class ToolOutcome(Model):
 
 class RunToolsResult(Model):
     outcomes: list[ToolOutcome]
+
+
+class StepInput(Model):
+    """One subagent step: a model turn, then the tool calls it asked for."""
+
+    turn: LlmTurnInput
+    sandbox: SandboxSpec
+    base_commit: str
+
+
+class StepResult(Model):
+    """What one step did: the model's turn and how each of its tool calls ended.
+
+    Every call of `turn.tool_calls` is in exactly one of `denied`, `outcomes`, or
+    is `finish`.
+    """
+
+    turn: LlmTurnResult
+    denied: list[DeniedCall] = Field(default_factory=list)
+    outcomes: list[ToolOutcome] = Field(default_factory=list)
+    finish: CheckedCall | None = None
 
 
 class MergeOutcome(Model):

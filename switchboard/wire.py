@@ -64,6 +64,7 @@ class Activities:
     STOP_SANDBOX: Final = "stop_sandbox"
     LLM_TURN: Final = "llm_turn"
     RUN_TOOLS: Final = "run_tools"
+    SUBAGENT_STEP: Final = "subagent_step"
     COMMIT_WORKTREE: Final = "commit_worktree"
     INTEGRATE_BRANCHES: Final = "integrate_branches"
     READ_DIFF: Final = "read_diff"

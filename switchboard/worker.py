@@ -48,6 +48,7 @@ def build_workers(
     from activities.llm import LlmActivities
     from activities.repo import RepoActivities
     from activities.sandbox import select_backend
+    from activities.step import StepActivities
     from activities.tools import ToolActivities
     from switchboard.conversation import conversation_queue
     from workflows import ConversationWorkflow, DelegatedTaskWorkflow, SubagentWorkflow
@@ -57,6 +58,7 @@ def build_workers(
     llm = LlmActivities(settings)
     tools = ToolActivities(settings, box)
     lifecycle = LifecycleActivities(repo, box)
+    step = StepActivities(llm, tools)
     shared = Worker(
         client,
         task_queue=settings.task_queue,
@@ -81,6 +83,7 @@ def build_workers(
             tools.start_sandbox,
             tools.run_tools,
             llm.llm_turn,
+            step.subagent_step,
             lifecycle.stop_sandbox,
             lifecycle.cleanup_task,
         ],

@@ -14,6 +14,7 @@ WORKTREE_TIMEOUT = timedelta(minutes=15)
 SANDBOX_START_TIMEOUT = timedelta(minutes=3)
 LLM_TURN_TIMEOUT = timedelta(minutes=10)
 RUN_TOOLS_TIMEOUT = timedelta(minutes=30)
+STEP_TIMEOUT = LLM_TURN_TIMEOUT + RUN_TOOLS_TIMEOUT
 COMMIT_TIMEOUT = timedelta(minutes=5)
 INTEGRATE_TIMEOUT = timedelta(minutes=15)
 CLEANUP_TIMEOUT = timedelta(minutes=5)

@@ -9,7 +9,7 @@ of them reaches the sandbox; a refused call is answered to the model as an error
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 
@@ -26,6 +26,8 @@ with workflow.unsafe.imports_passed_through():
         RunToolsResult,
         SandboxInfo,
         SandboxSpec,
+        StepInput,
+        StepResult,
         SubagentCheckpoint,
         SubagentInput,
         SubagentResult,
@@ -41,6 +43,16 @@ with workflow.unsafe.imports_passed_through():
 STOP_SANDBOX_PATCH = "stop-sandbox-after-commit"
 """Histories recorded before subagents stopped their sandbox replay without it."""
 
+ONE_ACTIVITY_STEP_PATCH = "one-activity-step"
+"""A step is one `subagent_step` activity, and step reports are batched (at most one
+per `PROGRESS_INTERVAL`); histories from before ran two activities per step and
+reported every step."""
+
+PROGRESS_INTERVAL = timedelta(seconds=1)
+"""Steps that end within this of the last report wait for the next one. A model turn
+takes seconds, so real steps are reported one by one; fast ones (a scripted model)
+are batched, each report a workflow task less for the parent and for this workflow."""
+
 
 @workflow.defn(name=Workflows.SUBAGENT)
 class SubagentWorkflow:
@@ -48,6 +60,9 @@ class SubagentWorkflow:
         self._guidance: list[str] = []
         self._result: SubagentResult | None = None
         self._last_report: asyncio.Task[None] | None = None
+        self._one_activity_steps = False
+        self._last_sent: datetime | None = None
+        self._held: list[tuple[str, list[dict[str, object]]]] = []
 
     @workflow.signal(name=Signals.STEER)
     def steer(self, steer: SteerInput) -> None:
@@ -60,6 +75,7 @@ class SubagentWorkflow:
     @workflow.run
     async def run(self, input: SubagentInput) -> SubagentResult:
         self._guidance.extend(input.guidance)
+        self._one_activity_steps = workflow.patched(ONE_ACTIVITY_STEP_PATCH)
         role = input.subtask.role
         result = SubagentResult(index=input.index, state=SubagentState.RUNNING, branch=input.branch)
         self._result = result
@@ -97,6 +113,7 @@ class SubagentWorkflow:
             result_type=SandboxInfo,
             task_queue=host,
             start_to_close_timeout=policy.SANDBOX_START_TIMEOUT,
+            heartbeat_timeout=policy.HEARTBEAT_TIMEOUT,
             retry_policy=policy.TRANSIENT_RETRY,
             summary=f"sandbox for {role.value}",
         )
@@ -136,24 +153,33 @@ class SubagentWorkflow:
                 ChatMessage(role="user", content=prompts.steering_message(g))
                 for g in self._take_guidance()
             )
-            turn: LlmTurnResult = await workflow.execute_activity(
-                Activities.LLM_TURN,
-                LlmTurnInput(
-                    transcript_id=f"{input.task_id}/{input.index}/r{input.round}",
-                    call_id=f"{input.task_id}/{input.index}/r{input.round}/{result.steps}",
-                    role=role,
-                    expected_length=transcript_length,
-                    new_messages=pending,
-                    task_id=input.task_id,
-                    subagent=input.index,
-                ),
-                result_type=LlmTurnResult,
-                task_queue=host,
-                start_to_close_timeout=policy.LLM_TURN_TIMEOUT,
-                heartbeat_timeout=policy.HEARTBEAT_TIMEOUT,
-                retry_policy=policy.TRANSIENT_RETRY,
-                summary=f"model turn {result.steps + 1}",
+            turn_input = LlmTurnInput(
+                transcript_id=f"{input.task_id}/{input.index}/r{input.round}",
+                call_id=f"{input.task_id}/{input.index}/r{input.round}/{result.steps}",
+                role=role,
+                expected_length=transcript_length,
+                new_messages=pending,
+                task_id=input.task_id,
+                subagent=input.index,
             )
+            if self._one_activity_steps:
+                step = await workflow.execute_activity(
+                    Activities.SUBAGENT_STEP,
+                    StepInput(
+                        turn=turn_input, sandbox=sandbox, base_commit=input.prepared.base_commit
+                    ),
+                    result_type=StepResult,
+                    task_queue=host,
+                    start_to_close_timeout=policy.STEP_TIMEOUT,
+                    heartbeat_timeout=policy.HEARTBEAT_TIMEOUT,
+                    retry_policy=policy.TRANSIENT_RETRY,
+                    summary=f"step {result.steps + 1}",
+                )
+                for denied in step.denied:
+                    self._record_denied(input, result, denied)
+            else:
+                step = await self._two_activity_step(input, result, turn_input, sandbox)
+            turn = step.turn
             transcript_length = turn.transcript_length
             result.steps += 1
             metrics.count(workflow.metric_meter(), metrics.SUBAGENT_STEPS, role=role.value)
@@ -169,54 +195,18 @@ class SubagentWorkflow:
                 self._report(input, "step", "answered without a tool call")
                 continue
 
-            checked: list[CheckedCall] = []
-            answers: dict[str, str] = {}
-            for call in turn.tool_calls:
-                verdict = check_call(role, call.id, call.name, call.arguments)
-                if isinstance(verdict, DeniedCall):
-                    result.denied_calls += 1
-                    metrics.count(
-                        workflow.metric_meter(),
-                        metrics.TOOL_CALLS_DENIED,
-                        role=role.value,
-                        reason=verdict.reason.value,
-                    )
-                    answers[call.id] = f"error: {verdict.message}"
-                    self._report(
-                        input,
-                        "denied",
-                        f"{verdict.name}: {verdict.message}",
-                        {"tool": verdict.name, "reason": verdict.reason.value},
-                    )
-                elif verdict.name is ToolName.FINISH:
-                    finished = True
-                    result.summary = str(verdict.arguments.get("summary") or "")
-                    result.verdict = verdict.arguments.get("verdict")
-                    answers[call.id] = "finished"
-                else:
-                    checked.append(verdict)
-
-            if checked:
-                ran: RunToolsResult = await workflow.execute_activity(
-                    Activities.RUN_TOOLS,
-                    RunToolsInput(
-                        sandbox=sandbox, base_commit=input.prepared.base_commit, calls=checked
-                    ),
-                    result_type=RunToolsResult,
-                    task_queue=host,
-                    start_to_close_timeout=policy.RUN_TOOLS_TIMEOUT,
-                    heartbeat_timeout=policy.LONG_HEARTBEAT_TIMEOUT,
-                    retry_policy=policy.TOOLS_RETRY,
-                    summary=", ".join(c.name.value for c in checked),
-                )
-                result.tool_calls += len(ran.outcomes)
-                for outcome in ran.outcomes:
-                    answers[outcome.call_id] = outcome.output
-                tools_used: list[dict[str, object]] = [
-                    {"tool": o.name, "ok": o.ok, "limit": o.limit} for o in ran.outcomes
-                ]
-            else:
-                tools_used = []
+            answers = {d.call_id: f"error: {d.message}" for d in step.denied}
+            if step.finish is not None:
+                finished = True
+                result.summary = str(step.finish.arguments.get("summary") or "")
+                result.verdict = step.finish.arguments.get("verdict")
+                answers[step.finish.call_id] = "finished"
+            result.tool_calls += len(step.outcomes)
+            for outcome in step.outcomes:
+                answers[outcome.call_id] = outcome.output
+            tools_used: list[dict[str, object]] = [
+                {"tool": o.name, "ok": o.ok, "limit": o.limit} for o in step.outcomes
+            ]
             pending.extend(
                 ChatMessage(role="tool", tool_call_id=c.id, content=answers.get(c.id, ""))
                 for c in turn.tool_calls
@@ -228,6 +218,7 @@ class SubagentWorkflow:
                 {"tools": tools_used},
             )
             if not finished and self._history_full(input):
+                self._release_held(input)
                 await self._flush_reports()
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 checkpoint = SubagentCheckpoint(
@@ -259,6 +250,7 @@ class SubagentWorkflow:
                 result_type=CommitResult,
                 task_queue=host,
                 start_to_close_timeout=policy.COMMIT_TIMEOUT,
+                heartbeat_timeout=policy.HEARTBEAT_TIMEOUT,
                 retry_policy=policy.TRANSIENT_RETRY,
                 summary=f"commit {input.branch}",
             )
@@ -278,6 +270,72 @@ class SubagentWorkflow:
         self._report(input, "finished", result.summary or result.state.value)
         await self._flush_reports()
         return result
+
+    async def _two_activity_step(
+        self,
+        input: SubagentInput,
+        result: SubagentResult,
+        turn_input: LlmTurnInput,
+        sandbox: SandboxSpec,
+    ) -> StepResult:
+        """A step as histories recorded before `ONE_ACTIVITY_STEP_PATCH` have it.
+
+        The model turn and the tools are separate activities, and the calls are
+        checked here in between; kept so those histories replay command for command.
+        """
+        turn: LlmTurnResult = await workflow.execute_activity(
+            Activities.LLM_TURN,
+            turn_input,
+            result_type=LlmTurnResult,
+            task_queue=input.prepared.host_queue,
+            start_to_close_timeout=policy.LLM_TURN_TIMEOUT,
+            heartbeat_timeout=policy.HEARTBEAT_TIMEOUT,
+            retry_policy=policy.TRANSIENT_RETRY,
+            summary=f"model turn {result.steps + 1}",
+        )
+        step = StepResult(turn=turn)
+        checked: list[CheckedCall] = []
+        for call in turn.tool_calls:
+            verdict = check_call(turn_input.role, call.id, call.name, call.arguments)
+            if isinstance(verdict, DeniedCall):
+                step.denied.append(verdict)
+                self._record_denied(input, result, verdict)
+            elif verdict.name is ToolName.FINISH:
+                step.finish = verdict
+            else:
+                checked.append(verdict)
+        if checked:
+            ran: RunToolsResult = await workflow.execute_activity(
+                Activities.RUN_TOOLS,
+                RunToolsInput(
+                    sandbox=sandbox, base_commit=input.prepared.base_commit, calls=checked
+                ),
+                result_type=RunToolsResult,
+                task_queue=input.prepared.host_queue,
+                start_to_close_timeout=policy.RUN_TOOLS_TIMEOUT,
+                heartbeat_timeout=policy.LONG_HEARTBEAT_TIMEOUT,
+                retry_policy=policy.TOOLS_RETRY,
+                summary=", ".join(c.name.value for c in checked),
+            )
+            step.outcomes = ran.outcomes
+        return step
+
+    def _record_denied(
+        self, input: SubagentInput, result: SubagentResult, denied: DeniedCall
+    ) -> None:
+        result.denied_calls += 1
+        metrics.count(
+            workflow.metric_meter(),
+            metrics.TOOL_CALLS_DENIED,
+            role=input.subtask.role.value,
+            reason=denied.reason.value,
+        )
+        self._report(
+            input,
+            "denied",
+            f"{denied.name}: {denied.message}",
+            {"tool": denied.name, "reason": denied.reason.value},
+        )
 
     @staticmethod
     def _history_full(input: SubagentInput) -> bool:
@@ -310,10 +368,45 @@ class SubagentWorkflow:
         Awaiting each signal would cost a workflow task round trip per step; instead
         the signal command leaves with the next activity's, and reports are chained
         so the parent receives them in order. `_flush_reports` waits for the last.
+        With one-activity steps, a step ending within `PROGRESS_INTERVAL` of the
+        last report is held and goes out with the next report.
         """
-        parent = workflow.info().parent
-        if parent is None or self._result is None:
+        if workflow.info().parent is None or self._result is None:
             return
+        data = dict(data or {})
+        if self._one_activity_steps:
+            now = workflow.now()
+            if kind == "step":
+                recent = self._last_sent is not None and now - self._last_sent < PROGRESS_INTERVAL
+                if recent:
+                    self._held.append((message, _tools_of(data)))
+                    return
+                if self._held:
+                    self._held.append((message, _tools_of(data)))
+                    message, data = self._take_held()
+            else:
+                self._release_held(input)
+            self._last_sent = now
+        self._signal_parent(input, kind, message, data)
+
+    def _release_held(self, input: SubagentInput) -> None:
+        """Send the held step reports now, as one."""
+        if self._held:
+            self._signal_parent(input, "step", *self._take_held())
+
+    def _take_held(self) -> tuple[str, dict[str, object]]:
+        held, self._held = self._held, []
+        if len(held) == 1:
+            return held[0][0], {"tools": held[0][1]}
+        tools = [used for _, step_tools in held for used in step_tools]
+        message = f"{len(held)} steps: " + "; ".join(message for message, _ in held)
+        return message, {"tools": tools, "batched_steps": len(held)}
+
+    def _signal_parent(
+        self, input: SubagentInput, kind: str, message: str, data: dict[str, object]
+    ) -> None:
+        parent = workflow.info().parent
+        assert parent is not None and self._result is not None
         progress = Progress(
             index=input.index,
             kind=kind,
@@ -322,7 +415,7 @@ class SubagentWorkflow:
             tokens=self._result.tokens,
             tool_calls=self._result.tool_calls,
             denied_calls=self._result.denied_calls,
-            data=dict(data or {}),
+            data=data,
         )
         self._last_report = asyncio.create_task(
             self._send_report(parent.workflow_id, progress, self._last_report)
@@ -344,6 +437,11 @@ class SubagentWorkflow:
     async def _flush_reports(self) -> None:
         if self._last_report is not None:
             await self._last_report
+
+
+def _tools_of(data: dict[str, object]) -> list[dict[str, object]]:
+    tools = data.get("tools")
+    return list(tools) if isinstance(tools, list) else []
 
 
 def _describe_step(turn: LlmTurnResult, tools_used: list[dict[str, object]]) -> str:

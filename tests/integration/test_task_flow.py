@@ -398,3 +398,49 @@ async def test_steering_reaches_running_subagents_at_their_next_turn(
     steered = [e for e in (await _events(handle)).events if e.kind is EventKind.STEERED]
     assert steered and steered[0].data["by"] == "dana" and steered[0].data["running"] == [1]
     await handle.cancel()
+
+
+async def test_a_step_is_one_activity_and_fast_steps_are_reported_in_batches(
+    client: Client, settings: Settings, worker: None, repo: Path, model: ModelServerHandle
+) -> None:
+    """Model turn + tools in one activity; steps within a second share one report."""
+    model.configure(latency_ms=0)
+    turns = [
+        {"tool_calls": [{"name": "read_file", "arguments": {"path": "README.md"}}]}
+        for _ in range(8)
+    ] + _worker_turns("src/quick.py", "quick\n")
+    model.set_scenario(_scenario({"turns": turns}))
+    handle = await _start(
+        client,
+        settings,
+        TaskRequest(
+            goal="Many quick steps",
+            repo=str(repo),
+            subtasks=[SubtaskSpec(title="Quick", role=Role.WORKER)],
+            review=False,
+        ),
+    )
+    status = await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
+    subagent = status.subagents[0]
+    assert subagent.state is SubagentState.DONE and subagent.steps == 11
+
+    child = f"{handle.id}-sub1-r1"
+    history = await client.get_workflow_handle(child).fetch_history()
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert scheduled.count("subagent_step") == 11
+    assert "llm_turn" not in scheduled and "run_tools" not in scheduled
+
+    steps = [
+        e
+        for e in (await _events(handle)).events
+        if e.kind is EventKind.SUBAGENT_STEP and e.subagent == 1
+    ]
+    reported = sum(int(str(e.data.get("batched_steps", 1))) for e in steps)
+    assert reported == 11, [e.message for e in steps]  # every step is told, none twice
+    assert len(steps) < 11 and any("batched_steps" in e.data for e in steps)
+    assert steps[-1].data["steps"] == 11
+    await handle.cancel()

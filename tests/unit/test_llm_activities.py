@@ -106,22 +106,41 @@ async def test_transcript_grows_turn_by_turn(acts: LlmActivities, tmp_data_dir: 
     assert not list(path.parent.glob("*.tmp"))
 
 
-async def test_a_retried_turn_does_not_duplicate_messages(
+async def test_a_retried_turn_reuses_the_recorded_reply(
     acts: LlmActivities, model: ModelServerHandle, tmp_data_dir: Path
 ) -> None:
+    """The worker died after the model answered: the retry does not pay again."""
     env = ActivityEnvironment()
     first = await env.run(acts.llm_turn, first_turn())
     retried = await env.run(acts.llm_turn, first_turn())
 
     assert retried.transcript_length == first.transcript_length == 3
     assert retried.tool_calls == first.tool_calls
+    assert retried.finish_reason == "recorded"
+    assert retried.usage.total_tokens == 0  # counted by the first attempt
     path = tmp_data_dir / "transcripts" / "task-1" / "subagent-0.json"
     assert len(json.loads(path.read_text())) == 3
 
     stats = model.stats()
-    assert stats["by_call_id"] == {"task-1/0/1": 2}
-    assert stats["duplicates"] == ["task-1/0/1"]
-    assert stats["by_role"] == {"worker": 2}
+    assert stats["by_call_id"] == {"task-1/0/1": 1}
+    assert stats["duplicates"] == []
+
+
+async def test_a_turn_with_other_messages_replaces_the_recorded_reply(
+    acts: LlmActivities, model: ModelServerHandle, tmp_data_dir: Path
+) -> None:
+    """Only an identical prompt reuses a reply; otherwise the model is asked anew."""
+    env = ActivityEnvironment()
+    await env.run(acts.llm_turn, first_turn())
+    other = first_turn(new_messages=[ChatMessage(role="user", content="something else")])
+    again = await env.run(acts.llm_turn, other)
+
+    assert again.transcript_length == 2
+    path = tmp_data_dir / "transcripts" / "task-1" / "subagent-0.json"
+    saved = [ChatMessage.model_validate(m) for m in json.loads(path.read_text())]
+    assert [m.role for m in saved] == ["user", "assistant"]
+    assert saved[0].content == "something else"
+    assert model.stats()["by_call_id"] == {"task-1/0/1": 2}
 
 
 async def test_headers_reach_the_model(acts: LlmActivities, model: ModelServerHandle) -> None:
