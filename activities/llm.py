@@ -9,6 +9,7 @@ host (claim check); only the new messages and the reply cross history.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any, cast
@@ -151,7 +152,8 @@ class LlmActivities:
         except TranscriptIdError as exc:
             raise ApplicationError(str(exc), type=Errors.INVALID_INPUT, non_retryable=True) from exc
         try:
-            history = load_transcript(path)
+            # Off the event loop: the worker's workflow tasks share it (fsync can stall).
+            history = await asyncio.to_thread(load_transcript, path)
         except ValidationError as exc:
             raise ApplicationError(
                 f"transcript {input.transcript_id} is corrupt: {exc.error_count()} bad fields",
@@ -189,7 +191,7 @@ class LlmActivities:
         )
         reply = _assistant_message(completion)
         messages.append(reply)
-        save_transcript(path, messages)
+        await asyncio.to_thread(save_transcript, path, messages)
         usage = _usage(completion)
         _count_tokens(input.role.value, self._settings.llm_model, usage)
         return LlmTurnResult(

@@ -5,6 +5,8 @@ workflow-task round trip through the server; on two cores that round trip was
 most of Switchboard's overhead over a plain runner (bench B1). Here the step is
 one activity on the subagent's host queue:
 
+0. on a subagent's first step, its sandbox starts (one round trip less than
+   a `start_sandbox` activity of its own);
 1. the model turn (`LlmActivities.turn`), recorded in the transcript file before
    any tool runs, so a retry after a crash reuses the reply instead of paying
    for it again;
@@ -43,6 +45,8 @@ class StepActivities:
         Raises:
             ApplicationError: as `llm_turn` and `run_tools` do.
         """
+        if input.start_sandbox:
+            await heartbeating(self._tools.start(input.sandbox))
         turn = await self._llm.turn(input.turn)
         step = StepResult(turn=turn)
         allowed: list[CheckedCall] = []

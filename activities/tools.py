@@ -107,9 +107,17 @@ class ToolActivities:
     @activity.defn(name=Activities.START_SANDBOX)
     async def start_sandbox(self, spec: SandboxSpec) -> SandboxInfo:
         """Make a subagent's sandbox ready (idempotent)."""
+        return await heartbeating(self.start(spec))
+
+    async def start(self, spec: SandboxSpec) -> SandboxInfo:
+        """Start (or find running) a subagent's sandbox, timed in the start metric.
+
+        Raises:
+            ApplicationError: `SandboxUnavailable` (non-retryable).
+        """
         started = time.monotonic()
         try:
-            info = await heartbeating(self._sandbox.start(spec))
+            info = await self._sandbox.start(spec)
         except SandboxUnavailable as exc:
             raise _unavailable(exc) from exc
         metrics.observe(

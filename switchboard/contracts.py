@@ -210,6 +210,8 @@ class StepInput(Model):
     turn: LlmTurnInput
     sandbox: SandboxSpec
     base_commit: str
+    start_sandbox: bool = False
+    """Start the sandbox first (a run's first step; idempotent when it runs)."""
 
 
 class StepResult(Model):

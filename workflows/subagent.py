@@ -107,16 +107,19 @@ class SubagentWorkflow:
             role=role,
             mirror_path=input.prepared.mirror_path,
         )
-        await workflow.execute_activity(
-            Activities.START_SANDBOX,
-            sandbox,
-            result_type=SandboxInfo,
-            task_queue=host,
-            start_to_close_timeout=policy.SANDBOX_START_TIMEOUT,
-            heartbeat_timeout=policy.HEARTBEAT_TIMEOUT,
-            retry_policy=policy.TRANSIENT_RETRY,
-            summary=f"sandbox for {role.value}",
-        )
+        # One-activity steps start the sandbox in the run's first step instead.
+        sandbox_pending = self._one_activity_steps
+        if not sandbox_pending:
+            await workflow.execute_activity(
+                Activities.START_SANDBOX,
+                sandbox,
+                result_type=SandboxInfo,
+                task_queue=host,
+                start_to_close_timeout=policy.SANDBOX_START_TIMEOUT,
+                heartbeat_timeout=policy.HEARTBEAT_TIMEOUT,
+                retry_policy=policy.TRANSIENT_RETRY,
+                summary=f"sandbox for {role.value}",
+            )
         if input.resume is None:
             self._report(input, "started", f"{role.value} started: {input.subtask.title}")
             if role is Role.REVIEWER:
@@ -166,7 +169,10 @@ class SubagentWorkflow:
                 step = await workflow.execute_activity(
                     Activities.SUBAGENT_STEP,
                     StepInput(
-                        turn=turn_input, sandbox=sandbox, base_commit=input.prepared.base_commit
+                        turn=turn_input,
+                        sandbox=sandbox,
+                        base_commit=input.prepared.base_commit,
+                        start_sandbox=sandbox_pending,
                     ),
                     result_type=StepResult,
                     task_queue=host,
@@ -175,6 +181,7 @@ class SubagentWorkflow:
                     retry_policy=policy.TRANSIENT_RETRY,
                     summary=f"step {result.steps + 1}",
                 )
+                sandbox_pending = False
                 for denied in step.denied:
                     self._record_denied(input, result, denied)
             else:
