@@ -303,7 +303,13 @@ def self_cpu_seconds() -> float:
 
 @contextlib.contextmanager
 def workdir(prefix: str) -> Iterator[Path]:
-    """A scratch directory for one benchmark run, removed afterwards."""
+    """A scratch directory for one benchmark run, removed afterwards (kept, and
+    printed, with BENCH_KEEP=1: logs and histories to look at)."""
+    if os.environ.get("BENCH_KEEP") == "1":
+        kept = Path(tempfile.mkdtemp(prefix=f"sb-bench-{prefix}-"))
+        print(f"keeping {kept}", flush=True)
+        yield kept
+        return
     with tempfile.TemporaryDirectory(
         prefix=f"sb-bench-{prefix}-", ignore_cleanup_errors=True
     ) as path:

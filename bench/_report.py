@@ -198,6 +198,8 @@ def run_main(
     report = asyncio.run(run(options))
     report.seconds = time.monotonic() - started
     print_report(report)
+    if not options.write and not options.quick:
+        print(report.details)
     if options.write:
         update_docs([report])
         print(f"wrote the {report.key} section of {DOCS}")

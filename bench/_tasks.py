@@ -90,7 +90,7 @@ class HistoryProfile:
     completed_at: list[float] = field(default_factory=list)
     """Event times of every activity completion and child completion (progress marks)."""
     llm_spans: list[tuple[float, float]] = field(default_factory=list)
-    """(scheduled, closed) of every llm_turn activity."""
+    """(scheduled, closed) of every activity that calls the model (`llm_turn`, `subagent_step`)."""
     first_event: float = float("inf")
     """When the task's workflow started (its first history event)."""
 
@@ -172,7 +172,7 @@ def _add_history(
                 profile.activity_run[name].append(at - event_time(began))
             if kind == "activity_task_completed_event_attributes":
                 profile.completed_at.append(at)
-            if name == "llm_turn":
+            if name in ("llm_turn", "subagent_step"):
                 profile.llm_spans.append((event_time(by_id[scheduled_id]), at))
         elif kind == "child_workflow_execution_started_event_attributes":
             child = event.child_workflow_execution_started_event_attributes

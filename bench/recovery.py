@@ -125,7 +125,7 @@ async def _disturbed(
         current = await status(handle)
         if current is not None and current.phase in (Phase.AWAITING_APPROVAL, *_FINAL):
             break
-        await _kill_and_respawn(worker, run)
+        await _kill_and_respawn(worker, run, model)
     reached = await wait_phase(handle, Phase.AWAITING_APPROVAL, timeout=900)
     run.wall = reached.updated_at.timestamp() - started
     run.patch = await _merged_patch(handle)
@@ -136,26 +136,30 @@ async def _disturbed(
     for kill in run.kills:
         after = [t for t in run.profile.completed_at if t > kill.respawned]
         kill.progress_after = (min(after) - kill.respawned) if after else None
-        kill.llm_in_flight = sum(1 for s, e in run.profile.llm_spans if s <= kill.at < e)
     await handle.execute_update(Updates.REJECT, RejectInput(by="bench"))
     return run
 
 
-async def _kill_and_respawn(worker: WorkerProcess, run: Run) -> None:
+async def _kill_and_respawn(
+    worker: WorkerProcess, run: Run, model: ModelServerHandle | None = None
+) -> None:
+    in_flight = int((await asyncio.to_thread(model.stats))["in_flight"]) if model else 0
     killed = time.time()
     worker.kill()
     worker.stop()
     respawned_mono = worker.start()
     respawned = time.time() - (time.monotonic() - respawned_mono)
     ready = await asyncio.to_thread(worker.wait_ready)
-    run.kills.append(Kill(at=killed, respawned=respawned, ready_after=ready))
+    run.kills.append(
+        Kill(at=killed, respawned=respawned, ready_after=ready, llm_in_flight=in_flight)
+    )
 
 
 _FINAL = (Phase.COMPLETED, Phase.FAILED, Phase.REJECTED, Phase.CANCELLED)
 
 
 async def run(options: Options) -> Report:
-    subagents, steps, kills = (2, 4, 0) if options.quick else (6, 40, 10)
+    subagents, steps, kills = (2, 4, 0) if options.quick else (6, 80, 10)
     rng = random.Random(SEED)
     with workdir("recovery") as work:
         repo = make_small_repo(work / "repo")

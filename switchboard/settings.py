@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     task_queue: str = wire.TASK_QUEUE
     worker_max_cached_workflows: int = Field(default=500, ge=0)
     """Workflows kept in memory (~420 KiB each); an evicted one replays on its next event."""
+    worker_sticky_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    """How long a workflow task waits on a worker's own (sticky) queue before any
+    worker may take it: what a killed worker's workflows wait before they move on."""
     worker_metrics_port: int = Field(default=9464, ge=0, le=65535)
     """Prometheus endpoint of the worker (SDK and Switchboard metrics); 0 turns it off."""
     host_id: str = Field(default_factory=_default_host_id, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")

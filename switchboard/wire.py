@@ -82,6 +82,7 @@ class Errors:
     SANDBOX_UNAVAILABLE: Final = "SandboxUnavailable"
     WRONG_PHASE: Final = "WrongPhase"
     TASK_FAILED: Final = "TaskFailed"
+    WORKER_LOST: Final = "WorkerLost"
 
 
 NON_RETRYABLE_ERRORS: Final = (

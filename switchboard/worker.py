@@ -12,6 +12,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from temporalio.client import Client
@@ -59,6 +60,7 @@ def build_workers(
     tools = ToolActivities(settings, box)
     lifecycle = LifecycleActivities(repo, box)
     step = StepActivities(llm, tools)
+    sticky = timedelta(seconds=settings.worker_sticky_timeout_seconds)
     shared = Worker(
         client,
         task_queue=settings.task_queue,
@@ -66,6 +68,7 @@ def build_workers(
         activities=[repo.prepare_repo, llm.plan_subtasks],
         workflow_runner=workflow_runner(),
         max_cached_workflows=settings.worker_max_cached_workflows,
+        sticky_queue_schedule_to_start_timeout=sticky,
     )
     # Subagents run on the host that holds their worktree: their activities then share
     # the workflow's queue, so the server hands them over eagerly with the workflow
@@ -75,6 +78,7 @@ def build_workers(
         task_queue=settings.host_queue,
         workflows=[SubagentWorkflow],
         workflow_runner=workflow_runner(),
+        sticky_queue_schedule_to_start_timeout=sticky,
         activities=[
             repo.create_worktree,
             repo.commit_worktree,
@@ -94,6 +98,7 @@ def build_workers(
         task_queue=conversation_queue(settings.task_queue),
         workflows=[ConversationWorkflow],
         workflow_runner=workflow_runner(),
+        sticky_queue_schedule_to_start_timeout=sticky,
     )
     return [shared, host, chat]
 
@@ -128,6 +133,7 @@ async def reap_orphans(client: Client, settings: Settings, sandbox: Sandbox) -> 
 
 async def serve(settings: Settings) -> None:
     from activities.sandbox import select_backend
+    from switchboard.recovery import reclaim_host
     from switchboard.temporal import connect, ensure_search_attributes
 
     runtime = None
@@ -158,7 +164,11 @@ async def serve(settings: Settings) -> None:
         settings.host_queue,
         settings.temporal_address,
     )
+    # Alongside polling: the predecessor's attempts are retried as soon as they are failed.
+    reclaim = asyncio.create_task(reclaim_host(client, settings))
     await run_workers(workers, stop)
+    if not reclaim.done():
+        reclaim.cancel()
 
 
 def run_worker(settings: Settings) -> None:

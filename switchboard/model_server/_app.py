@@ -17,6 +17,7 @@ from typing import Annotated, Any, cast
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.background import BackgroundTask
 
 from switchboard.model_server import _openai_format as fmt
 from switchboard.model_server._scenario import (
@@ -105,6 +106,28 @@ async def chat_completions(request: Request, state: StateDep) -> Response:
     call_id = headers.get(CALL_ID_HEADER)
 
     state.record_request(role, call_id)
+    try:
+        response = await _reply(request, state, body, role, subagent, call_id)
+    except BaseException:  # the caller went away during the latency
+        state.record_closed()
+        raise
+    if isinstance(response, JSONResponse):
+        # In flight until the reply has been sent whole, not just produced.
+        response.background = BackgroundTask(state.record_closed)
+    else:
+        state.record_closed()
+    return response
+
+
+async def _reply(
+    request: Request,
+    state: ServerState,
+    body: ChatRequest,
+    role: ScriptedRole,
+    subagent: int,
+    call_id: str | None,
+) -> Response:
+    headers = request.headers
     context = request_context(
         role, body.messages, subagent=subagent, task=headers.get(TASK_HEADER, "")
     )

@@ -65,16 +65,23 @@ class ServerState:
         self._by_call_id: Counter[str] = Counter()
         self._answered: Counter[str] = Counter()
         self._faults_injected = 0
+        self._open = 0
 
     def record_request(self, role: ScriptedRole, call_id: str | None) -> None:
         self._total += 1
+        self._open += 1
         self._by_role[role.value] += 1
         if call_id:
             self._by_call_id[call_id] += 1
 
     def record_answer(self, call_id: str | None) -> None:
+        """The reply is produced: the call is paid for, whoever still listens."""
         if call_id:
             self._answered[call_id] += 1
+
+    def record_closed(self) -> None:
+        """A request's handler is done (replied, refused, or its caller went away)."""
+        self._open -= 1
 
     def take_fault(self, role: ScriptedRole, *, has_tool_calls: bool) -> FaultKind | None:
         """Consume one matching fault, if any.
@@ -111,6 +118,7 @@ class ServerState:
             "by_call_id": dict(self._by_call_id),
             "duplicates": sorted(k for k, n in self._by_call_id.items() if n > 1),
             "answered_duplicates": sorted(k for k, n in self._answered.items() if n > 1),
+            "in_flight": self._open,
             "faults_injected": self._faults_injected,
             "pending_faults": [fault.model_dump(mode="json") for fault in self.faults],
         }

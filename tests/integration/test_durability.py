@@ -161,3 +161,93 @@ async def test_dev_server_restart_while_waiting_for_approval(
             await running
     finally:
         server.stop()
+
+
+def test_dead_local_worker_only_names_gone_processes_of_this_host() -> None:
+    import socket
+
+    from switchboard.recovery import dead_local_worker
+
+    host = socket.gethostname()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    assert dead_local_worker(f"{gone.pid}@{host}")
+    assert not dead_local_worker(f"{os.getpid()}@{host}")  # this process
+    assert not dead_local_worker(f"{os.getppid()}@{host}")  # alive
+    assert not dead_local_worker(f"{gone.pid}@another-host")  # not ours to judge
+    assert not dead_local_worker("worker-7")  # not pid@host
+
+
+async def test_a_restarted_worker_takes_back_its_dead_predecessors_attempts(
+    client: Client,
+    process_settings: Settings,
+    repo: Path,
+    model: ModelServerHandle,
+    tmp_path: Path,
+) -> None:
+    """A step in flight on a SIGKILLed worker is retried at once, not at its timeout."""
+    from temporalio.api.enums.v1 import PendingActivityState
+
+    from switchboard.recovery import reclaim_host
+    from switchboard.wire import Errors
+
+    settings = process_settings
+    model.configure(latency_ms=60_000)  # the first model call outlives the worker
+    log = tmp_path / "worker.log"
+    worker = _spawn_worker(settings, log)
+    handle = await client.start_workflow(
+        Workflows.TASK,
+        TaskRequest(
+            goal="Survive a crash",
+            repo=str(repo),
+            subtasks=[SubtaskSpec(title="Part 1", role=Role.WORKER)],
+            review=False,
+        ),
+        id=f"task-{uuid.uuid4().hex}",
+        task_queue=settings.task_queue,
+        result_type=TaskResult,
+    )
+    child = client.get_workflow_handle(f"{handle.id}-sub1-r1")
+
+    async def step_started() -> bool:
+        try:
+            pending = (await child.describe()).raw_description.pending_activities
+        except Exception:
+            return False
+        return any(
+            p.activity_type.name == "subagent_step"
+            and p.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+            for p in pending
+        )
+
+    try:
+        for _ in range(600):
+            if await step_started():
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the first step never started")
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+
+        taken = await reclaim_host(client, settings)
+
+        assert len(taken.attempts) == 1 and taken.attempts[0].startswith(child.id)
+        pending = (await child.describe()).raw_description.pending_activities
+        step = next(p for p in pending if p.activity_type.name == "subagent_step")
+        assert step.last_failure.application_failure_info.type == Errors.WORKER_LOST
+        assert step.state != PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+        # Taken once: the retry waits for a worker, and a second pass finds nothing.
+        assert (await reclaim_host(client, settings)).attempts == []
+
+        model.configure(latency_ms=0)
+        worker = _spawn_worker(settings, log)
+        status = await wait_for_phase(handle, Phase.AWAITING_APPROVAL, timeout=120)
+        assert status.subagents[0].state.value == "done"
+    finally:
+        model.configure(latency_ms=0)
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()

@@ -464,6 +464,36 @@ async def test_stats_count_calls_and_report_duplicates(model: ModelServerHandle)
     assert model.stats()["total"] == 0
 
 
+async def test_stats_count_the_calls_in_flight(model: ModelServerHandle) -> None:
+    """What a benchmark reads at a kill: requests not yet answered, faults excluded."""
+    client = client_for(model)
+    messages: Messages = [{"role": "user", "content": "z"}]
+    model.configure(latency_ms=1000)
+    calls = [
+        asyncio.create_task(
+            client.chat.completions.create(
+                model="any", messages=messages, extra_headers=headers("worker", call_id=f"c{i}")
+            )
+        )
+        for i in range(3)
+    ]
+    for _ in range(100):
+        if (await asyncio.to_thread(model.stats))["in_flight"] == 3:
+            break
+        await asyncio.sleep(0.02)
+    assert (await asyncio.to_thread(model.stats))["in_flight"] == 3
+    await asyncio.gather(*calls)
+    model.configure(latency_ms=0)
+    model.add_fault("http_500", count=1)
+    with contextlib.suppress(openai.InternalServerError):
+        await client.chat.completions.create(model="any", messages=messages)
+    for _ in range(100):  # a reply counts until it is sent whole, a moment after it arrives
+        if (await asyncio.to_thread(model.stats))["in_flight"] == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert (await asyncio.to_thread(model.stats))["in_flight"] == 0
+
+
 async def test_latency_and_token_rate_slow_replies(model: ModelServerHandle) -> None:
     client = client_for(model)
     messages: Messages = [{"role": "user", "content": "y" * 40}]
