@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from temporalio.api.enums.v1 import TimeoutType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowHandle
 
@@ -83,6 +84,8 @@ class HistoryProfile:
     activities: Counter[str] = field(default_factory=Counter)
     workflow_tasks: int = 0
     signals_sent: int = 0
+    wft_timeouts: Counter[str] = field(default_factory=Counter)
+    """Workflow tasks that timed out, by kind (start-to-close: a worker died holding one)."""
     wft_schedule_to_start: list[float] = field(default_factory=list)
     wft_processing: list[float] = field(default_factory=list)
     activity_schedule_to_start: list[float] = field(default_factory=list)
@@ -181,3 +184,6 @@ def _add_history(
             profile.completed_at.append(at)
         elif kind == "signal_external_workflow_execution_initiated_event_attributes":
             profile.signals_sent += 1
+        elif kind == "workflow_task_timed_out_event_attributes":
+            timeout = event.workflow_task_timed_out_event_attributes.timeout_type
+            profile.wft_timeouts[TimeoutType.Name(timeout)] += 1

@@ -159,7 +159,7 @@ _FINAL = (Phase.COMPLETED, Phase.FAILED, Phase.REJECTED, Phase.CANCELLED)
 
 
 async def run(options: Options) -> Report:
-    subagents, steps, kills = (2, 4, 0) if options.quick else (6, 80, 10)
+    subagents, steps, kills = (2, 4, 0) if options.quick else (6, 160, 10)
     rng = random.Random(SEED)
     with workdir("recovery") as work:
         repo = make_small_repo(work / "repo")
@@ -255,7 +255,8 @@ def _report(
     lines += [
         "",
         f"Model calls requested twice: {hit.requested_twice}; answered (paid) twice: "
-        f"{hit.answered_twice}; in flight at the kills: {in_flight}. A plain asyncio runner "
+        f"{hit.answered_twice}; in flight at the kills: {in_flight}. Workflow tasks timed "
+        f"out: {dict(hit.profile.wft_timeouts) if hit.profile else {}}. A plain asyncio runner "
         "has no such recovery: a kill loses the task, and a rerun pays every model call "
         "made so far again.",
         "",
@@ -274,32 +275,30 @@ def _report(
 
 
 RECOVERY_NOTES = """
-What bounds the time to progress: a SIGKILLed worker tells nobody. Its in-flight
-activities are retried only when their heartbeat timeout lapses
-(`HEARTBEAT_TIMEOUT` 5 s for model turns, `LONG_HEARTBEAT_TIMEOUT` 30 s for tools,
-worktrees and merges; `start_sandbox` and `commit_worktree` have none, so their
-start-to-close timeouts of minutes apply), plus the first retry interval (1 s).
-Workflow tasks the dead worker had started wait for the workflow task timeout (10 s);
-those queued on its sticky queue wait for the sticky schedule-to-start timeout. A
-step that was not in flight at the kill resumes as soon as the new worker polls.
+What a SIGKILLed worker leaves behind, and how its successor on the same host takes
+it back (`switchboard/recovery.py`, run as the new worker starts polling):
 
-**A fix, measured in a scratch run (not applied).** At start, the worker fails the
-attempts its dead predecessor left running, by id
-(`client.get_async_activity_handle(workflow_id, run_id, activity_id).fail(...)` for
-every pending activity in state STARTED whose `last_worker_identity` is the old
-process), and resets the sticky queue of each running workflow
-(`ResetStickyTaskQueue`). Same task shape, bwrap, 6 kills, same seed: time from
-respawn to the next completed step went from median 2.33 s / max 6.18 s to median
-1.17 s / max 5.92 s (the worker itself takes ~0.9 s to start polling); the maximum
-is a workflow task the dead worker had started, bounded by the 10 s workflow task
-timeout. Model calls answered twice stayed at the number in flight (7 and 8).
-**With Docker** (the same benchmark, `SWITCHBOARD_SANDBOX=docker`, 2026-11-27 16:48
-UTC): restart → progress median 15.4 s, max 101 s; in 6 of 10 kills no model call
-was in flight, so every subagent was inside a tool run (docker exec, ~100 ms each)
-or a container start, and waited for the 30 s tool heartbeat or longer. Model calls
-paid twice: 3 of 3 in flight; diff identical. Giving `start_sandbox` and
-`commit_worktree` a heartbeat timeout and the tool runs a short one (they heartbeat
-while a command runs) is what Docker recovery needs first.
+- *Activity attempts it was running* (a step, a commit, a merge). Left alone they
+  are retried only when their heartbeat timeout lapses (5 s; 30 s for worktrees and
+  merges). The new worker fails each of them by id (`RespondActivityTaskFailedById`,
+  error `WorkerLost`, retry delay 1 ms) when its worker identity (`pid@host`) is a
+  process of this host that no longer exists, so Temporal retries it at once. A
+  retried step finds its model reply in the transcript when the model had answered
+  before the kill, and does not pay for it again.
+- *Workflow tasks queued on its sticky queue.* The new worker resets the sticky
+  queue of this host's workflows; tasks already queued there move to the host queue
+  after the sticky schedule-to-start timeout, which Switchboard sets to 2 s
+  (`SWITCHBOARD_WORKER_STICKY_TIMEOUT_SECONDS`; the SDK's default is 10 s).
+- *Workflow tasks it had started* (a kill in the few milliseconds a workflow task
+  takes) wait for the workflow task timeout (10 s) and stall only that subagent;
+  the others carry on, so the task still progresses within ~2 s. These are the
+  `START_TO_CLOSE` timeouts counted above. Shortening the workflow task timeout
+  would bound them lower, at the risk of timing out a slow replay of a long history
+  on a loaded machine, which would then never finish; it stays at 10 s.
+
+What is left of the ~2 s is the new worker's own start (~1 s: Python imports of
+`openai`, `temporalio`, GitPython, then connecting and reaping orphans) and the
+first workflow tasks of each subagent replaying its history into an empty cache.
 """
 
 

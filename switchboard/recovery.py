@@ -7,7 +7,8 @@ the task stalls for seconds to minutes. The host queue names the machine, and
 its sandboxes and worktrees live only there, so the worker that starts next on
 the same host is the one that can resume that work, and knows it:
 
-- every activity attempt in state STARTED on this host's queue whose worker
+- every activity attempt in state STARTED of this host's subagents, or of a task
+  past its approval gate or before it, whose worker
   (`pid@hostname`, the SDK's default identity) is a process of this host that no
   longer exists is failed by id, retryable, so Temporal retries it now;
 - each running workflow on this host's queue has its sticky queue reset, so its
@@ -34,8 +35,9 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
+from switchboard.models import Phase
 from switchboard.settings import Settings
-from switchboard.wire import Errors
+from switchboard.wire import Errors, SearchAttributes, Workflows
 
 log = logging.getLogger(__name__)
 
@@ -87,19 +89,28 @@ async def reclaim_host(client: Client, settings: Settings) -> Reclaimed:
 
 
 async def _reclaim(client: Client, settings: Settings, done: Reclaimed) -> None:
-    query = f"ExecutionStatus = 'Running' AND TaskQueue = '{settings.host_queue}'"
+    # This host's subagents, and the tasks that may have an activity on its queue
+    # (merges, diffs, cleanup); tasks parked at the approval gate run none.
+    query = (
+        f"ExecutionStatus = 'Running' AND (TaskQueue = '{settings.host_queue}' OR "
+        f"(WorkflowType = '{Workflows.TASK}' AND "
+        f"{SearchAttributes.PHASE.name} != '{Phase.AWAITING_APPROVAL.value}'))"
+    )
     async for execution in client.list_workflows(query):
         done.workflows += 1
         handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
-        with contextlib.suppress(RPCError):  # ended meanwhile
-            await client.workflow_service.reset_sticky_task_queue(
-                ResetStickyTaskQueueRequest(
-                    namespace=client.namespace,
-                    execution=WorkflowExecution(
-                        workflow_id=execution.id, run_id=execution.run_id or ""
-                    ),
+        # A task on the shared queue may be cached by a live worker: only this host's
+        # own workflows lose their sticky queue.
+        if execution.task_queue == settings.host_queue:
+            with contextlib.suppress(RPCError):  # ended meanwhile
+                await client.workflow_service.reset_sticky_task_queue(
+                    ResetStickyTaskQueueRequest(
+                        namespace=client.namespace,
+                        execution=WorkflowExecution(
+                            workflow_id=execution.id, run_id=execution.run_id or ""
+                        ),
+                    )
                 )
-            )
         try:
             described = await handle.describe()
         except RPCError:
