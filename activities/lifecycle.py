@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from temporalio import activity
 
+from activities._heartbeat import heartbeating
 from activities.repo import RepoActivities
 from activities.sandbox import Sandbox
-from switchboard.contracts import CleanupInput, SandboxInfo
+from switchboard.contracts import (
+    CleanupInput,
+    FinishSubagentInput,
+    FinishSubagentResult,
+    SandboxInfo,
+)
 from switchboard.wire import Activities
 
 
@@ -20,6 +26,19 @@ class LifecycleActivities:
     @activity.defn(name=Activities.STOP_SANDBOX)
     async def stop_sandbox(self, info: SandboxInfo) -> None:
         await self._sandbox.stop(info.sandbox_id)
+
+    @activity.defn(name=Activities.FINISH_SUBAGENT)
+    async def finish_subagent(self, input: FinishSubagentInput) -> FinishSubagentResult:
+        """Commit (a worker's) work, then stop the sandbox: one round trip, not two.
+
+        Both halves are idempotent, so a retry after a crash between them is harmless.
+        """
+        done = FinishSubagentResult()
+        if input.commit is not None:
+            done.commit = await self._repo.commit_worktree(input.commit)
+        # The work is committed: a task parked at the approval gate keeps no sandbox.
+        await heartbeating(self._sandbox.stop(input.sandbox_id))
+        return done
 
     @activity.defn(name=Activities.CLEANUP_TASK)
     async def cleanup_task(self, input: CleanupInput) -> None:

@@ -69,6 +69,17 @@ class CommitResult(Model):
     diff_stat: DiffStat
 
 
+class FinishSubagentInput(Model):
+    """A subagent's ending on its host: commit its work (workers), stop its sandbox."""
+
+    sandbox_id: str
+    commit: CommitInput | None = None
+
+
+class FinishSubagentResult(Model):
+    commit: CommitResult | None = None
+
+
 class IntegrateInput(Model):
     """Merge subagent branches onto the base in the mirror.
 

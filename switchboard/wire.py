@@ -65,6 +65,7 @@ class Activities:
     LLM_TURN: Final = "llm_turn"
     RUN_TOOLS: Final = "run_tools"
     SUBAGENT_STEP: Final = "subagent_step"
+    FINISH_SUBAGENT: Final = "finish_subagent"
     COMMIT_WORKTREE: Final = "commit_worktree"
     INTEGRATE_BRANCHES: Final = "integrate_branches"
     READ_DIFF: Final = "read_diff"

@@ -89,6 +89,7 @@ def build_workers(
             llm.llm_turn,
             step.subagent_step,
             lifecycle.stop_sandbox,
+            lifecycle.finish_subagent,
             lifecycle.cleanup_task,
         ],
     )

@@ -19,6 +19,8 @@ with workflow.unsafe.imports_passed_through():
         ChatMessage,
         CommitInput,
         CommitResult,
+        FinishSubagentInput,
+        FinishSubagentResult,
         LlmTurnInput,
         LlmTurnResult,
         Progress,
@@ -44,9 +46,10 @@ STOP_SANDBOX_PATCH = "stop-sandbox-after-commit"
 """Histories recorded before subagents stopped their sandbox replay without it."""
 
 ONE_ACTIVITY_STEP_PATCH = "one-activity-step"
-"""A step is one `subagent_step` activity, and step reports are batched (at most one
-per `PROGRESS_INTERVAL`); histories from before ran two activities per step and
-reported every step."""
+"""A step is one `subagent_step` activity (which starts the sandbox on the first
+step), step reports are batched (at most one per `PROGRESS_INTERVAL`), and the start
+and end are not signalled (the parent sees both from the child itself). Histories
+from before ran `start_sandbox` and two activities per step, and reported all."""
 
 PROGRESS_INTERVAL = timedelta(seconds=1)
 """Steps that end within this of the last report wait for the next one. A model turn
@@ -121,7 +124,8 @@ class SubagentWorkflow:
                 summary=f"sandbox for {role.value}",
             )
         if input.resume is None:
-            self._report(input, "started", f"{role.value} started: {input.subtask.title}")
+            if not self._one_activity_steps:  # the parent announces the start itself
+                self._report(input, "started", f"{role.value} started: {input.subtask.title}")
             if role is Role.REVIEWER:
                 first_prompt = prompts.review_prompt(input.goal, input.review_titles)
             else:
@@ -245,15 +249,50 @@ class SubagentWorkflow:
 
         if finished:
             result.state = SubagentState.DONE
+        commit_input = None
         if role is Role.WORKER:
-            commit: CommitResult = await workflow.execute_activity(
+            commit_input = CommitInput(
+                worktree_path=worktree_path,
+                base_commit=input.prepared.base_commit,
+                message=f"{input.subtask.title}\n\nSwitchboard {input.task_id}, subagent "
+                f"{input.index}, round {input.round}.\n\n{result.summary}".strip(),
+            )
+        if self._one_activity_steps:
+            # Commit and stop the sandbox in one activity: a task parked at the approval
+            # gate for days keeps no container running; a later round starts a fresh one.
+            ended: FinishSubagentResult = await workflow.execute_activity(
+                Activities.FINISH_SUBAGENT,
+                FinishSubagentInput(sandbox_id=sandbox.sandbox_id, commit=commit_input),
+                result_type=FinishSubagentResult,
+                task_queue=host,
+                start_to_close_timeout=policy.COMMIT_TIMEOUT,
+                heartbeat_timeout=policy.HEARTBEAT_TIMEOUT,
+                retry_policy=policy.TRANSIENT_RETRY,
+                summary=f"commit {input.branch}, stop sandbox" if commit_input else "stop sandbox",
+            )
+            commit = ended.commit
+        else:
+            commit = await self._commit_then_stop(input, commit_input, sandbox)
+        if commit is not None:
+            result.head = commit.head
+            result.diff_stat = commit.diff_stat
+        if self._one_activity_steps:
+            self._release_held(input)  # the parent reads the end from the result
+        else:
+            self._report(input, "finished", result.summary or result.state.value)
+        await self._flush_reports()
+        return result
+
+    async def _commit_then_stop(
+        self, input: SubagentInput, commit_input: CommitInput | None, sandbox: SandboxSpec
+    ) -> CommitResult | None:
+        """The ending as histories from before `ONE_ACTIVITY_STEP_PATCH` have it."""
+        host = input.prepared.host_queue
+        commit = None
+        if commit_input is not None:
+            commit = await workflow.execute_activity(
                 Activities.COMMIT_WORKTREE,
-                CommitInput(
-                    worktree_path=worktree_path,
-                    base_commit=input.prepared.base_commit,
-                    message=f"{input.subtask.title}\n\nSwitchboard {input.task_id}, subagent "
-                    f"{input.index}, round {input.round}.\n\n{result.summary}".strip(),
-                ),
+                commit_input,
                 result_type=CommitResult,
                 task_queue=host,
                 start_to_close_timeout=policy.COMMIT_TIMEOUT,
@@ -261,11 +300,7 @@ class SubagentWorkflow:
                 retry_policy=policy.TRANSIENT_RETRY,
                 summary=f"commit {input.branch}",
             )
-            result.head = commit.head
-            result.diff_stat = commit.diff_stat
         if workflow.patched(STOP_SANDBOX_PATCH):
-            # The work is committed: a task parked at the approval gate for days keeps
-            # no container running. A later round starts a fresh one.
             await workflow.execute_activity(
                 Activities.STOP_SANDBOX,
                 SandboxInfo(sandbox_id=sandbox.sandbox_id, backend=""),
@@ -274,9 +309,7 @@ class SubagentWorkflow:
                 retry_policy=policy.TRANSIENT_RETRY,
                 summary="stop sandbox",
             )
-        self._report(input, "finished", result.summary or result.state.value)
-        await self._flush_reports()
-        return result
+        return commit
 
     async def _two_activity_step(
         self,

@@ -88,6 +88,8 @@ class DelegatedTaskWorkflow:
         self._feedback: str | None = None
         self._guidance: list[str] = []
         self._running: dict[int, str] = {}
+        self._announced: set[str] = set()
+        """`<index>/r<round>` of each child whose start is in the event log."""
         now = workflow.now()
         self._status = TaskStatus(
             task_id=self._task_id,
@@ -264,15 +266,21 @@ class DelegatedTaskWorkflow:
         )
 
     async def _run_child(self, child_id: str, summary: str, input: SubagentInput) -> SubagentResult:
-        """Run one subagent; its failure is a result (the others carry on), not an exception."""
+        """Run one subagent; its failure is a result (the others carry on), not an exception.
+
+        Its start is announced here, when Temporal confirms it, rather than by a signal
+        from the child (which costs both workflows a workflow task).
+        """
         try:
-            result: SubagentResult = await workflow.execute_child_workflow(
+            handle = await workflow.start_child_workflow(
                 SubagentWorkflow.run,
                 input,
                 id=child_id,
                 task_queue=input.prepared.host_queue,
                 static_summary=summary[:200],
             )
+            self._announce_start(input)
+            result: SubagentResult = await handle
         except ChildWorkflowError as err:
             result = SubagentResult(
                 index=input.index,
@@ -281,6 +289,19 @@ class DelegatedTaskWorkflow:
                 error=failure_message(err),
             )
         return result
+
+    def _announce_start(self, input: SubagentInput) -> None:
+        key = f"{input.index}/r{input.round}"
+        if key in self._announced:
+            return
+        self._announced.add(key)
+        message = f"{input.subtask.role.value} started: {input.subtask.title}"
+        if input.index >= REVIEW_INDEX_BASE:
+            self._emit(EventKind.REVIEW, f"reviewer: {message}")
+        else:
+            self._emit(
+                EventKind.SUBAGENT_STARTED, f"#{input.index} {message}", subagent=input.index
+            )
 
     def _record_result(self, status: SubagentStatus, result: SubagentResult) -> None:
         status.state = result.state
@@ -503,6 +524,15 @@ class DelegatedTaskWorkflow:
 
     @workflow.signal(name=Signals.SUBAGENT_PROGRESS)
     def subagent_progress(self, progress: Progress) -> None:
+        if progress.kind == "started":
+            # Children from before ONE_ACTIVITY_STEP_PATCH still announce themselves.
+            round_number = (
+                progress.index - REVIEW_INDEX_BASE
+                if progress.index >= REVIEW_INDEX_BASE
+                else self._status.round
+            )
+            if f"{progress.index}/r{round_number}" in self._announced:
+                return
         if progress.index >= REVIEW_INDEX_BASE:
             if progress.kind == "finished":
                 return  # the verdict event follows from the child's result
