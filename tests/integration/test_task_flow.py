@@ -432,7 +432,8 @@ async def test_a_step_is_one_activity_and_fast_steps_are_reported_in_batches(
         if e.HasField("activity_task_scheduled_event_attributes")
     ]
     assert scheduled.count("subagent_step") == 11
-    assert "llm_turn" not in scheduled and "run_tools" not in scheduled
+    # The sandbox starts in the first step, and commit + stop are one activity.
+    assert scheduled == ["create_worktree", *["subagent_step"] * 11, "finish_subagent"]
 
     steps = [
         e
@@ -443,4 +444,13 @@ async def test_a_step_is_one_activity_and_fast_steps_are_reported_in_batches(
     assert reported == 11, [e.message for e in steps]  # every step is told, none twice
     assert len(steps) < 11 and any("batched_steps" in e.data for e in steps)
     assert steps[-1].data["steps"] == 11
+    events = (await _events(handle)).events
+    started = [e for e in events if e.kind is EventKind.SUBAGENT_STARTED]
+    assert [e.message for e in started] == ["#1 worker started: Quick"]  # from the task
+    signals = [
+        e
+        for e in history.events
+        if e.HasField("signal_external_workflow_execution_initiated_event_attributes")
+    ]
+    assert len(signals) == len(steps)  # only step reports: no start or end signal
     await handle.cancel()
