@@ -5,7 +5,8 @@ non-root, a read-only system, the worktree as the only writable mount (none for
 explorers and reviewers), a clean environment, and time and output limits per
 command (plus memory/pids/CPU where the backend can enforce them; `describe()`
 says which hold). Costs: bubblewrap a few ms per command; Docker one container
-start per subagent (0.3-1 s) and then one `exec` per command.
+start per subagent (0.2-1 s) and then a few ms per command, run by the exec agent
+that is the container's PID 1.
 
 There is no unsandboxed fallback: when the chosen backend cannot run,
 `select_backend` raises `SandboxUnavailable`.

@@ -115,7 +115,7 @@ class Sandbox(ABC):
 
     Designed for both kinds of backend: a per-call one (bubblewrap builds the
     sandbox around each command; `start` only checks) and a long-lived one
-    (Docker starts one container per subagent in `start` and execs into it).
+    (Docker starts one container per subagent in `start` and runs each command in it).
     The worktree is mounted at `WORKSPACE`, writable only for the worker role.
     """
 

@@ -1,11 +1,21 @@
-"""Docker backend: one long-lived container per subagent, one `exec` per command.
+"""Docker backend: one long-lived container per subagent, its PID 1 an exec agent.
 
 `start` creates the container (no network, all capabilities dropped,
 no-new-privileges, read-only root, tmpfs /tmp, memory/CPU/pids limits, the
-worktree as the only writable mount); `exec` runs each tool command in it as the
-worktree owner; `stop` / `remove_task` remove it. The container start (0.3-1 s)
-is paid once per subagent, not per tool call. Every Docker SDK call is blocking
-and runs in a thread, off the event loop.
+worktree as the only writable mount) whose main process is the exec agent
+(`_agent.py`, run by the image's python3 as the worktree owner). The agent
+connects back to a socket the host listens on (`_agent_link.py`) and runs each
+tool command on request: in a new session, with the time limit and output cap,
+then SIGKILLs everything else in the container and reports the cgroup's OOM and
+refused-fork counters. A command costs 2-3 ms on top of itself, where a
+`docker exec` cost ~50 ms through runc plus a second one for the after-command
+check. The container start (~0.2 s here) is paid once per subagent; `start` also
+waits for the agent's hello (~16 ms of it), so that an image that cannot run the
+agent fails the start, not the first tool call. `stop` / `remove_task` remove the
+container; a lost agent (killed, OOM-killed, frozen, container removed) is
+reported on the command it ran and replaced on the next one. Commands on one
+sandbox run one at a time, since each ends by killing all the others. Every
+Docker SDK call is blocking and runs in a thread, off the event loop.
 """
 
 from __future__ import annotations
@@ -14,11 +24,11 @@ import asyncio
 import contextlib
 import os
 import re
+import secrets
 import socket
-import struct
-import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +37,15 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import Mount, Ulimit
 
+from activities.sandbox._agent_link import (
+    AGENT_ARGV,
+    RUN_MOUNT,
+    SETTLE_SECONDS,
+    AgentLink,
+    AgentLost,
+    listen,
+    remove_directory,
+)
 from activities.sandbox._base import (
     MAX_FILE_WRITE_BYTES,
     MAX_OPEN_FILES,
@@ -48,42 +67,68 @@ LABEL_TASK = "switchboard.task"
 LABEL_SANDBOX = "switchboard.sandbox"
 LABEL_WORKTREE = "switchboard.worktree"
 LABEL_ROLE = "switchboard.role"
-KEEPALIVE_UID = 65534
-"""The container's main process runs as this uid, never as the worktree owner,
-so `kill -1` by the owner (used to stop a command) cannot take the container down."""
+LABEL_OWNER = "switchboard.owner"
 TMPFS_SIZE = "512m"
 API_TIMEOUT_SECONDS = 30
-REAP_GRACE_SECONDS = 5.0
-AFTER_COMMAND = (
-    "kill -KILL -1 2>/dev/null; "
-    "cat /sys/fs/cgroup/memory.events /sys/fs/cgroup/pids.events "
-    "/sys/fs/cgroup/memory/memory.oom_control /sys/fs/cgroup/pids/pids.events 2>/dev/null; "
-    "true"
-)
-"""Run after each command: SIGKILL whatever the command left running in the
-background (as bwrap's PID namespace ending would), then read the container's
-OOM-kill and refused-fork counts (cgroup v2 and v1 locations)."""
+AGENT_START_SECONDS = 20.0
+"""How long a new container's agent may take to connect (image on a slow disk)."""
+AGENT_POLL_SECONDS = 0.5
+"""While waiting for it, how often to check that the container still runs."""
+OOM_REPORT_SECONDS = 5
+"""How long a container whose agent was lost may take to stop (and report an OOM kill)."""
+RUNTIME_DIR = "sandbox-run"
+"""Under the data directory: one short-lived directory per container launch."""
 
 
-@dataclass
-class _Stream:
-    """One exec's output as it is read: kept bytes, seen bytes, overflow."""
+class _Stopped(Exception):
+    """The sandbox was stopped while this call waited for it."""
 
-    keep: int
-    ceiling: int
-    merge: bool
-    out: bytearray
-    err: bytearray
-    seen: int = 0
-    kept: int = 0
-    overflowed: bool = False
+
+@dataclass(eq=False)
+class _Agent:
+    """One container's exec agent as this process knows it."""
+
+    labels: dict[str, str]
+    handshake: asyncio.Future[AgentLink]
+    stopped: bool = False
+
+    def link(self) -> AgentLink | None:
+        """The link once the handshake succeeded, else None."""
+        done = self.handshake.done() and not self.handshake.cancelled()
+        return self.handshake.result() if done and not self.handshake.exception() else None
+
+    def usable(self) -> bool:
+        if not self.handshake.done():
+            return not self.stopped
+        link = self.link()
+        return link is not None and link.alive
+
+    async def connected(self) -> AgentLink:
+        """The link once the agent said hello.
+
+        Raises:
+            SandboxUnavailable: the agent did not start.
+            _Stopped: `stop` came first.
+        """
+        await asyncio.wait({self.handshake})
+        if self.stopped or self.handshake.cancelled():
+            raise _Stopped
+        return self.handshake.result()
+
+    def abandon(self) -> None:
+        """Hang up (the agent then kills what runs and exits) or stop waiting for it."""
+        self.stopped = True
+        self.handshake.cancel()
+        link = self.link()
+        if link is not None:
+            link.close()
 
 
 class DockerSandbox(Sandbox):
     """One container per subagent from `settings.sandbox_image`.
 
     Args:
-        settings: image and limits.
+        settings: image and limits; the runtime directories go under `data_dir`.
         client: a Docker client; one from the environment when omitted.
     """
 
@@ -96,7 +141,8 @@ class DockerSandbox(Sandbox):
         except DockerException as exc:
             raise SandboxUnavailable(f"no Docker daemon answers: {exc}") from exc
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._baseline: dict[str, tuple[int, int]] = {}
+        self._agents: dict[str, _Agent] = {}
+        self._runtime = Path(os.path.abspath(settings.data_dir)) / RUNTIME_DIR
 
     def check(self) -> None:
         """The daemon answers and the sandbox image exists (blocking)."""
@@ -115,25 +161,29 @@ class DockerSandbox(Sandbox):
 
     async def start(self, spec: SandboxSpec) -> SandboxInfo:
         async with self._locks[spec.sandbox_id]:
-            await asyncio.to_thread(self._ensure_container, spec)
-            if spec.sandbox_id not in self._baseline:
-                counters = await asyncio.to_thread(
-                    self._after_command, spec.sandbox_id, _owner(spec)
-                )
-                if counters is None:  # saturated by an earlier run: start afresh
-                    await asyncio.to_thread(self._reset, spec.sandbox_id)
-                    await asyncio.to_thread(self._ensure_container, spec)
-                self._baseline[spec.sandbox_id] = counters or (0, 0)
+            agent = await self._agent(spec)
+            with contextlib.suppress(_Stopped):
+                await agent.connected()
         return SandboxInfo(sandbox_id=spec.sandbox_id, backend=self.name)
 
     async def stop(self, sandbox_id: str) -> None:
-        self._baseline.pop(sandbox_id, None)
-        await asyncio.to_thread(self._remove, {"label": f"{LABEL_SANDBOX}={sandbox_id}"})
+        agent = self._agents.pop(sandbox_id, None)
+        if agent is not None:
+            agent.abandon()
+        await asyncio.to_thread(
+            self._remove,
+            {"label": f"{LABEL_SANDBOX}={sandbox_id}"},
+            lambda s: s == _safe(sandbox_id),
+        )
 
     async def remove_task(self, task_id: str) -> None:
-        for key in [k for k in self._baseline if _task_of(k) == task_id]:
-            self._baseline.pop(key, None)
-        await asyncio.to_thread(self._remove, {"label": f"{LABEL_TASK}={task_id}"})
+        for sandbox_id in [s for s in self._agents if _task_of(s) == task_id]:
+            self._agents.pop(sandbox_id).abandon()
+        await asyncio.to_thread(
+            self._remove,
+            {"label": f"{LABEL_TASK}={task_id}"},
+            lambda s: _task_of(s) == _safe(task_id),
+        )
 
     async def task_ids(self) -> set[str]:
         def listed() -> set[str]:
@@ -141,7 +191,8 @@ class DockerSandbox(Sandbox):
                 containers = self._client.containers.list(all=True, filters={"label": LABEL_TASK})
             except DockerException as exc:
                 raise SandboxUnavailable(f"Docker failed: {exc}") from exc
-            return {c.labels[LABEL_TASK] for c in containers if c.labels.get(LABEL_TASK)}
+            tasks = {c.labels[LABEL_TASK] for c in containers if c.labels.get(LABEL_TASK)}
+            return tasks | {_task_of(s) for s in self._runtime_dirs()}
 
         return await asyncio.to_thread(listed)
 
@@ -156,11 +207,14 @@ class DockerSandbox(Sandbox):
                 "mount (read-only for explorer and reviewer); mirror and .git read-only",
                 "non_root": "runs as the worktree owner's uid:gid, all capabilities "
                 "dropped, no-new-privileges (uid 0 without capabilities when root owns "
-                "the worktree)",
+                "the worktree); the exec agent is PID 1 and non-dumpable, so commands "
+                "can neither signal nor trace it",
                 "environment": "only " + ", ".join(sorted(SANDBOX_ENV)),
-                "time_limit": "per command; every process of the command's uid is killed",
+                "time_limit": "per command; at expiry every other process in the container "
+                "is killed (as after every command)",
                 "output_limit": "per command",
-                "memory_limit": f"{s.sandbox_memory_mb} MB per container, no swap",
+                "memory_limit": f"{s.sandbox_memory_mb} MB per container, no swap; the OOM "
+                "killer takes commands before the exec agent",
                 "pids_limit": f"{s.sandbox_pids_limit} per container",
                 "cpu_limit": f"{s.sandbox_cpus:g} CPUs per container",
                 "file_size_limit": "RLIMIT_FSIZE",
@@ -179,101 +233,150 @@ class DockerSandbox(Sandbox):
         output_limit: int,
         merge_stderr: bool = False,
     ) -> ExecResult:
-        await self.start(spec)  # a no-op when running; recreates a lost container
-        started = time.monotonic()
-        owner = _owner(spec)
-        stream = _Stream(
-            keep=output_limit,
-            ceiling=max(output_limit * DRAIN_FACTOR, MIN_DRAIN_BYTES),
-            merge=merge_stderr,
-            out=bytearray(),
-            err=bytearray(),
-        )
-        exec_id, sock = await asyncio.to_thread(self._exec_start, spec, argv, owner, stdin)
-        raw = _raw_socket(sock)
-        overflow = threading.Event()
-        reader = asyncio.ensure_future(
-            asyncio.to_thread(_read_frames, raw, stdin, stream, overflow)
-        )
-        watch = asyncio.ensure_future(asyncio.to_thread(overflow.wait, timeout + 1))
-        limit: Limit | None = None
-        try:
-            done, _ = await asyncio.wait(
-                {reader, watch}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            if reader not in done:
-                limit = Limit.OUTPUT if stream.overflowed else Limit.TIMEOUT
-                await asyncio.to_thread(self._kill_all, spec.sandbox_id, owner)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(reader), REAP_GRACE_SECONDS)
-        finally:
-            overflow.set()  # releases the watcher thread
-            with contextlib.suppress(OSError):
-                raw.close()
-            with contextlib.suppress(TimeoutError, OSError):
-                await asyncio.wait_for(reader, REAP_GRACE_SECONDS)
-        exit_code: int | None = None
-        if limit is None:
-            exit_code = await asyncio.to_thread(self._exit_code, exec_id)
+        # One command at a time per sandbox: each ends by killing all the others.
+        async with self._locks[spec.sandbox_id]:
+            agent = await self._agent(spec)  # recreates a lost or stopped container
+            try:
+                link = await agent.connected()
+            except _Stopped:
+                return _failed("the sandbox was stopped", None, merge_stderr, time.monotonic())
+            started = time.monotonic()
+            try:
+                reply = await asyncio.wait_for(
+                    link.run(
+                        argv,
+                        stdin,
+                        timeout=timeout,
+                        keep=output_limit,
+                        ceiling=max(output_limit * DRAIN_FACTOR, MIN_DRAIN_BYTES),
+                        merge_stderr=merge_stderr,
+                    ),
+                    timeout + SETTLE_SECONDS,
+                )
+            except TimeoutError:
+                await self._discard(spec.sandbox_id, agent)
+                message = "the sandbox did not answer in time; it was reset"
+                return _failed(message, Limit.TIMEOUT, merge_stderr, started)
+            except AgentLost:
+                if agent.stopped:
+                    message = "the sandbox was stopped while the command ran"
+                    return _failed(message, None, merge_stderr, started)
+                oom = await asyncio.to_thread(self._oom_killed, spec.sandbox_id)
+                await self._discard(spec.sandbox_id, agent)
+                cause = "out of memory" if oom else "killed from outside"
+                message = (
+                    f"the sandbox's container ended under the command ({cause}); "
+                    "a fresh one starts with the next command"
+                )
+                return _failed(message, Limit.MEMORY if oom else None, merge_stderr, started)
+            except BaseException:
+                # Cancelled mid-request: the link is in an unknown state, so hang up.
+                self._forget(spec.sandbox_id, agent)
+                raise
+            before, link.counters = link.counters, reply.counters
+        limit = reply.limit
         # After every command, so a limit is never blamed on a later one.
-        hit = await self._limit_hit(spec.sandbox_id, owner)
+        hit = _counter_hit(before, reply.counters)
         if hit is Limit.MEMORY or (hit is not None and limit is None):
             limit = hit
-        truncated = stream.seen > stream.kept
+        truncated = reply.seen > len(reply.stdout) + len(reply.stderr)
         if truncated and limit is None:
             limit = Limit.OUTPUT
         return ExecResult(
-            exit_code=exit_code,
-            stdout=stream.out.decode(errors="replace"),
-            stderr=stream.err.decode(errors="replace"),
+            exit_code=reply.exit_code,
+            stdout=reply.stdout.decode(errors="replace"),
+            stderr=reply.stderr.decode(errors="replace"),
             truncated=truncated,
             limit=limit,
             duration=time.monotonic() - started,
         )
 
-    async def _limit_hit(self, sandbox_id: str, owner: tuple[int, int]) -> Limit | None:
-        """Which cgroup limit bit since the previous command, if any."""
-        before = self._baseline.get(sandbox_id, (0, 0))
-        try:
-            now = await asyncio.to_thread(self._after_command, sandbox_id, owner)
-        except NotFound:
-            return None  # removed under the command by stop / remove_task
-        if now is None:
-            # Nothing can start in the container any more (forks exhausted by what
-            # the command left running): kill it whole; the next command recreates it.
-            await asyncio.to_thread(self._reset, sandbox_id)
-            self._baseline.pop(sandbox_id, None)
-            return Limit.PIDS
-        self._baseline[sandbox_id] = now
-        if now[0] > before[0]:
-            return Limit.MEMORY
-        if now[1] > before[1]:
-            return Limit.PIDS
-        return None
+    # ---- agents ----------------------------------------------------------------------
 
-    # ---- blocking Docker calls (run in threads) ----------------------------------------
+    async def _agent(self, spec: SandboxSpec) -> _Agent:
+        """This sandbox's agent, launching a container when there is none that fits."""
+        labels = _labels(spec)
+        agent = self._agents.get(spec.sandbox_id)
+        if agent is not None and agent.labels == labels and agent.usable():
+            return agent
+        if agent is not None:  # lost, or made for another worktree or role under the same id
+            self._forget(spec.sandbox_id, agent)
+        directory = self._runtime / f"{_safe(spec.sandbox_id)}.{secrets.token_hex(4)}"
+        listener = await asyncio.to_thread(self._launch, spec, labels, directory)
 
-    def _ensure_container(self, spec: SandboxSpec) -> None:
-        name = _container_name(spec.sandbox_id)
-        worktree = resolve_worktree(spec)
-        labels = {
-            LABEL_TASK: _task_of(spec.sandbox_id),
-            LABEL_SANDBOX: spec.sandbox_id,
-            LABEL_WORKTREE: str(worktree),
-            LABEL_ROLE: spec.role.value,
-        }
+        async def handshake() -> AgentLink:
+            try:
+                return await self._handshake(spec.sandbox_id, listener)
+            finally:
+                listener.close()
+                remove_directory(directory)
+
+        task = asyncio.ensure_future(handshake())
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        agent = _Agent(labels=labels, handshake=task)
+        self._agents[spec.sandbox_id] = agent
+        return agent
+
+    async def _handshake(self, sandbox_id: str, listener: socket.socket) -> AgentLink:
+        """Wait for the new container's agent to connect and say hello."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + AGENT_START_SECONDS
+        accept = asyncio.ensure_future(loop.sock_accept(listener))
+        problem: str | None = None
         try:
-            container = self._client.containers.get(name)
-            if container.status == "running" and container.labels == labels:
-                return
-            # Stopped, or made for another worktree or role under the same id: redo it.
-            container.remove(force=True)
-        except NotFound:
-            pass
-        except DockerException as exc:
-            raise SandboxUnavailable(f"Docker failed: {exc}") from exc
-        uid, _ = _owner(spec)
-        keepalive = KEEPALIVE_UID if uid != KEEPALIVE_UID else KEEPALIVE_UID - 1
+            while not accept.done():
+                done, _ = await asyncio.wait({accept}, timeout=AGENT_POLL_SECONDS)
+                if done:
+                    break
+                problem = await asyncio.to_thread(self._not_running, sandbox_id)
+                if problem is None and loop.time() > give_up:
+                    problem = f"no answer within {AGENT_START_SECONDS:g} s"
+                if problem is not None:
+                    break
+        finally:
+            accept.cancel()
+        link = None
+        if problem is None:
+            try:
+                link = await AgentLink.connect(accept.result()[0])
+            except (AgentLost, OSError) as exc:
+                problem = str(exc)
+        if link is not None and not link.undumpable:
+            link.close()
+            problem = (
+                "it cannot make itself non-dumpable (no ctypes in the image's python3?), "
+                "so commands could trace it; use an image with the full python3"
+            )
+        if link is None or problem is not None:
+            await asyncio.to_thread(self._remove_container, sandbox_id)
+            raise SandboxUnavailable(f"the sandbox's exec agent did not start: {problem}")
+        return link
+
+    def _forget(self, sandbox_id: str, agent: _Agent) -> None:
+        agent.abandon()
+        if self._agents.get(sandbox_id) is agent:
+            del self._agents[sandbox_id]
+
+    async def _discard(self, sandbox_id: str, agent: _Agent) -> None:
+        self._forget(sandbox_id, agent)
+        await asyncio.to_thread(self._remove_container, sandbox_id)
+
+    # ---- blocking Docker calls and files (run in threads) ------------------------------
+
+    def _launch(self, spec: SandboxSpec, labels: dict[str, str], directory: Path) -> socket.socket:
+        """Make the runtime directory and start the container; the listening socket."""
+        self._runtime.mkdir(mode=0o700, parents=True, exist_ok=True)  # other users: keep out
+        listener = listen(directory)
+        try:
+            self._create_container(spec, labels, directory)
+        except BaseException:
+            listener.close()
+            remove_directory(directory)
+            raise
+        return listener
+
+    def _create_container(self, spec: SandboxSpec, labels: dict[str, str], directory: Path) -> None:
+        worktree = Path(labels[LABEL_WORKTREE])
         mounts = [
             Mount(mirror, mirror, type="bind", read_only=True) for mirror in mirror_mounts(spec)
         ]
@@ -283,19 +386,12 @@ class DockerSandbox(Sandbox):
         dot_git = worktree / ".git"
         if dot_git.exists() and not dot_git.is_symlink():
             mounts.append(Mount(f"{WORKSPACE}/.git", str(dot_git), type="bind", read_only=True))
+        mounts.append(Mount(RUN_MOUNT, str(directory), type="bind", read_only=True))
         s = self._settings
         memory = f"{s.sandbox_memory_mb}m"
+        api = self._client.api
         try:
-            self._client.containers.run(
-                s.sandbox_image,
-                ["sleep", "infinity"],
-                name=name,
-                detach=True,
-                init=True,
-                user=f"{keepalive}:{keepalive}",
-                working_dir=WORKSPACE,
-                environment=SANDBOX_ENV,
-                hostname="sandbox",
+            host_config = api.create_host_config(
                 network_mode="none",
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
@@ -311,92 +407,66 @@ class DockerSandbox(Sandbox):
                     Ulimit(name="nofile", soft=MAX_OPEN_FILES, hard=MAX_OPEN_FILES),
                     Ulimit(name="core", soft=0, hard=0),
                 ],
-                labels=labels,
             )
-        except APIError as exc:
-            if exc.status_code == 409:  # created meanwhile by a concurrent start
+            for attempt in (1, 2):
+                try:
+                    created = api.create_container(
+                        s.sandbox_image,
+                        name=_container_name(spec.sandbox_id),
+                        entrypoint=AGENT_ARGV,  # PID 1 is the agent: no docker-init
+                        user=labels[LABEL_OWNER],  # the agent and its commands
+                        working_dir=WORKSPACE,
+                        environment=SANDBOX_ENV,
+                        hostname="sandbox",
+                        labels=labels,
+                        host_config=host_config,
+                        detach=True,
+                        use_config_proxy=False,  # no proxy variables from the host's config
+                    )
+                except APIError as exc:
+                    if exc.status_code != 409 or attempt == 2:
+                        raise
+                    # A container of an earlier agent (lost, stopped, another role): redo it.
+                    self._remove_container(spec.sandbox_id)
+                    continue
+                api.start(created["Id"])
                 return
-            raise SandboxUnavailable(f"cannot start the sandbox container: {exc}") from exc
         except DockerException as exc:
             raise SandboxUnavailable(f"cannot start the sandbox container: {exc}") from exc
 
-    def _exec_start(
-        self, spec: SandboxSpec, argv: list[str], owner: tuple[int, int], stdin: bytes | None
-    ) -> tuple[str, Any]:
-        api = self._client.api
+    def _not_running(self, sandbox_id: str) -> str | None:
+        """Why the container does not run (with the agent's last words), or None."""
         try:
-            created = api.exec_create(
-                _container_name(spec.sandbox_id),
-                argv,
-                stdin=stdin is not None,
-                stdout=True,
-                stderr=True,
-                user=f"{owner[0]}:{owner[1]}",
-                workdir=WORKSPACE,
-            )
-            exec_id = str(created["Id"])
-            return exec_id, api.exec_start(exec_id, socket=True)
+            container = self._client.containers.get(_container_name(sandbox_id))
+            if container.status == "running":
+                return None
+            logs = container.logs(tail=5).decode(errors="replace").strip()
+        except NotFound:
+            return "the container is gone"
         except DockerException as exc:
-            raise SandboxUnavailable(f"cannot run in the sandbox container: {exc}") from exc
+            return f"Docker failed: {exc}"
+        code = container.attrs.get("State", {}).get("ExitCode")
+        return f"the container exited ({code}): {logs or 'no output'}"
 
-    def _exit_code(self, exec_id: str) -> int | None:
-        for _ in range(50):  # the exit status lands a moment after the stream closes
+    def _oom_killed(self, sandbox_id: str) -> bool:
+        """Whether the OOM killer struck the container (once it has stopped: the agent is gone)."""
+        name = _container_name(sandbox_id)
+        try:
+            # Docker records the OOM event a moment after the agent's connection drops.
+            self._client.api.wait(name, timeout=OOM_REPORT_SECONDS)
+            state = self._client.api.inspect_container(name)["State"]
+        except (DockerException, OSError):  # requests errors are OSErrors
+            return False
+        return bool(state.get("OOMKilled"))
+
+    def _remove_container(self, sandbox_id: str) -> None:
+        with contextlib.suppress(NotFound):
             try:
-                info = self._client.api.exec_inspect(exec_id)
-            except DockerException:
-                return None  # the container was removed under the command (stop)
-            if not info.get("Running"):
-                code = info.get("ExitCode")
-                return int(code) if code is not None else None
-            time.sleep(0.02)
-        return None
+                self._client.api.remove_container(_container_name(sandbox_id), force=True)
+            except DockerException as exc:
+                raise SandboxUnavailable(f"Docker failed: {exc}") from exc
 
-    def _kill_all(self, sandbox_id: str, owner: tuple[int, int]) -> None:
-        """SIGKILL every process of the command's uid in the container (not its init).
-
-        When not even `kill` can start (forks exhausted), the whole container goes.
-        """
-        try:
-            code, _ = self._client.containers.get(_container_name(sandbox_id)).exec_run(
-                ["kill", "-KILL", "-1"], user=f"{owner[0]}:{owner[1]}"
-            )
-        except NotFound:
-            return
-        except DockerException:
-            code = None
-        if code not in (0, 1):  # 1: nothing was left to kill
-            self._reset(sandbox_id)
-
-    def _reset(self, sandbox_id: str) -> None:
-        """Kill the container's init, and with it every process in the container."""
-        with contextlib.suppress(DockerException):
-            self._client.containers.get(_container_name(sandbox_id)).kill()
-
-    def _after_command(self, sandbox_id: str, owner: tuple[int, int]) -> tuple[int, int] | None:
-        """Reap leftover processes, then read the limit counters (OOM kills, refused forks).
-
-        None when the check itself cannot run in the container.
-
-        Raises:
-            NotFound: the container is gone.
-        """
-        container = self._client.containers.get(_container_name(sandbox_id))
-        try:
-            code, output = container.exec_run(
-                ["sh", "-c", AFTER_COMMAND], user=f"{owner[0]}:{owner[1]}"
-            )
-        except NotFound:
-            raise
-        except DockerException:
-            return None
-        if code != 0:
-            return None
-        text = output.decode(errors="replace") if isinstance(output, bytes) else ""
-        oom = re.search(r"^oom_kill (\d+)$", text, re.MULTILINE)
-        pids = re.search(r"^max (\d+)$", text, re.MULTILINE)
-        return (int(oom.group(1)) if oom else 0, int(pids.group(1)) if pids else 0)
-
-    def _remove(self, filters: dict[str, str]) -> None:
+    def _remove(self, filters: dict[str, str], sandboxes: Callable[[str], bool]) -> None:
         try:
             containers = self._client.containers.list(all=True, filters=filters)
         except DockerException as exc:
@@ -404,11 +474,51 @@ class DockerSandbox(Sandbox):
         for container in containers:
             with contextlib.suppress(NotFound):
                 container.remove(force=True)
+        for sandbox_id, directory in self._runtime_dirs().items():
+            if sandboxes(sandbox_id):
+                remove_directory(directory)
+
+    def _runtime_dirs(self) -> dict[str, Path]:
+        """Runtime directories left by launches (of a worker that died mid-start), by sandbox."""
+        try:
+            entries = list(self._runtime.iterdir())
+        except OSError:
+            return {}
+        return {entry.name.rpartition(".")[0]: entry for entry in entries}
 
 
-def _owner(spec: SandboxSpec) -> tuple[int, int]:
-    info = Path(os.path.realpath(spec.worktree_path)).stat()
-    return info.st_uid, info.st_gid
+def _labels(spec: SandboxSpec) -> dict[str, str]:
+    """What a container is for: a running one is reused only when all of it still holds."""
+    worktree = resolve_worktree(spec)
+    owner = worktree.stat()
+    return {
+        LABEL_TASK: _task_of(spec.sandbox_id),
+        LABEL_SANDBOX: spec.sandbox_id,
+        LABEL_WORKTREE: str(worktree),
+        LABEL_ROLE: spec.role.value,
+        LABEL_OWNER: f"{owner.st_uid}:{owner.st_gid}",
+    }
+
+
+def _counter_hit(before: tuple[int, int], now: tuple[int, int]) -> Limit | None:
+    """Which cgroup limit bit between two readings of (OOM kills, refused forks)."""
+    if now[0] > before[0]:
+        return Limit.MEMORY
+    if now[1] > before[1]:
+        return Limit.PIDS
+    return None
+
+
+def _failed(message: str, limit: Limit | None, merge: bool, started: float) -> ExecResult:
+    """A command that the sandbox, not the command, ended."""
+    text = f"[sandbox] {message}\n"
+    return ExecResult(
+        exit_code=None,
+        stdout=text if merge else "",
+        stderr="" if merge else text,
+        limit=limit,
+        duration=time.monotonic() - started,
+    )
 
 
 def _task_of(sandbox_id: str) -> str:
@@ -417,51 +527,9 @@ def _task_of(sandbox_id: str) -> str:
     return head if head and tail.isdigit() else sandbox_id
 
 
+def _safe(sandbox_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", sandbox_id)
+
+
 def _container_name(sandbox_id: str) -> str:
-    return "switchboard-" + re.sub(r"[^A-Za-z0-9_.-]", "_", sandbox_id)
-
-
-def _raw_socket(sock: Any) -> socket.socket:
-    raw = getattr(sock, "_sock", sock)
-    if not isinstance(raw, socket.socket):
-        raise SandboxUnavailable(f"unexpected Docker exec stream {type(sock).__name__}")
-    return raw
-
-
-def _read_frames(
-    raw: socket.socket, stdin: bytes | None, stream: _Stream, overflow: threading.Event
-) -> None:
-    """Feed stdin, then read Docker's multiplexed frames until the exec ends (blocking)."""
-    if stdin is not None:
-        feeder = threading.Thread(target=_feed, args=(raw, stdin), daemon=True)
-        feeder.start()
-    buffer = b""
-    while True:
-        try:
-            chunk = raw.recv(65536)
-        except OSError:
-            return
-        if not chunk:
-            return
-        buffer += chunk
-        while len(buffer) >= 8:
-            kind, size = struct.unpack(">BxxxL", buffer[:8])
-            if len(buffer) < 8 + size:
-                break
-            payload, buffer = buffer[8 : 8 + size], buffer[8 + size :]
-            stream.seen += len(payload)
-            room = stream.keep - stream.kept
-            if room > 0:
-                target = stream.err if kind == 2 and not stream.merge else stream.out
-                target += payload[:room]
-                stream.kept += min(room, len(payload))
-            if stream.seen > stream.ceiling and not stream.overflowed:
-                stream.overflowed = True
-                overflow.set()
-
-
-def _feed(raw: socket.socket, data: bytes) -> None:
-    with contextlib.suppress(OSError):
-        raw.sendall(data)
-    with contextlib.suppress(OSError):
-        raw.shutdown(socket.SHUT_WR)
+    return "switchboard-" + _safe(sandbox_id)
