@@ -122,7 +122,8 @@ async def run(options: Options) -> Report:
             # takes ~5 minutes here, twice as long, for the same idle figures.
             dev_server(work, extra_args=TUNED_DEV_SERVER) as server,
         ):
-            # bwrap: with Docker every parked task would keep a container (see the notes).
+            # bwrap: parking is about starting tasks fast; a parked task holds no sandbox
+            # on either backend (the subagent stops it once its work is committed).
             settings = bench_settings(work, server.address, model.port, sandbox="bwrap")
             worker = WorkerProcess(settings, work / "worker.log")
             worker.start()
@@ -244,11 +245,9 @@ def _report(m: Measured, options: Options) -> Report:
         f"{mib(m.worker_rss_after)}. The dev server ran with B1's fixes (WAL, transfer-queue "
         "read rate): parking is twice as fast, which the budget needs.",
         "",
-        "Sandbox: bwrap, pinned. With Docker each subagent's container lives until its "
-        "task ends (`cleanup_task`), so a parked task keeps its containers running for as "
-        "long as it waits: stopping the sandbox when the subagent finishes "
-        "(`stop_sandbox` after `commit_worktree` in `SubagentWorkflow`) would make a "
-        "parked task cost no container at all.",
+        "Sandbox: bwrap, pinned, to park tasks fast. A parked task holds no sandbox on "
+        "either backend: each subagent stops its own once its work is committed "
+        "(`finish_subagent`), so with Docker no container runs while a task waits.",
     ]
     notes = ["--quick: a handful of tasks; not a measurement"] if options.quick else []
     return Report(
