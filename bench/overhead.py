@@ -82,7 +82,7 @@ async def _switchboard_run(variant: Variant, repo: Path, subagents: int, steps: 
 
 
 async def run(options: Options) -> Report:
-    subagents, steps, rounds = (2, 3, 1) if options.quick else (6, 10, 2)
+    subagents, steps, rounds = (2, 3, 1) if options.quick else (6, 10, 3)
     with workdir("overhead") as work:
         repo = make_small_repo(work / "repo")
         with (
