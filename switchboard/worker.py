@@ -124,6 +124,9 @@ async def reap_orphans(client: Client, settings: Settings, sandbox: Sandbox) -> 
         f"WorkflowType = '{wire.Workflows.TASK}' AND ExecutionStatus = 'Running'"
     )
     live = {execution.id async for execution in running}
+    left = await sandbox.reap_dead_workers()
+    if left:
+        log.info("removed %d sandboxed commands that dead workers left running", left)
     reaped = set()
     for task_id in await sandbox.task_ids() - live:
         await sandbox.remove_task(task_id)

@@ -77,6 +77,17 @@ class ExecResult:
         return self.exit_code == 0 and self.limit not in (Limit.TIMEOUT, Limit.MEMORY)
 
 
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (of any user)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def writable(role: Role) -> bool:
     """Only workers get a writable worktree; explorers and reviewers read."""
     return role is Role.WORKER
@@ -156,6 +167,13 @@ class Sandbox(ABC):
         Per-call backends keep nothing between commands, so they have none.
         """
         return set()
+
+    async def reap_dead_workers(self) -> int:
+        """Remove what dead worker processes of this host left running; how many.
+
+        Backends whose sandboxes end with their worker's connection have nothing to do.
+        """
+        return 0
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from activities.sandbox._base import (
     Sandbox,
     SandboxUnavailable,
     mirror_mounts,
+    process_alive,
     resolve_worktree,
     task_prefix,
     writable,
@@ -144,6 +145,19 @@ class BwrapSandbox(Sandbox):
             if cgroup is not None:
                 cgroup.kill()
 
+    async def reap_dead_workers(self) -> int:
+        """Kill and remove the command cgroups of worker processes that are gone.
+
+        A SIGKILLed worker leaves its in-flight commands' bwrap processes and
+        cgroups behind (its own process group dies, theirs does not).
+        """
+        if self._cgroups is None:
+            return 0
+        groups = await asyncio.to_thread(self._cgroups.leftovers, process_alive)
+        for group in groups:
+            await asyncio.to_thread(group.remove)  # kills what is left, then rmdir
+        return len(groups)
+
     async def remove_task(self, task_id: str) -> None:
         for sandbox_id in [s for s in self._running if s.startswith(task_prefix(task_id))]:
             await self.stop(sandbox_id)
@@ -250,7 +264,9 @@ class BwrapSandbox(Sandbox):
     def _new_cgroup(self, sandbox_id: str) -> CommandCgroup | None:
         if self._cgroups is None:
             return None
-        name = re.sub(r"[^A-Za-z0-9_.-]", "_", sandbox_id)[:80] + "-" + uuid.uuid4().hex[:8]
+        # The worker's pid in the name lets its successor reap what it leaves behind.
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", sandbox_id)[:80]
+        name = f"{safe}-p{os.getpid()}-{uuid.uuid4().hex[:8]}"
         s = self._settings
         try:
             return self._cgroups.create(

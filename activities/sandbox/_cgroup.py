@@ -19,6 +19,7 @@ import os
 import re
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,6 +128,27 @@ class Cgroups:
             group.remove()
             raise
         return group
+
+    def leftovers(self, alive: Callable[[int], bool]) -> list[CommandCgroup]:
+        """Command cgroups whose worker process is gone (named `...-p<pid>-<hex>`).
+
+        A command never outlives its worker: the activity attempt is retried by the
+        next one. So whatever a dead worker's cgroups still hold is an orphan, even
+        for a task that is still running. Names without a worker pid are from
+        before it was recorded, and count as orphans too.
+        """
+        groups: dict[str, CommandCgroup] = {}
+        for controller, parent in self.parents.items():
+            with contextlib.suppress(OSError):
+                for d in parent.iterdir():
+                    if not d.is_dir():
+                        continue
+                    owner = re.search(r"-p(\d+)-[0-9a-f]{8}$", d.name)
+                    if owner is not None and alive(int(owner.group(1))):
+                        continue
+                    group = groups.setdefault(d.name, CommandCgroup(version=self.version))
+                    group.dirs[controller] = d
+        return list(groups.values())
 
     @property
     def limits_cpu(self) -> bool:
