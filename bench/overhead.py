@@ -201,49 +201,49 @@ def _report(
 
 
 FINDINGS = """
-**Causes, with numbers.** (1) *Dev server: the transfer-queue read rate.* On the dev
-server each workflow task waited ~40 ms between *scheduled* and *started*; the
-server's own `task_latency_load` metric for `TransferActiveTaskWorkflowTask` showed
-the same 40 ms. The history service's transfer-queue reader, which hands new
-workflow tasks to matching, is rate limited by `history.transferProcessorMaxPollRPS`
-(20 reads/s by default), and the dev server has one history shard, so every workflow
-shares one reader: a chain of activities settles at 1/20 s ≈ 50 ms per step once
-the limiter's burst is spent (the "first ~28 are fast"). Dose-response on a chain of
-40 no-op activities: 10 reads/s → 102 ms per activity, 20 (default) → 51 ms, 1000 →
-8 ms. Sticky queues, poller counts, eager dispatch and TCP were not it (both sides
-set TCP_NODELAY). (2) *Dev server: SQLite.* 40% of the dev server's CPU was kernel
-time in fsync and writeback: SQLite commits every transaction with a sync. WAL with
-`synchronous=NORMAL` cut its CPU per 6x10 task from ~3.4 s to ~2.1 s (in memory:
-~1.9 s). Both fixes are flags where `switchboard/devserver.py` starts the server:
-`--dynamic-config-value history.transferProcessorMaxPollRPS=1000 --sqlite-pragma
-journal_mode=WAL --sqlite-pragma synchronous=NORMAL` (the "with the fixes" row).
-(3) *CPU on 2 cores.* What remains is CPU: per 6x10 task the worker spends ~2.1 s
-and the dev server ~2.2 s (with the fixes) against ~0.7 s for the whole plain
-runner, on a machine with 2 cores. The Python worker takes a median 15-18 ms per
-workflow task under this load; the task makes ~300 workflow tasks and 146 activities
-(three server round trips per subagent step: model turn, tools, progress signal).
+**Before and after.** What one 6x10 task costs in history, from the histories of a
+run before and after the changes below (2026-11-27, 2 cores, same task):
 
-**What brings it down (measured in a scratch copy, not applied).** Same task,
-dev server with the fixes, bwrap sandbox, median of 3 alternating runs
-(2026-11-27, 2 cores):
+| | before | after |
+|---|---|---|
+| history events (all 7 workflows) | 1,667 | ~720 |
+| activities | 152 | 80 |
+| workflow tasks | 310 | ~128 |
+| progress signals | 78 | 18 |
+| B1 ratio, bwrap sandbox | 1.48 | 1.21-1.29 |
+| B1 ratio, docker sandbox | 1.49 | 1.36 |
 
-| Variant (scratch) | Ratio | Activities | Workflow tasks | Worker CPU (s) | Dev-server CPU (s) |
-|---|---|---|---|---|---|
-| code as committed | 1.51 | 146 | 301 | 2.07 | 2.19 |
-| worker poll tuning (10 polls, ratio 0.5) | 1.44 | 146 | 305 | 2.16 | 2.27 |
-| `UnsandboxedWorkflowRunner` (to size the sandbox) | 1.36 | 146 | 300 | 1.72 | 2.05 |
-| one activity per step: tools, then the next model turn | 1.32 | 86 | 241 | 1.80 | 1.76 |
-| the same, progress signalled only at start and end | 1.30 | 86 | 122 | 1.42 | 1.15 |
-| model turns and tools as local activities | 1.22 | 20 | 143 | 1.59 | 0.77 |
-| local activities, progress only at start and end | 1.13 | 20 | 55 | 1.54 | 0.50 |
+Single runs on this shared machine vary by about ±0.08 in the ratio.
 
-Worker tuning (`max_concurrent_workflow_task_polls`, `nonsticky_to_sticky_poll_ratio`)
-is noise: the server hands tasks over in ~2.5 ms once (1) is fixed. Fewer round trips
-are what counts. Local activities come closest to the target, but a local activity's
-result is only recorded when its workflow task completes, so a crash can re-pay the
-model turns of the last few seconds; the one-activity-per-step variant keeps every
-answered model turn durable (a retry re-runs that step's tools, which can be made
-idempotent by keeping their outcomes in the transcript file before the model call).
+**Causes found, and what was done.**
+(1) *Dev server: transfer-queue read rate.* Each workflow task first waited ~40 ms
+between scheduled and started: the history service's transfer-queue reader is
+limited to 20 reads/s (`history.transferProcessorMaxPollRPS`) and the dev server
+has one history shard. Dose-response on 40 chained no-op activities: 10 reads/s →
+102 ms per activity, 20 → 51 ms, 1000 → 8 ms. (2) *Dev server: SQLite.* 40% of its
+CPU was fsync; WAL with `synchronous=NORMAL` cut its CPU per task from ~3.4 s to
+~2.1 s. Both are flags where `switchboard/devserver.py` starts the server.
+(3) *Round trips per step.* A step was a model-turn activity, a tools activity and
+a progress signal, each costing a workflow task (the signal one on both sides).
+Now a step is one `subagent_step` activity; steps ending within 1 s of the last
+report are reported together; the sandbox starts inside the first step; commit and
+sandbox stop are one activity; the task announces a child's start and reads its
+end from the result instead of two more signals. (4) *The workflow sandbox.* Each
+new workflow run re-imports its module in the sandbox, and importing the
+`workflows` package brought all three workflow modules into every run: with six
+children starting together their first workflow task took ~190 ms; the package
+now imports each class on first use (~20 ms).
+
+**What is left.** About 18 sequential workflow-task round trips per subagent
+(worktree, 11 steps, finish, start and end) at 30-45 ms each: the Python worker
+takes a median 10-12 ms per workflow task while six subagents' activities share
+its event loop, and the dev server persists every transition, all on the same two
+cores as the model server and the sandboxes. Local activities would remove the
+round trips (a scratch run reached 1.13x), and the reply reuse above now keeps a
+crash from paying for model calls again, but a worker would then hold a workflow
+task open for the whole of every step: a kill almost always lands inside one, and
+that subagent waits out the 10 s workflow task timeout, against B2's 2 s target.
+Switchboard keeps one durable activity per step.
 """
 
 

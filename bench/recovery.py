@@ -80,7 +80,7 @@ def _request(repo: Path, subagents: int, steps: int) -> TaskRequest:
         repo=str(repo),
         subtasks=subtasks,
         review=False,
-        budget=Budget(max_steps=steps + 5),
+        budget=Budget(max_steps=steps + 5, max_tokens=10_000_000),  # the transcript grows
     )
 
 
