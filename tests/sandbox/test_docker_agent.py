@@ -262,3 +262,27 @@ async def test_a_reply_out_of_protocol_counts_as_a_lost_agent(reply: bytes) -> N
         with pytest.raises(AgentLost):
             await link.run(["true"], None, timeout=1, keep=1024, ceiling=8192, merge_stderr=False)
         assert not link.alive
+
+
+async def test_stop_kills_at_once_and_deletes_the_container_in_the_background(
+    box: DockerSandbox, checkout: Checkout
+) -> None:
+    """A subagent's ending waits for the kill, not for the daemon to delete the container."""
+    spec = checkout.spec(Role.WORKER)
+    running = asyncio.ensure_future(sh(box, spec, "sleep 1717", timeout=60))
+    await until_running("sleep 1717")
+
+    await box.stop(spec.sandbox_id)
+
+    assert host_processes_with("sleep 1717") == []  # killed before stop returned
+    await asyncio.wait_for(running, 10)
+    client = docker.from_env()
+    name = docker_backend._container_name(spec.sandbox_id)
+    for _ in range(200):  # deleted by the daemon a moment later
+        if not client.containers.list(all=True, filters={"name": name}):
+            break
+        await asyncio.sleep(0.05)
+    assert client.containers.list(all=True, filters={"name": name}) == []
+    # Started again right after a stop, it waits for that deletion and runs.
+    await box.stop(spec.sandbox_id)
+    await still_usable(box, spec)
