@@ -7,7 +7,8 @@ a patch/version gate for one they cannot):
 
 Each history is a real run on an embedded dev server, bubblewrap sandboxes and
 the scripted model: a task approved after review, a task sent round again with
-request-changes then rejected, a cancelled task, and one subagent run.
+request-changes then rejected, a cancelled task, one subagent run, and a chat
+session that delegates, approves and is closed.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import asyncio
 import json
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from switchboard.conversation import SessionState
 from switchboard.devserver import DevServer
 from switchboard.model_server import builtin_scenario, running_model_server
 from switchboard.models import (
@@ -97,8 +100,42 @@ async def _record(tmp: Path) -> None:
         await wait_for_phase(cancelled, Phase.CANCELLED)
         await _save(client, cancelled.id, "task_cancelled")
 
+        await _record_conversation(client, settings, repo)
+
         stop.set()
         await worker
+
+
+async def _record_conversation(client: Client, settings: Settings, repo: Path) -> None:
+    """A chat that delegates, chats while the task runs, approves it, and is closed."""
+    from chat_gateway import Gateway
+
+    gateway = Gateway(client, settings)
+    try:
+        info = await gateway.create_session("recorder", repo=str(repo), title="record")
+
+        async def until(test: Callable[[SessionState], bool], what: str) -> SessionState:
+            for _ in range(600):
+                state = await gateway.state(info.session_id, "recorder")
+                if test(state):
+                    return state
+                await asyncio.sleep(0.1)
+            raise TimeoutError(what)
+
+        await gateway.post(info.session_id, "recorder", "delegate: add a slugify helper")
+        await until(lambda s: bool(s.tasks), "the delegated task")
+        await gateway.post(info.session_id, "recorder", "what is a slug?")
+        await until(
+            lambda s: s.tasks[0].phase is Phase.AWAITING_APPROVAL and not s.turns,
+            "the approval gate",
+        )
+        await gateway.post(info.session_id, "recorder", "approve it")
+        await until(lambda s: s.tasks[0].phase is Phase.COMPLETED, "the merge")
+        await gateway.close_session(info.session_id, "recorder")
+        await client.get_workflow_handle(info.session_id).result()
+        await _save(client, info.session_id, "conversation_delegate_chat_approve")
+    finally:
+        await gateway.aclose()
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from switchboard.worker import workflow_runner
-from workflows import DelegatedTaskWorkflow, SubagentWorkflow
+from workflows import ConversationWorkflow, DelegatedTaskWorkflow, SubagentWorkflow
 
 HISTORIES = sorted((Path(__file__).parent.parent / "histories").glob("*.json"))
 
@@ -28,7 +28,7 @@ def test_histories_are_committed() -> None:
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
 async def test_replay(path: Path) -> None:
     replayer = Replayer(
-        workflows=[DelegatedTaskWorkflow, SubagentWorkflow],
+        workflows=[DelegatedTaskWorkflow, SubagentWorkflow, ConversationWorkflow],
         data_converter=pydantic_data_converter,
         workflow_runner=workflow_runner(),
     )
