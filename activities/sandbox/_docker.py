@@ -220,7 +220,9 @@ class DockerSandbox(Sandbox):
     async def task_ids(self) -> set[str]:
         def listed() -> set[str]:
             try:
-                containers = self._client.containers.list(all=True, filters={"label": LABEL_TASK})
+                containers = self._client.containers.list(
+                    all=True, filters={"label": LABEL_TASK}, ignore_removed=True
+                )
             except DockerException as exc:
                 raise SandboxUnavailable(f"Docker failed: {exc}") from exc
             tasks = {c.labels[LABEL_TASK] for c in containers if c.labels.get(LABEL_TASK)}
@@ -510,7 +512,9 @@ class DockerSandbox(Sandbox):
 
     def _remove(self, filters: dict[str, str], sandboxes: Callable[[str], bool]) -> None:
         try:
-            containers = self._client.containers.list(all=True, filters=filters)
+            containers = self._client.containers.list(
+                all=True, filters=filters, ignore_removed=True
+            )
         except DockerException as exc:
             raise SandboxUnavailable(f"Docker failed: {exc}") from exc
         for container in containers:

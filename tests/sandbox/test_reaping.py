@@ -104,7 +104,9 @@ async def test_a_dead_workers_bwrap_commands_are_reaped_at_the_next_start(
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
-    assert any(_alive(pid) for pid in held), "the command died with its worker"
+    # Its cgroups stay (the worker never removed them) and, depending on when bwrap
+    # notices its parent is gone, so may the command: both are the next start's job.
+    assert all(d.exists() for d in left)
 
     # A command of a live worker (this process) is left alone.
     mine = asyncio.create_task(

@@ -465,16 +465,20 @@ def test_reap_orphans(settings: Settings, source: Path) -> None:
     assert "task-live" in listed and "task-dead" not in listed
 
 
-async def test_long_operations_heartbeat(acts: RepoActivities, source: Path) -> None:
+async def test_long_operations_heartbeat(
+    acts: RepoActivities, source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     env = ActivityEnvironment()
     env.info = dataclasses.replace(env.info, heartbeat_timeout=timedelta(milliseconds=20))
     beats: list[Any] = []
     env.on_heartbeat = lambda *details: beats.append(details)
-    for n in range(300):  # enough files that the fetch outlasts a 10 ms heartbeat interval
-        (source / "many" / f"{n}.txt").parent.mkdir(exist_ok=True)
-        (source / "many" / f"{n}.txt").write_text(f"{n}\n" * 50)
-    git(source, "add", "many")
-    git(source, "commit", "-q", "-m", "many files")
+    fetch = _git.prepare_mirror
+
+    def slow_fetch(settings: Settings, input: PrepareRepoInput) -> Any:
+        threading.Event().wait(0.3)  # a fetch that outlasts several heartbeat intervals
+        return fetch(settings, input)
+
+    monkeypatch.setattr(_git, "prepare_mirror", slow_fetch)
     prepared = await env.run(acts.prepare_repo, PrepareRepoInput(repo=str(source)))
     assert prepared.base_commit == git(source, "rev-parse", "HEAD")
     assert beats
