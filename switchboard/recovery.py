@@ -60,15 +60,18 @@ def dead_local_worker(identity: str, hostname: str | None = None) -> bool:
     if not sep or host != (hostname or socket.gethostname()) or not pid_text.isdigit():
         return False
     pid = int(pid_text)
-    if pid == os.getpid():
-        return False
+    return pid != os.getpid() and not process_alive(pid)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (of any user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return True
+        return False
     except PermissionError:
-        return False  # alive, another user's
-    return False
+        return True  # alive, another user's
+    return True
 
 
 async def reclaim_host(client: Client, settings: Settings) -> Reclaimed:

@@ -291,7 +291,7 @@ class DelegatedTaskWorkflow:
         return result
 
     def _announce_start(self, input: SubagentInput) -> None:
-        key = f"{input.index}/r{input.round}"
+        key = _start_key(input.index, input.round)
         if key in self._announced:
             return
         self._announced.add(key)
@@ -531,7 +531,7 @@ class DelegatedTaskWorkflow:
                 if progress.index >= REVIEW_INDEX_BASE
                 else self._status.round
             )
-            if f"{progress.index}/r{round_number}" in self._announced:
+            if _start_key(progress.index, round_number) in self._announced:
                 return
         if progress.index >= REVIEW_INDEX_BASE:
             if progress.kind == "finished":
@@ -642,3 +642,8 @@ def failure_message(err: BaseException) -> str:
             message = str(current)
         current = current.__cause__
     return message
+
+
+def _start_key(index: int, round_number: int) -> str:
+    """How `_announced` names a child run: `<index>/r<round>`."""
+    return f"{index}/r{round_number}"

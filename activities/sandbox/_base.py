@@ -77,17 +77,6 @@ class ExecResult:
         return self.exit_code == 0 and self.limit not in (Limit.TIMEOUT, Limit.MEMORY)
 
 
-def process_alive(pid: int) -> bool:
-    """Whether a process with this pid exists (of any user)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def writable(role: Role) -> bool:
     """Only workers get a writable worktree; explorers and reviewers read."""
     return role is Role.WORKER

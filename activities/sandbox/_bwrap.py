@@ -31,7 +31,6 @@ from activities.sandbox._base import (
     Sandbox,
     SandboxUnavailable,
     mirror_mounts,
-    process_alive,
     resolve_worktree,
     task_prefix,
     writable,
@@ -39,6 +38,7 @@ from activities.sandbox._base import (
 from activities.sandbox._capture import kill_group, run_captured
 from activities.sandbox._cgroup import Cgroups, CommandCgroup, Counters
 from switchboard.contracts import SandboxInfo, SandboxSpec
+from switchboard.recovery import process_alive
 from switchboard.settings import Settings
 
 NOBODY = 65534

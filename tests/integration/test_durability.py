@@ -48,6 +48,14 @@ def _spawn_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+
+
 @pytest.fixture
 def process_settings(settings: Settings, temporal_env: WorkflowEnvironment) -> Iterator[Settings]:
     address = temporal_env.client.service_client.config.target_host
@@ -100,11 +108,7 @@ async def test_worker_killed_mid_task_resumes_without_paying_twice(
         # Only calls in flight at the kill may be repeated: at most one per subagent.
         assert len(stats["answered_duplicates"]) <= len(subtasks), stats["answered_duplicates"]
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        _stop_worker(worker)
 
 
 async def test_dev_server_restart_while_waiting_for_approval(
@@ -246,8 +250,4 @@ async def test_a_restarted_worker_takes_back_its_dead_predecessors_attempts(
         assert status.subagents[0].state.value == "done"
     finally:
         model.configure(latency_ms=0)
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        _stop_worker(worker)
