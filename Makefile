@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(PY) -m switchboard demo --non-interactive
+	$(PY) -m entrypoints demo --non-interactive
 
 test: setup
 	$(PY) -m pytest -q -ra

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from switchboard.devserver import DevServer, port_open
+from entrypoints.devserver import DevServer, port_open
+from entrypoints.stack import settings_env
 from switchboard.model_server import ModelServerHandle, Scenario
 from switchboard.settings import Settings
-from switchboard.stack import settings_env
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = ROOT / ".switchboard" / "bench"
@@ -51,7 +51,7 @@ TUNED_DEV_SERVER = (
 mode with one fsync per checkpoint instead of one per commit."""
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 READY_LINE = "worker polling"
-"""What `switchboard.worker.serve` logs once its pollers are built."""
+"""What `entrypoints.worker.serve` logs once its pollers are built."""
 
 
 def free_port() -> int:
@@ -87,7 +87,7 @@ class BenchDevServer(DevServer):
 
 
 def ships_tuned() -> bool:
-    """Whether `switchboard.devserver.DevServer` already starts with the B1 fixes."""
+    """Whether `entrypoints.devserver.DevServer` already starts with the B1 fixes."""
     argv = DevServer(Path("probe.db")).command()
     return all(a in argv for a in TUNED_DEV_SERVER if not a.startswith("--"))
 
@@ -184,7 +184,7 @@ def bench_settings(
 
 @dataclass
 class WorkerProcess:
-    """A `switchboard worker` process (`switchboard.worker.run_worker`), as deployed."""
+    """A `switchboard worker` process (`entrypoints.worker.run_worker`), as deployed."""
 
     settings: Settings
     log_path: Path
@@ -196,7 +196,7 @@ class WorkerProcess:
     def start(self) -> float:
         """Spawn it; returns the monotonic time of the spawn."""
         code = (
-            "from switchboard.settings import Settings; from switchboard.worker import run_worker;"
+            "from switchboard.settings import Settings; from entrypoints.worker import run_worker;"
             "run_worker(Settings(_env_file=None))"
         )
         env = settings_env(self.settings)

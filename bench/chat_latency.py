@@ -46,15 +46,16 @@ from temporalio.client import Client
 from temporalio.contrib.workflow_streams import WorkflowStream, WorkflowStreamClient
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from chat_gateway import SessionClient, StreamItem
+from chat_gateway import StreamItem
 from chat_gateway._store import SessionStore
+from entrypoints.api_client import SessionClient
+from entrypoints.devserver import DevServer
+from entrypoints.stack import settings_env
 from switchboard.conversation import EntryKind, NewEntry, PostMessage, RecordTurn, SessionTask
-from switchboard.devserver import DevServer
 from switchboard.model_server import ModelServerHandle, builtin_scenario, parse_scenario
 from switchboard.models import EventKind, EventsPage, EventsRequest, Model, Phase, TaskEvent
 from switchboard.models import TaskStatus as TaskStatusModel
 from switchboard.settings import Settings
-from switchboard.stack import settings_env
 from switchboard.temporal import connect
 from switchboard.wire import Queries
 from tests.helpers import make_repo
@@ -243,8 +244,8 @@ async def stack(work: Path) -> AsyncIterator[tuple[Settings, str, ModelServerHan
             child(
                 [py, "-c", serve_model, str(model_port), str(scenario)], env, work / "model.log"
             ) as model_process,
-            child([py, "-m", "switchboard", "worker"], env, work / "worker.log"),
-            child([py, "-m", "switchboard", "api"], env, work / "api.log") as api_process,
+            child([py, "-m", "entrypoints", "worker"], env, work / "worker.log"),
+            child([py, "-m", "entrypoints", "api"], env, work / "api.log") as api_process,
         ):
             wait_port(model_port, model_process, "the model server", work / "model.log")
             wait_port(api_port, api_process, "the API", work / "api.log")

@@ -4,7 +4,7 @@ The task: 6 worker subagents x 10 steps (a model turn with one tool call each,
 then a `finish` turn) on a real repository, merged at the end. Both sides call
 the same scripted model (own process, 100 ms per call), the same git code and
 the same sandbox; the plain side has no Temporal (see `bench._plain`).
-Switchboard runs twice: on the dev server as `switchboard.devserver` starts it,
+Switchboard runs twice: on the dev server as `entrypoints.devserver` starts it,
 and with `history.transferProcessorMaxPollRPS` raised (the fix for the cause this
 benchmark found). Runs alternate so machine noise falls on all sides alike.
 
@@ -36,10 +36,10 @@ from bench._plain import PlainRunner
 from bench._report import TIMES, Options, Report, Row, run_main
 from bench._scenarios import make_small_repo, steps_scenario
 from bench._tasks import HistoryProfile, new_task_id, profile_task, start_task, wait_phase
+from entrypoints.worker import build_workers, run_workers
 from switchboard.models import Budget, Phase, Role, SubtaskSpec, TaskRequest
 from switchboard.settings import Settings
 from switchboard.temporal import connect
-from switchboard.worker import build_workers, run_workers
 
 TARGET = 1.10
 GOAL = "Add a small helper and its test in each part of the project"
@@ -222,7 +222,7 @@ limited to 20 reads/s (`history.transferProcessorMaxPollRPS`) and the dev server
 has one history shard. Dose-response on 40 chained no-op activities: 10 reads/s →
 102 ms per activity, 20 → 51 ms, 1000 → 8 ms. (2) *Dev server: SQLite.* 40% of its
 CPU was fsync; WAL with `synchronous=NORMAL` cut its CPU per task from ~3.4 s to
-~2.1 s. Both are flags where `switchboard/devserver.py` starts the server.
+~2.1 s. Both are flags where `entrypoints/devserver.py` starts the server.
 (3) *Round trips per step.* A step was a model-turn activity, a tools activity and
 a progress signal, each costing a workflow task (the signal one on both sides).
 Now a step is one `subagent_step` activity; steps ending within 1 s of the last

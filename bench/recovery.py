@@ -1,6 +1,6 @@
 """B2 — recovery: SIGKILL the worker at random points of a running task, restart it.
 
-The worker is a real `switchboard worker` process (`switchboard.worker.run_worker`).
+The worker is a real `switchboard worker` process (`entrypoints.worker.run_worker`).
 A 6-subagent task runs once undisturbed, then again while the worker is killed
 (SIGKILL, its whole process group) at 10 random points and restarted at once each
 time. Measured afterwards from the task's histories and the model server's stats:

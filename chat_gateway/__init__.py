@@ -7,7 +7,7 @@ tasks) through `TaskService`, and records each step in the workflow. Task
 watchers push each task's progress to the session's clients and record the
 notable events into the conversation, so the next turn sees them. Surfaces
 (the SSE/WebSocket session API, the OpenAI-compatible endpoint, the web page,
-`switchboard chat`) are thin layers in `api/` and `switchboard/_cli_chat.py`.
+`switchboard chat`) are thin layers in `api/` and `entrypoints/_cli_chat.py`.
 
 Costs: a turn adds two to three Temporal round trips per model call (~8 ms
 each on one machine) and none before the first token beyond recording the
@@ -16,20 +16,15 @@ events query and one status query per workflow task that changed it.
 See docs/conversation.md.
 """
 
-from chat_gateway._demo import DemoConversation, drive_scripted_conversation
 from chat_gateway._gateway import Gateway, SessionInfo
 from chat_gateway._hub import Draft, StreamItem, TaskUpdate, TokenDelta, TurnMarker
 from chat_gateway._store import SessionNotFound, SessionStore, SessionSummary
 from chat_gateway._tools import TOOL_SCHEMAS, ToolName
-from chat_gateway.client import ApiError, SessionClient, render_entry
 
 __all__ = [
     "TOOL_SCHEMAS",
-    "ApiError",
-    "DemoConversation",
     "Draft",
     "Gateway",
-    "SessionClient",
     "SessionInfo",
     "SessionNotFound",
     "SessionStore",
@@ -39,6 +34,4 @@ __all__ = [
     "TokenDelta",
     "ToolName",
     "TurnMarker",
-    "drive_scripted_conversation",
-    "render_entry",
 ]

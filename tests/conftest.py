@@ -18,8 +18,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from entrypoints.devserver import dynamic_config_args, temporal_binary
 from switchboard import wire
-from switchboard.devserver import dynamic_config_args, temporal_binary
 
 
 @pytest.fixture(scope="session")

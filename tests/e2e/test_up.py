@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from switchboard.devserver import port_open
+from entrypoints.devserver import port_open
 from tests.helpers import free_port, git, make_repo
 
 pytestmark = pytest.mark.e2e
@@ -42,7 +42,7 @@ def test_up_serves_rest_sse_and_cli_then_stops_cleanly(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
     log = (tmp_path / "up.log").open("wb")
     up = subprocess.Popen(
-        [sys.executable, "-m", "switchboard", "up"],
+        [sys.executable, "-m", "entrypoints", "up"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -87,7 +87,7 @@ def test_up_serves_rest_sse_and_cli_then_stops_cleanly(tmp_path: Path) -> None:
 
         # Approve through the CLI (talks to Temporal directly).
         approved = subprocess.run(
-            [sys.executable, "-m", "switchboard", "task", "approve", task_id, "--comment", "ok"],
+            [sys.executable, "-m", "entrypoints", "task", "approve", task_id, "--comment", "ok"],
             env=env,
             capture_output=True,
             text=True,

@@ -23,8 +23,9 @@ from pathlib import Path
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from entrypoints.devserver import DevServer
+from entrypoints.worker import build_workers, run_workers
 from switchboard.conversation import SessionState
-from switchboard.devserver import DevServer
 from switchboard.model_server import builtin_scenario, running_model_server
 from switchboard.models import (
     ApproveInput,
@@ -36,7 +37,6 @@ from switchboard.models import (
 )
 from switchboard.settings import Settings
 from switchboard.wire import Updates, Workflows
-from switchboard.worker import build_workers, run_workers
 from tests.helpers import free_port, make_repo, wait_for, wait_for_phase
 
 HERE = Path(__file__).parent
@@ -70,7 +70,7 @@ async def _record(tmp: Path) -> None:
         async def start(goal: str, **extra: object) -> WorkflowHandle[object, object]:
             return await client.start_workflow(
                 Workflows.TASK,
-                TaskRequest(goal=goal, repo=str(repo), **extra),  # type: ignore[arg-type]
+                TaskRequest(goal=goal, repo=str(repo), **extra),
                 id=f"task-{uuid.uuid4().hex}",
                 task_queue=settings.task_queue,
             )

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
+from entrypoints.worker import build_workers, run_workers
 from switchboard.model_server import ModelServerHandle, builtin_scenario, running_model_server
 from switchboard.settings import Settings
-from switchboard.worker import build_workers, run_workers
 from tests.helpers import make_repo
 
 

@@ -19,7 +19,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner, Result
 
-from switchboard.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNAVAILABLE, EXIT_USAGE, app
+from entrypoints.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNAVAILABLE, EXIT_USAGE, app
 from switchboard.model_server import ModelServerHandle
 from switchboard.models import Phase, SubagentState, TaskStatus, TaskSubmitted
 from switchboard.settings import Settings
@@ -68,7 +68,7 @@ async def test_submit_watch_interrupt_status_diff_approve(
 
     # Watch as a real process, Ctrl-C once approval is needed: it says where to resume.
     watcher = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "switchboard", "task", "watch", task_id,
+        sys.executable, "-m", "entrypoints", "task", "watch", task_id,
         env={**os.environ, **cli_env},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -17,7 +17,9 @@ from openai.types.chat import ChatCompletionMessageParam
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
-from chat_gateway import ApiError, SessionClient, StreamItem, drive_scripted_conversation
+from chat_gateway import StreamItem
+from entrypoints._demo_script import drive_scripted_conversation
+from entrypoints.api_client import ApiError, SessionClient
 from switchboard.conversation import SessionEntry, session_id_for
 from switchboard.model_server import ModelServerHandle
 from switchboard.models import EventKind, Phase, TaskRequest

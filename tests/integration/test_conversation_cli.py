@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from chat_gateway import SessionClient
+from entrypoints.api_client import SessionClient
 from switchboard.model_server import ModelServerHandle
 from switchboard.models import Phase
 from tests.integration.test_conversation import chat_model
@@ -33,7 +33,7 @@ async def _chat(*args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "switchboard",
+        "entrypoints",
         "chat",
         *args,
         stdin=asyncio.subprocess.PIPE,

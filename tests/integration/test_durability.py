@@ -17,7 +17,9 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from switchboard.devserver import DevServer
+from entrypoints.devserver import DevServer
+from entrypoints.stack import settings_env
+from entrypoints.worker import build_workers, run_workers
 from switchboard.model_server import ModelServerHandle
 from switchboard.models import (
     ApprovalRecord,
@@ -29,9 +31,7 @@ from switchboard.models import (
     TaskResult,
 )
 from switchboard.settings import Settings
-from switchboard.stack import settings_env
 from switchboard.wire import Updates, Workflows
-from switchboard.worker import build_workers, run_workers
 from tests.helpers import free_port, git, wait_for, wait_for_phase
 
 pytestmark = pytest.mark.integration
@@ -40,7 +40,7 @@ pytestmark = pytest.mark.integration
 def _spawn_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "switchboard", "worker"],
+            [sys.executable, "-m", "entrypoints", "worker"],
             env=settings_env(settings),
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -13,12 +13,12 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from entrypoints.worker import build_workers, run_workers
 from switchboard import metrics
 from switchboard.model_server import ModelServerHandle, parse_scenario
 from switchboard.models import ApproveInput, Phase, Role, SubtaskSpec, TaskRequest, TaskResult
 from switchboard.settings import Settings
 from switchboard.wire import Updates, Workflows
-from switchboard.worker import build_workers, run_workers
 from tests.helpers import free_port, wait_for_phase
 
 pytestmark = pytest.mark.integration

@@ -68,7 +68,7 @@ async def test_injected_instructions_cannot_reach_out_or_touch_home(
     listener: tuple[int, list[bytes]],
 ) -> None:
     from activities.sandbox import SandboxUnavailable, select_backend
-    from switchboard.worker import build_workers, run_workers
+    from entrypoints.worker import build_workers, run_workers
 
     settings = settings.model_copy(update={"sandbox": backend})
     try:

@@ -15,10 +15,10 @@ import pytest
 from temporalio.client import Client
 
 from activities.sandbox import Sandbox
+from entrypoints.worker import reap_orphans
 from switchboard.models import Role, TaskRequest
 from switchboard.settings import Settings
 from switchboard.wire import Workflows
-from switchboard.worker import reap_orphans
 from tests.sandbox.helpers import Checkout
 
 
@@ -73,7 +73,7 @@ async def test_a_dead_workers_bwrap_commands_are_reaped_at_the_next_start(
 ) -> None:
     """SIGKILL a worker mid-command: its bwrap and cgroup stay until the next start."""
     from activities.sandbox._bwrap import BwrapSandbox
-    from switchboard.stack import settings_env
+    from entrypoints.stack import settings_env
 
     box = BwrapSandbox(settings)
     box.check()

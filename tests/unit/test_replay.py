@@ -15,7 +15,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from switchboard.worker import workflow_runner
+from entrypoints.worker import workflow_runner
 from workflows import ConversationWorkflow, DelegatedTaskWorkflow, SubagentWorkflow
 
 HISTORIES = sorted((Path(__file__).parent.parent / "histories").glob("*.json"))

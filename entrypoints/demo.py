@@ -19,8 +19,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from entrypoints.stack import Stack
 from switchboard.settings import Settings
-from switchboard.stack import Stack
 
 DEMO_LATENCY_MS = 100
 HINT = "Say e.g. 'delegate: add a slugify helper with tests', then approve from the chat."
@@ -58,7 +58,7 @@ def make_demo_repo(path: Path) -> Path:
 
 
 async def _scripted(settings: Settings, console: Console, repo: Path) -> bool:
-    from chat_gateway import drive_scripted_conversation
+    from entrypoints._demo_script import drive_scripted_conversation
 
     started = time.monotonic()
     result = await drive_scripted_conversation(
@@ -84,7 +84,7 @@ async def _scripted(settings: Settings, console: Console, repo: Path) -> bool:
 
 
 async def _interactive(settings: Settings, console: Console, repo: Path) -> bool:
-    from switchboard._cli_chat import _chat
+    from entrypoints._cli_chat import _chat
 
     with contextlib.suppress(EOFError, KeyboardInterrupt):
         await _chat(console, settings.api_base_url, "demo", None, str(repo), [])

@@ -18,7 +18,7 @@ from typing import IO
 
 from rich.console import Console
 
-from switchboard.devserver import DevServer, port_open, split_address
+from entrypoints.devserver import DevServer, port_open, split_address
 from switchboard.settings import Settings
 
 
@@ -119,7 +119,7 @@ class Stack:
         if wait_for and port_open(*wait_for):
             raise StackError(f"{name}: port {wait_for[0]}:{wait_for[1]} is already taken")
         log = (self.logs_dir / f"{name}.log").open("ab")
-        argv = [sys.executable, "-m", "switchboard", *args]
+        argv = [sys.executable, "-m", "entrypoints", *args]
         process = self._popen(argv, log)
         self.children.append(_Child(name, argv, process, log))
         if wait_for is None:

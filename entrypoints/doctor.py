@@ -15,7 +15,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from switchboard.devserver import port_open, split_address, temporal_binary
+from entrypoints.devserver import port_open, split_address, temporal_binary
 from switchboard.settings import Settings
 
 

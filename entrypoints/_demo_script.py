@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from pydantic import Field
 
-from chat_gateway.client import SessionClient, render_entry
+from entrypoints.api_client import SessionClient, render_entry
 from switchboard.conversation import EntryKind, SessionEntry
 from switchboard.models import EventKind, Model
 

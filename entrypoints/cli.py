@@ -22,7 +22,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from switchboard import _cli_render as render
+from entrypoints import _cli_render as render
 from switchboard.models import Role
 
 if TYPE_CHECKING:
@@ -323,7 +323,7 @@ def _show_record(record: object, as_json: bool) -> None:
 @app.command("up")
 def up() -> None:
     """Run everything on this machine: Temporal, the model, a worker and the API."""
-    from switchboard.stack import run_up
+    from entrypoints.stack import run_up
 
     run_up(_settings())
 
@@ -331,7 +331,7 @@ def up() -> None:
 @app.command("worker")
 def worker() -> None:
     """Run a worker for the shared queue and this host's queue."""
-    from switchboard.worker import run_worker
+    from entrypoints.worker import run_worker
 
     run_worker(_settings())
 
@@ -390,7 +390,7 @@ def demo(
     ] = False,
 ) -> None:
     """Start the stack and chat: delegate a task, watch it, approve it, see the merge."""
-    run_demo = _entry_point("switchboard.demo", "run_demo")
+    run_demo = _entry_point("entrypoints.demo", "run_demo")
     if not run_demo(_settings(), interactive=not non_interactive):
         raise typer.Exit(1)
 
@@ -398,7 +398,7 @@ def demo(
 @app.command("doctor")
 def doctor() -> None:
     """Check this machine: Temporal, sandbox backend, git, model."""
-    run_doctor = _entry_point("switchboard.doctor", "run_doctor")
+    run_doctor = _entry_point("entrypoints.doctor", "run_doctor")
     result = run_doctor(_settings())
     if isinstance(result, int) and result:
         raise typer.Exit(result)
@@ -413,4 +413,4 @@ def _entry_point(module: str, name: str) -> Callable[..., Any]:
     return function
 
 
-app.command("chat")(importlib.import_module("switchboard._cli_chat").chat)
+app.command("chat")(importlib.import_module("entrypoints._cli_chat").chat)

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 
 if TYPE_CHECKING:
-    from chat_gateway.client import SessionClient
+    from entrypoints.api_client import SessionClient
     from switchboard.conversation import SessionEntry
 
 __all__ = ["chat"]
@@ -66,7 +66,7 @@ def chat(
     ] = "local",
 ) -> None:
     """Talk to Switchboard: delegate, watch, steer and approve without leaving the chat."""
-    from chat_gateway.client import ApiError
+    from entrypoints.api_client import ApiError
     from switchboard.settings import Settings
 
     console = Console(soft_wrap=True, highlight=False)
@@ -94,7 +94,7 @@ async def _chat(
 ) -> None:
     import httpx
 
-    from chat_gateway.client import SessionClient
+    from entrypoints.api_client import SessionClient
 
     async with SessionClient(url, user) as client:
         try:
@@ -122,7 +122,7 @@ async def _chat(
 
 
 async def _repl(console: Console, client: SessionClient, session_id: str, view: _View) -> None:
-    from chat_gateway.client import ApiError
+    from entrypoints.api_client import ApiError
 
     loop = asyncio.get_running_loop()
     while True:
@@ -144,7 +144,7 @@ async def _repl(console: Console, client: SessionClient, session_id: str, view: 
 
 
 async def _command(console: Console, client: SessionClient, session_id: str, text: str) -> None:
-    from switchboard import _cli_render as render
+    from entrypoints import _cli_render as render
 
     name, _, rest = text.partition(" ")
     words = rest.split(maxsplit=1)
@@ -235,7 +235,7 @@ class _View:
             self._streaming = None
 
     def _entry(self, entry: SessionEntry) -> None:
-        from chat_gateway.client import render_entry
+        from entrypoints.api_client import render_entry
 
         if entry.ends_turn and entry.turn is not None:
             self._ended.add(entry.turn)

@@ -16,8 +16,7 @@ from typing import Any
 
 import httpx
 
-from chat_gateway._gateway import SessionInfo
-from chat_gateway._hub import StreamItem
+from chat_gateway import SessionInfo, StreamItem
 from switchboard.conversation import EntryKind, SessionEntry, SessionState
 from switchboard.models import DiffView, TaskStatus
 
