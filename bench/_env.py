@@ -8,10 +8,8 @@ processes, and /proc readings (RSS, CPU seconds) of any of them.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from entrypoints.devserver import DevServer, port_open
+from entrypoints.devserver import DevServer
 from entrypoints.stack import settings_env
 from switchboard.model_server import ModelServerHandle, Scenario
 from switchboard.settings import Settings
+from testkit import servers
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = ROOT / ".switchboard" / "bench"
@@ -54,52 +53,10 @@ READY_LINE = "worker polling"
 """What `entrypoints.worker.serve` logs once its pollers are built."""
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class BenchDevServer(DevServer):
-    """`DevServer` as Switchboard ships it, plus optional dynamic-config values."""
-
-    def __init__(self, db_file: Path, *, extra_args: tuple[str, ...] = ()) -> None:
-        super().__init__(db_file, address=f"127.0.0.1:{free_port()}", ui_port=None)
-        self.extra_args = extra_args
-
-    def command(self) -> list[str]:
-        return [*super().command(), *self.extra_args]
-
-    @property
-    def pid(self) -> int:
-        assert self._process is not None
-        return self._process.pid
-
-    @property
-    def db_bytes(self) -> int:
-        """The SQLite file with its WAL and shared-memory files."""
-        return sum(
-            p.stat().st_size
-            for p in self.db_file.parent.glob(self.db_file.name + "*")
-            if p.is_file()
-        )
-
-
 def ships_tuned() -> bool:
     """Whether `entrypoints.devserver.DevServer` already starts with the B1 fixes."""
     argv = DevServer(Path("probe.db")).command()
     return all(a in argv for a in TUNED_DEV_SERVER if not a.startswith("--"))
-
-
-@contextlib.contextmanager
-def dev_server(work: Path, *, extra_args: tuple[str, ...] = ()) -> Iterator[BenchDevServer]:
-    server = BenchDevServer(work / f"temporal-{uuid.uuid4().hex[:6]}.db", extra_args=extra_args)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @contextlib.contextmanager
@@ -110,45 +67,11 @@ def model_process(
     latency_ms: int = MODEL_LATENCY_MS,
     token_rate: float = MODEL_TOKEN_RATE,
 ) -> Iterator[ModelServerHandle]:
-    """The scripted model in its own process, so it never competes for our GIL."""
-    port = free_port()
-    scenario_file = work / f"scenario-{port}.json"
-    scenario_file.write_text(json.dumps(scenario.model_dump(mode="json")), encoding="utf-8")
-    code = (
-        "import logging, sys; from pathlib import Path;"
-        "from switchboard.model_server import serve;"
-        "logging.basicConfig(level=logging.WARNING);"
-        "serve('127.0.0.1', int(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), "
-        "float(sys.argv[4]))"
-    )
-    argv = [sys.executable, "-c", code, str(port), str(scenario_file)]
-    argv += [str(latency_ms), str(token_rate)]
-    with (work / "model-server.log").open("ab") as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    handle: ModelServerHandle | None = None
-    try:
-        _wait_port(port, process, "the scripted model server")
-        handle = ModelServerHandle(port)
-        _MODEL_PIDS[port] = process.pid
+    """`testkit.model_process` at the benchmarks' model speed."""
+    with servers.model_process(
+        scenario, work, latency_ms=latency_ms, token_rate=token_rate
+    ) as handle:
         yield handle
-    finally:
-        _MODEL_PIDS.pop(port, None)
-        if handle is not None:
-            handle.close()
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-_MODEL_PIDS: dict[int, int] = {}
-
-
-def model_pid(handle: ModelServerHandle) -> int:
-    """The process id of a model server started by `model_process`."""
-    return _MODEL_PIDS[handle.port]
 
 
 def pids_named(*names: str) -> list[int]:
@@ -264,17 +187,6 @@ def _all_settings_env(settings: Settings) -> dict[str, str]:
         if isinstance(value, str | int | float | bool | Path) and not name.startswith("llm_api"):
             env[f"SWITCHBOARD_{name.upper()}"] = str(value)
     return env
-
-
-def _wait_port(port: int, process: subprocess.Popen[bytes], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}")
-        if port_open("127.0.0.1", port):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} did not listen on {port} within {timeout} s")
 
 
 # ---- /proc readings ------------------------------------------------------------------

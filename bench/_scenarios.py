@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from switchboard.model_server import Scenario, parse_scenario
-from tests.helpers import git
+from testkit import git
 
 _HELPER = '''"""Written by benchmark subagent {subagent}."""
 

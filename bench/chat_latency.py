@@ -46,8 +46,7 @@ from temporalio.client import Client
 from temporalio.contrib.workflow_streams import WorkflowStream, WorkflowStreamClient
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from chat_gateway import StreamItem
-from chat_gateway._store import SessionStore
+from chat_gateway import SessionStore, StreamItem
 from entrypoints.api_client import SessionClient
 from entrypoints.devserver import DevServer
 from entrypoints.stack import settings_env
@@ -58,7 +57,7 @@ from switchboard.models import TaskStatus as TaskStatusModel
 from switchboard.settings import Settings
 from switchboard.temporal import connect
 from switchboard.wire import Queries
-from tests.helpers import make_repo
+from testkit import free_port, make_repo
 from workflows._events import EventLog
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,13 +142,6 @@ class BenchTaskWorkflow:
 
 
 # ---- processes ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_port(port: int, process: subprocess.Popen[bytes], what: str, log: Path) -> None:

@@ -27,7 +27,6 @@ from bench._env import (
     WorkerProcess,
     bench_settings,
     cpu_seconds,
-    dev_server,
     mib,
     model_process,
     rss_bytes,
@@ -40,6 +39,7 @@ from switchboard.models import ApproveInput, Role, SubtaskSpec, TaskRequest
 from switchboard.settings import Settings
 from switchboard.temporal import connect
 from switchboard.wire import SearchAttributes, Updates, Workflows
+from testkit import dev_server
 
 WORKER_RSS_TARGET = 500 * 1024 * 1024
 IDLE_CPU_TARGET = 0.01

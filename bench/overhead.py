@@ -27,7 +27,6 @@ from bench._env import (
     MODEL_TOKEN_RATE,
     TUNED_DEV_SERVER,
     bench_settings,
-    dev_server,
     model_process,
     ships_tuned,
     workdir,
@@ -40,6 +39,7 @@ from entrypoints.worker import build_workers, run_workers
 from switchboard.models import Budget, Phase, Role, SubtaskSpec, TaskRequest
 from switchboard.settings import Settings
 from switchboard.temporal import connect
+from testkit import dev_server
 
 TARGET = 1.10
 GOAL = "Add a small helper and its test in each part of the project"

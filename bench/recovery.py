@@ -24,7 +24,7 @@ from pathlib import Path
 
 from temporalio.client import Client, WorkflowHandle
 
-from bench._env import WorkerProcess, bench_settings, dev_server, model_process, workdir
+from bench._env import WorkerProcess, bench_settings, model_process, workdir
 from bench._report import Options, Report, Row, run_main
 from bench._scenarios import make_small_repo, steps_scenario
 from bench._tasks import HistoryProfile, profile_task, start_task, status, wait_phase
@@ -43,6 +43,7 @@ from switchboard.models import (
 from switchboard.settings import Settings
 from switchboard.temporal import connect
 from switchboard.wire import Queries, Updates
+from testkit import dev_server
 
 TARGET_SECONDS = 2.0
 SEED = 20261127

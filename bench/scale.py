@@ -26,8 +26,6 @@ from bench._env import (
     WorkerProcess,
     bench_settings,
     cpu_seconds,
-    dev_server,
-    model_pid,
     model_process,
     pids_named,
     workdir,
@@ -40,6 +38,7 @@ from switchboard.models import Budget, Phase, RejectInput, Role, SubtaskSpec, Ta
 from switchboard.settings import Settings
 from switchboard.temporal import connect
 from switchboard.wire import SearchAttributes, Updates, Workflows
+from testkit import dev_server, model_pid
 
 WORKERS = (1, 2, 4)
 PROFILED = 6

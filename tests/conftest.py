@@ -14,23 +14,15 @@ from typing import Any
 
 import pytest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from entrypoints.devserver import dynamic_config_args, temporal_binary
-from switchboard import wire
+from testkit import start_temporal_environment
 
 
 @pytest.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_binary(),
-        data_converter=pydantic_data_converter,
-        search_attributes=wire.SearchAttributes.ALL,
-        dev_server_log_level="error",
-        dev_server_extra_args=dynamic_config_args(),
-    )
+    env = await start_temporal_environment()
     try:
         yield env
     finally:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port
+from testkit import free_port
 
 pytestmark = pytest.mark.e2e
 

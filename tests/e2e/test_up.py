@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from entrypoints.devserver import port_open
-from tests.helpers import free_port, git, make_repo
+from testkit import free_port, git, make_repo
 
 pytestmark = pytest.mark.e2e
 

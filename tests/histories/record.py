@@ -37,7 +37,7 @@ from switchboard.models import (
 )
 from switchboard.settings import Settings
 from switchboard.wire import Updates, Workflows
-from tests.helpers import free_port, make_repo, wait_for, wait_for_phase
+from testkit import free_port, make_repo, wait_for, wait_for_phase
 
 HERE = Path(__file__).parent
 

@@ -14,7 +14,7 @@ from temporalio.client import Client
 from entrypoints.worker import build_workers, run_workers
 from switchboard.model_server import ModelServerHandle, builtin_scenario, running_model_server
 from switchboard.settings import Settings
-from tests.helpers import make_repo
+from testkit import make_repo
 
 
 @pytest.fixture(scope="session")

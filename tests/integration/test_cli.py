@@ -23,7 +23,7 @@ from entrypoints.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNAVAILABLE, EXI
 from switchboard.model_server import ModelServerHandle
 from switchboard.models import Phase, SubagentState, TaskStatus, TaskSubmitted
 from switchboard.settings import Settings
-from tests.helpers import wait_for, wait_for_phase
+from testkit import wait_for, wait_for_phase
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from switchboard.conversation import SessionEntry
 from switchboard.model_server import ModelServerHandle, Scenario, builtin_scenario, parse_scenario
 from switchboard.models import EventKind, Phase, TaskRequest
 from switchboard.settings import Settings
-from tests.helpers import make_repo
+from testkit import make_repo
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,7 @@ from switchboard.conversation import SessionEntry, session_id_for
 from switchboard.model_server import ModelServerHandle
 from switchboard.models import EventKind, Phase, TaskRequest
 from switchboard.settings import Settings
-from tests.helpers import git
+from testkit import git
 from tests.integration.test_conversation import chat_model
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from switchboard.conversation import EntryKind, SessionEntry, is_notable
 from switchboard.model_server import ModelServerHandle
 from switchboard.models import EventKind, Phase
 from switchboard.settings import Settings
-from tests.helpers import wait_for_phase
+from testkit import wait_for_phase
 from tests.integration.test_conversation import (
     Collector,
     answer,

@@ -32,7 +32,7 @@ from switchboard.models import (
 )
 from switchboard.settings import Settings
 from switchboard.wire import Updates, Workflows
-from tests.helpers import free_port, git, wait_for, wait_for_phase
+from testkit import free_port, git, wait_for, wait_for_phase
 
 pytestmark = pytest.mark.integration
 

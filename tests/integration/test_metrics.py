@@ -19,7 +19,7 @@ from switchboard.model_server import ModelServerHandle, parse_scenario
 from switchboard.models import ApproveInput, Phase, Role, SubtaskSpec, TaskRequest, TaskResult
 from switchboard.settings import Settings
 from switchboard.wire import Updates, Workflows
-from tests.helpers import free_port, wait_for_phase
+from testkit import free_port, wait_for_phase
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from switchboard.model_server import ModelServerHandle, parse_scenario
 from switchboard.models import EventKind, Phase, Role, SubtaskSpec, TaskRequest, TaskResult
 from switchboard.settings import Settings
 from switchboard.wire import Workflows
-from tests.helpers import make_repo, wait_for_phase
+from testkit import make_repo, wait_for_phase
 from tests.integration.test_task_flow import _events
 
 pytestmark = pytest.mark.integration

@@ -33,7 +33,7 @@ from switchboard.models import (
 )
 from switchboard.settings import Settings
 from switchboard.wire import Errors, Queries, Updates, Workflows
-from tests.helpers import git, history_event_types, wait_for, wait_for_phase
+from testkit import git, history_event_types, wait_for, wait_for_phase
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from api.schemas import TaskCreate
 from switchboard import repo_refs
 from switchboard.models import MAX_GOAL_CHARS, TaskRequest
 from switchboard.settings import Settings
-from tests.helpers import make_repo
+from testkit import make_repo
 
 NOWHERE = "127.0.0.1:1"
 

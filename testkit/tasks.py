@@ -1,50 +1,14 @@
-"""Small helpers shared by the integration, e2e and benchmark code."""
+"""Waiting on a task the way a user would: through its status query, with a deadline."""
 
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
 from collections.abc import Callable
-from pathlib import Path
 
 from temporalio.client import Client, WorkflowHandle
 
 from switchboard.models import Phase, TaskStatus
 from switchboard.wire import Queries
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
-    ).stdout.strip()
-
-
-def make_repo(path: Path, files: dict[str, str] | None = None) -> Path:
-    """A small real repository with one commit on `main`."""
-    path.mkdir(parents=True, exist_ok=True)
-    git(path, "init", "-q", "-b", "main")
-    git(path, "config", "user.email", "dev@example.com")
-    git(path, "config", "user.name", "Dev")
-    contents = files or {
-        "README.md": "# demo\n\nA tiny package.\n",
-        "src/app.py": "def greet(name: str) -> str:\n    return f'hello {name}'\n",
-        "shared.txt": "line one\nline two\n",
-    }
-    for name, text in contents.items():
-        target = path / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-    git(path, "add", "-A")
-    git(path, "commit", "-q", "-m", "initial")
-    return path
 
 
 async def status_of(handle: WorkflowHandle[object, object]) -> TaskStatus:
