@@ -26,7 +26,8 @@ test-fast: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy switchboard workflows activities api chat_gateway
+	$(VENV)/bin/mypy switchboard workflows activities api chat_gateway entrypoints testkit tests bench
+	$(VENV)/bin/lint-imports
 
 format: setup
 	$(VENV)/bin/ruff check --fix .

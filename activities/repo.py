@@ -31,7 +31,7 @@ from switchboard.contracts import (
 from switchboard.settings import Settings
 from switchboard.wire import Activities
 
-__all__ = ["RepoActivities"]
+__all__ = ["RepoActivities", "reap_orphan_worktrees"]
 
 T = TypeVar("T")
 I = TypeVar("I")  # noqa: E741 - an activity input
@@ -80,3 +80,9 @@ class RepoActivities:
 
     async def _run(self, fn: Callable[[Settings, I], T], input: I) -> T:
         return await heartbeating(asyncio.to_thread(fn, self._settings, input))
+
+
+def reap_orphan_worktrees(settings: Settings, live_task_ids: set[str]) -> list[str]:
+    """Remove this host's worktrees of tasks that no longer run (worker start-up);
+    returns the task ids reaped."""
+    return _git.reap_orphans(settings, live_task_ids)

@@ -118,7 +118,7 @@ async def reap_orphans(client: Client, settings: Settings, sandbox: Sandbox) -> 
     A worker killed mid-task leaves them behind; the task itself, if still running,
     keeps its own (its next activity reuses them), so only ended tasks are reaped.
     """
-    from activities._git import reap_orphans as reap_worktrees
+    from activities.repo import reap_orphan_worktrees as reap_worktrees
 
     running = client.list_workflows(
         f"WorkflowType = '{wire.Workflows.TASK}' AND ExecutionStatus = 'Running'"
