@@ -135,6 +135,54 @@ async def profile_task(client: Client, task_id: str) -> HistoryProfile:
     return profile
 
 
+_WORKFLOW_TASK = (
+    "workflow_task_started_event_attributes",
+    "workflow_task_completed_event_attributes",
+)
+
+
+def _add_workflow_task(
+    profile: HistoryProfile, event: HistoryEvent, kind: str, by_id: dict[int, HistoryEvent]
+) -> None:
+    """A workflow task started (its wait to be picked up) or completed (its processing)."""
+    at = event_time(event)
+    if kind == "workflow_task_started_event_attributes":
+        scheduled = by_id[event.workflow_task_started_event_attributes.scheduled_event_id]
+        profile.wft_schedule_to_start.append(at - event_time(scheduled))
+        profile.workflow_tasks += 1
+    else:
+        started = by_id[event.workflow_task_completed_event_attributes.started_event_id]
+        profile.wft_processing.append(at - event_time(started))
+
+
+_ACTIVITY_CLOSED = (
+    "activity_task_completed_event_attributes",
+    "activity_task_failed_event_attributes",
+    "activity_task_timed_out_event_attributes",
+)
+
+
+def _add_activity_closed(
+    profile: HistoryProfile,
+    event: HistoryEvent,
+    kind: str,
+    by_id: dict[int, HistoryEvent],
+    activity_type: dict[int, str],
+) -> None:
+    """An activity attempt ended: its run time, and its span if it called the model."""
+    at = event_time(event)
+    closed = getattr(event, kind)
+    scheduled_id = closed.scheduled_event_id
+    name = activity_type.get(scheduled_id, "?")
+    began = by_id.get(closed.started_event_id)
+    if began is not None:
+        profile.activity_run[name].append(at - event_time(began))
+    if kind == "activity_task_completed_event_attributes":
+        profile.completed_at.append(at)
+    if name in ("llm_turn", "subagent_step"):
+        profile.llm_spans.append((event_time(by_id[scheduled_id]), at))
+
+
 def _add_history(
     profile: HistoryProfile, events: Sequence[HistoryEvent], children: list[str]
 ) -> None:
@@ -148,13 +196,8 @@ def _add_history(
         profile.largest_event_bytes = max(profile.largest_event_bytes, size)
         at = event_time(event)
         profile.first_event = min(profile.first_event, at)
-        if kind == "workflow_task_started_event_attributes":
-            scheduled = by_id[event.workflow_task_started_event_attributes.scheduled_event_id]
-            profile.wft_schedule_to_start.append(at - event_time(scheduled))
-            profile.workflow_tasks += 1
-        elif kind == "workflow_task_completed_event_attributes":
-            started = by_id[event.workflow_task_completed_event_attributes.started_event_id]
-            profile.wft_processing.append(at - event_time(started))
+        if kind in _WORKFLOW_TASK:
+            _add_workflow_task(profile, event, kind, by_id)
         elif kind == "activity_task_scheduled_event_attributes":
             name = event.activity_task_scheduled_event_attributes.activity_type.name
             activity_type[event.event_id] = name
@@ -162,21 +205,8 @@ def _add_history(
         elif kind == "activity_task_started_event_attributes":
             scheduled = by_id[event.activity_task_started_event_attributes.scheduled_event_id]
             profile.activity_schedule_to_start.append(at - event_time(scheduled))
-        elif kind in (
-            "activity_task_completed_event_attributes",
-            "activity_task_failed_event_attributes",
-            "activity_task_timed_out_event_attributes",
-        ):
-            closed = getattr(event, kind)
-            scheduled_id = closed.scheduled_event_id
-            name = activity_type.get(scheduled_id, "?")
-            began = by_id.get(closed.started_event_id)
-            if began is not None:
-                profile.activity_run[name].append(at - event_time(began))
-            if kind == "activity_task_completed_event_attributes":
-                profile.completed_at.append(at)
-            if name in ("llm_turn", "subagent_step"):
-                profile.llm_spans.append((event_time(by_id[scheduled_id]), at))
+        elif kind in _ACTIVITY_CLOSED:
+            _add_activity_closed(profile, event, kind, by_id, activity_type)
         elif kind == "child_workflow_execution_started_event_attributes":
             child = event.child_workflow_execution_started_event_attributes
             children.append(child.workflow_execution.workflow_id)

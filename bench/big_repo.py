@@ -130,7 +130,7 @@ async def run(options: Options) -> Report:
             await asyncio.to_thread(shutil.rmtree, c, True)
         mirror_disk = disk_bytes(Path(prepared.mirror_path))
     return _report(
-        switchboard, plain, cloned, box.name, files, commits, mirror_seconds, mirror_disk, options
+        switchboard, plain, cloned, box.name, files, commits, (mirror_seconds, mirror_disk), options
     )
 
 
@@ -141,10 +141,11 @@ def _report(
     backend: str,
     files: int,
     commits: str,
-    mirror_seconds: float,
-    mirror_disk: int,
+    mirror: tuple[float, int],
     options: Options,
 ) -> Report:
+    """`mirror`: seconds to build the repository's mirror, and its size on disk."""
+    mirror_seconds, mirror_disk = mirror
     ratio = sb.wall / plain.wall
     rows = [
         Row(

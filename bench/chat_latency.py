@@ -311,6 +311,23 @@ async def ttft(chat: SessionClient, session_id: str, follower: Follower, turns: 
     return samples
 
 
+async def _wait_all_running(chat: SessionClient, task_ids: list[str], timeout: float) -> None:
+    """Until every task runs and its first subagent has taken a step."""
+
+    async def all_running() -> bool:
+        for task_id in task_ids:
+            status = await chat.task(task_id)
+            if status.phase is not Phase.RUNNING or status.subagents[0].steps < 1:
+                return False
+        return True
+
+    deadline = time.monotonic() + timeout
+    while not await all_running():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the loaded tasks did not all start running")
+        await asyncio.sleep(0.5)
+
+
 async def part_ttft(
     api_url: str, repo: Path, model: ModelServerHandle, quick: bool, step_ms: int
 ) -> dict[str, object]:
@@ -345,19 +362,7 @@ async def part_ttft(
             turn = accepted["turn"]
             await follower.until(lambda t=turn: t in follower.ended)
         task_ids = [t.task_id for t in (await chat.state(session_id)).tasks]
-
-        async def all_running() -> bool:
-            for task_id in task_ids:
-                status = await chat.task(task_id)
-                if status.phase is not Phase.RUNNING or status.subagents[0].steps < 1:
-                    return False
-            return True
-
-        deadline = time.monotonic() + 180
-        while not await all_running():
-            if time.monotonic() > deadline:
-                raise RuntimeError("the loaded tasks did not all start running")
-            await asyncio.sleep(0.5)
+        await _wait_all_running(chat, task_ids, timeout=180)
         loaded = await measure(chat, session_id, follower, "loaded")
         still = 0
         for task_id in task_ids:

@@ -96,20 +96,26 @@ def _cpu(pids: dict[str, list[int]]) -> dict[str, float]:
     return out
 
 
-async def _one_config(
-    quick: bool,
-    n: int,
-    work: Path,
-    address: str,
-    model_port: int,
-    repo: Path,
-    tasks: int,
-    subagents: int,
-    steps: int,
-    model_process_id: int,
-    docker: bool,
-) -> Config:
-    settings = bench_settings(work / f"workers-{n}", address, model_port)
+@dataclass(frozen=True)
+class _Batch:
+    """What every configuration of one run shares."""
+
+    quick: bool
+    work: Path
+    address: str
+    model_port: int
+    model_process_id: int
+    repo: Path
+    tasks: int
+    subagents: int
+    steps: int
+    docker: bool
+
+
+async def _one_config(batch: _Batch, n: int) -> Config:
+    quick, work, address, repo = batch.quick, batch.work, batch.address, batch.repo
+    tasks, subagents, steps = batch.tasks, batch.subagents, batch.steps
+    settings = bench_settings(work / f"workers-{n}", address, batch.model_port)
     procs = [WorkerProcess(settings, work / f"worker-{n}-{i}.log") for i in range(n)]
     for p in procs:
         p.start()
@@ -124,9 +130,9 @@ async def _one_config(
         pids = {
             "dev server": [_server_pid(address)],
             "workers (+ git, bwrap)": [p.pid for p in procs],
-            "model server": [model_process_id],
+            "model server": [batch.model_process_id],
         }
-        if docker:
+        if batch.docker:
             pids["dockerd + containerd"] = pids_named("dockerd", "containerd", "containerd-shim")
         before = _cpu(pids)
         started = time.monotonic()
@@ -204,22 +210,20 @@ async def run(options: Options) -> Report:
                 ]
             finally:
                 await plain.close()
+            batch = _Batch(
+                quick=options.quick,
+                work=work,
+                address=server.address,
+                model_port=model.port,
+                model_process_id=model_pid(model),
+                repo=repo,
+                tasks=tasks,
+                subagents=subagents,
+                steps=steps,
+                docker=box.name == "docker",
+            )
             for n in WORKERS if not options.quick else (1,):
-                configs.append(
-                    await _one_config(
-                        options.quick,
-                        n,
-                        work,
-                        server.address,
-                        model.port,
-                        repo,
-                        tasks,
-                        subagents,
-                        steps,
-                        model_pid(model),
-                        box.name == "docker",
-                    )
-                )
+                configs.append(await _one_config(batch, n))
     return _report(configs, fixed, plain_fixed, subagents, steps, box.name, options)
 
 

@@ -201,23 +201,10 @@ async def run_tool(
     def error(message: str) -> ToolOutcome:
         return ToolOutcome(call_id=call.id, name=call.name, content=message, is_error=True)
 
-    try:
-        name = ToolName(call.name)
-    except ValueError:
-        return error(f"unknown tool {call.name!r}; tools: {', '.join(t.value for t in ToolName)}")
-    try:
-        decoded = json.loads(call.arguments or "{}")
-    except json.JSONDecodeError as exc:
-        return error(f"arguments of {name} are not valid JSON ({exc.msg} at {exc.pos})")
-    if not isinstance(decoded, dict):
-        return error(f"arguments of {name} must be a JSON object")
-    try:
-        args = _ARGS[name].model_validate(decoded)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in exc.errors()
-        )
-        return error(f"invalid arguments for {name}: {problems}")
+    parsed = _parse(call)
+    if isinstance(parsed, str):
+        return error(parsed)
+    name, args = parsed
     runner = _Runner(call, index, scope, service, status)
     try:
         return await runner.run(name, args)
@@ -226,6 +213,27 @@ async def run_tool(
     except Exception as exc:  # a tool must never take the turn down with it
         log.exception("tool %s failed", name)
         return error(f"{name} failed unexpectedly: {type(exc).__name__}: {exc}")
+
+
+def _parse(call: ChatToolCall) -> tuple[ToolName, _Args] | str:
+    """The tool and its validated arguments, or what is wrong with the call."""
+    try:
+        name = ToolName(call.name)
+    except ValueError:
+        return f"unknown tool {call.name!r}; tools: {', '.join(t.value for t in ToolName)}"
+    try:
+        decoded = json.loads(call.arguments or "{}")
+    except json.JSONDecodeError as exc:
+        return f"arguments of {name} are not valid JSON ({exc.msg} at {exc.pos})"
+    if not isinstance(decoded, dict):
+        return f"arguments of {name} must be a JSON object"
+    try:
+        return name, _ARGS[name].model_validate(decoded)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in exc.errors()
+        )
+        return f"invalid arguments for {name}: {problems}"
 
 
 class _Runner:
@@ -252,43 +260,47 @@ class _Runner:
         )
 
     async def run(self, name: ToolName, args: _Args) -> ToolOutcome:
-        owner = self._scope.owner
         if isinstance(args, DelegateTaskArgs):
             return await self._delegate(args)
         if name is ToolName.LIST_TASKS:
             return await self._list()
         assert isinstance(args, TaskArgs)
         task_id = await self._resolve(name, args.task_id)
-        service = self._service
         if name is ToolName.TASK_STATUS:
             return self._ok(describe_status(await self._status(task_id)))
         if isinstance(args, ShowDiffArgs):
-            diff = await service.diff(task_id, args.subagent, max_bytes=DIFF_CHARS)
-            stat = diff.stat
-            head = (
-                f"{task_id}: {stat.files_changed} files changed, +{stat.insertions} "
-                f"-{stat.deletions} ({', '.join(stat.files[:20])})"
-            )
-            cut = " (truncated; the full diff is in the task's diff view)" if diff.truncated else ""
-            return self._ok(f"{head}{cut}\n\n{diff.patch[:DIFF_CHARS]}")
+            return await self._diff(task_id, args)
+        return self._ok(await self._act(task_id, args))
+
+    async def _diff(self, task_id: str, args: ShowDiffArgs) -> ToolOutcome:
+        diff = await self._service.diff(task_id, args.subagent, max_bytes=DIFF_CHARS)
+        stat = diff.stat
+        head = (
+            f"{task_id}: {stat.files_changed} files changed, +{stat.insertions} "
+            f"-{stat.deletions} ({', '.join(stat.files[:20])})"
+        )
+        cut = " (truncated; the full diff is in the task's diff view)" if diff.truncated else ""
+        return self._ok(f"{head}{cut}\n\n{diff.patch[:DIFF_CHARS]}")
+
+    async def _act(self, task_id: str, args: TaskArgs) -> str:
+        """Steer, decide or cancel the task; what was done, in one line."""
+        owner, service = self._scope.owner, self._service
         if isinstance(args, SteerArgs):
             await service.steer(task_id, SteerInput(by=owner, guidance=args.guidance))
-            return self._ok(
-                f"{task_id}: guidance sent; running subagents get it at their next step"
-            )
+            return f"{task_id}: guidance sent; running subagents get it at their next step"
         if isinstance(args, ApproveArgs):
             record = await service.approve(task_id, ApproveInput(by=owner, comment=args.comment))
-            return self._ok(f"{task_id}: approved by {record.by}; merging now")
+            return f"{task_id}: approved by {record.by}; merging now"
         if isinstance(args, RequestChangesArgs):
             record = await service.request_changes(
                 task_id, RequestChangesInput(by=owner, feedback=args.feedback)
             )
-            return self._ok(f"{task_id}: changes requested by {record.by}; the subagents resume")
+            return f"{task_id}: changes requested by {record.by}; the subagents resume"
         if isinstance(args, RejectArgs):
             record = await service.reject(task_id, RejectInput(by=owner, comment=args.comment))
-            return self._ok(f"{task_id}: rejected by {record.by}; nothing is merged")
+            return f"{task_id}: rejected by {record.by}; nothing is merged"
         await service.cancel(task_id)
-        return self._ok(f"{task_id}: cancel requested; it cleans up and ends as cancelled")
+        return f"{task_id}: cancel requested; it cleans up and ends as cancelled"
 
     async def _delegate(self, args: DelegateTaskArgs) -> ToolOutcome:
         scope = self._scope

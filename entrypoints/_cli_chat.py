@@ -23,7 +23,7 @@ from rich.markup import escape
 
 if TYPE_CHECKING:
     from entrypoints.api_client import SessionClient
-    from switchboard.conversation import SessionEntry
+    from switchboard.conversation import SessionEntry, SessionTask
 
 __all__ = ["chat"]
 
@@ -150,21 +150,13 @@ async def _command(console: Console, client: SessionClient, session_id: str, tex
     words = rest.split(maxsplit=1)
     state = await client.state(session_id)
     known = [t.task_id for t in state.tasks]
-    task_id: str | None = None
-    if words and words[0].startswith("task-"):
-        task_id, rest = words[0], (words[1] if len(words) > 1 else "")
-    elif known:
-        task_id = known[-1]
+    task_id, rest = _target(words, known, rest)
     if name == "/help":
         console.print(HELP, markup=False)
     elif name == "/session":
         console.print(f"{session_id} ({len(known)} tasks)")
     elif name == "/tasks":
-        for task in state.tasks or []:
-            status = await client.task(task.task_id)
-            console.print(_task_line(status), markup=False)
-        if not state.tasks:
-            console.print("no tasks yet: say “delegate: …”", style="dim")
+        await _print_tasks(console, client, state.tasks)
     elif task_id is None:
         console.print("no task yet: say “delegate: …”", style="dim")
     elif name == "/status":
@@ -176,6 +168,21 @@ async def _command(console: Console, client: SessionClient, session_id: str, tex
         console.print(f"{task_id}: {escape(str(result))}", style="dim")
     else:
         console.print(f"unknown command {escape(name)}; /help lists them")
+
+
+def _target(words: list[str], known: list[str], rest: str) -> tuple[str | None, str]:
+    """The task a command is about (named first, else the latest) and the rest of it."""
+    if words and words[0].startswith("task-"):
+        return words[0], (words[1] if len(words) > 1 else "")
+    return (known[-1] if known else None), rest
+
+
+async def _print_tasks(console: Console, client: SessionClient, tasks: list[SessionTask]) -> None:
+    for task in tasks:
+        status = await client.task(task.task_id)
+        console.print(_task_line(status), markup=False)
+    if not tasks:
+        console.print("no tasks yet: say “delegate: …”", style="dim")
 
 
 class _View:

@@ -106,24 +106,7 @@ def status_view(status: TaskStatus) -> Group:
         Text(f"updated: {status.updated_at:%Y-%m-%d %H:%M:%S} UTC"),
     ]
     if status.subagents:
-        table = Table(show_edge=False)
-        for column in ("#", "title", "role", "state", "steps", "tokens", "tools", "diff"):
-            table.add_column(column, overflow="fold")
-        for sub in status.subagents:
-            tools = str(sub.tool_calls) + (
-                f" ({sub.denied_calls} denied)" if sub.denied_calls else ""
-            )
-            table.add_row(
-                str(sub.index),
-                _clip(sub.title, 60),
-                sub.role.value,
-                Text(sub.state.value, style=_STATE_STYLE.get(sub.state, "")),
-                str(sub.steps),
-                str(sub.tokens),
-                tools,
-                diff_stat_text(sub.diff_stat),
-            )
-        lines.append(table)
+        lines.append(_subagents_table(status))
     if status.diff_stat is not None:
         lines.append(Text(f"diff: {diff_stat_text(status.diff_stat)}"))
     if status.review is not None:
@@ -150,6 +133,26 @@ def status_view(status: TaskStatus) -> Group:
     if status.error:
         lines.append(Text(f"error: {status.error}", style="red"))
     return Group(*lines)
+
+
+def _subagents_table(status: TaskStatus) -> Table:
+    """One row per subagent: its role, state, steps, tokens, tool calls and diff."""
+    table = Table(show_edge=False)
+    for column in ("#", "title", "role", "state", "steps", "tokens", "tools", "diff"):
+        table.add_column(column, overflow="fold")
+    for sub in status.subagents:
+        tools = str(sub.tool_calls) + (f" ({sub.denied_calls} denied)" if sub.denied_calls else "")
+        table.add_row(
+            str(sub.index),
+            _clip(sub.title, 60),
+            sub.role.value,
+            Text(sub.state.value, style=_STATE_STYLE.get(sub.state, "")),
+            str(sub.steps),
+            str(sub.tokens),
+            tools,
+            diff_stat_text(sub.diff_stat),
+        )
+    return table
 
 
 def event_line(event: TaskEvent) -> str:

@@ -56,60 +56,66 @@ async def drive_scripted_conversation(
     Raises:
         TimeoutError: A turn or the task took far longer than the scripted run needs.
     """
-    lines: list[str] = []
-
-    def emit(line: str) -> None:
-        lines.append(line)
-        if say is not None:
-            say(line)
-
+    transcript = _Transcript(say)
     async with SessionClient(api_url, user) as client:
         info = await client.create_session(repo=repo, title="demo")
         result = DemoConversation(session_id=info.session_id)
-        entries: list[SessionEntry] = []
-        changed = asyncio.Event()
-
-        async def follow() -> None:
-            async for item in client.events(info.session_id):
-                if item.event != "entry":
-                    continue
-                entry = SessionEntry.model_validate(item.data)
-                entries.append(entry)
-                line = render_entry(entry)
-                if line is not None:
-                    emit(line)
-                changed.set()
-
-        async def until(test: Callable[[SessionEntry], bool], timeout: float) -> SessionEntry:
-            async with asyncio.timeout(timeout):
-                while True:
-                    found = next((e for e in entries if test(e)), None)
-                    if found is not None:
-                        return found
-                    changed.clear()
-                    await changed.wait()
-
-        follower = asyncio.create_task(follow())
+        follower = asyncio.create_task(transcript.follow(client, info.session_id))
         try:
             for message in DEMO_SCRIPT:
                 accepted = await client.post(info.session_id, message)
-                await until(_ends(accepted["turn"]), TURN_TIMEOUT_SECONDS)
+                await transcript.until(_ends(accepted["turn"]), TURN_TIMEOUT_SECONDS)
                 if result.task_id is None:
-                    started = next((e for e in entries if e.tool_name == "delegate_task"), None)
+                    started = transcript.first(lambda e: e.tool_name == "delegate_task")
                     result.task_id = started.task_id if started else None
-            await until(_is(EventKind.APPROVAL_NEEDED), TASK_TIMEOUT_SECONDS)
+            await transcript.until(_is(EventKind.APPROVAL_NEEDED), TASK_TIMEOUT_SECONDS)
             accepted = await client.post(info.session_id, "Approve it, it looks good.")
-            await until(_is(EventKind.COMPLETED, EventKind.FAILED), TASK_TIMEOUT_SECONDS)
-            merged = next((e for e in entries if e.event is EventKind.MERGED), None)
+            await transcript.until(_is(EventKind.COMPLETED, EventKind.FAILED), TASK_TIMEOUT_SECONDS)
+            merged = transcript.first(lambda e: e.event is EventKind.MERGED)
             result.merged = merged is not None
             if merged is not None:
                 result.branch = str(merged.data.get("branch") or "") or None
-            await until(_ends(accepted["turn"]), TURN_TIMEOUT_SECONDS)
+            await transcript.until(_ends(accepted["turn"]), TURN_TIMEOUT_SECONDS)
         finally:
             follower.cancel()
             await asyncio.gather(follower, return_exceptions=True)
-    result.transcript = lines
+    result.transcript = transcript.lines
     return result
+
+
+class _Transcript:
+    """The session's entries as they arrive, each rendered line passed to `say`."""
+
+    def __init__(self, say: Callable[[str], None] | None) -> None:
+        self.say = say
+        self.lines: list[str] = []
+        self.entries: list[SessionEntry] = []
+        self.changed = asyncio.Event()
+
+    async def follow(self, client: SessionClient, session_id: str) -> None:
+        async for item in client.events(session_id):
+            if item.event != "entry":
+                continue
+            entry = SessionEntry.model_validate(item.data)
+            self.entries.append(entry)
+            line = render_entry(entry)
+            if line is not None:
+                self.lines.append(line)
+                if self.say is not None:
+                    self.say(line)
+            self.changed.set()
+
+    def first(self, test: Callable[[SessionEntry], bool]) -> SessionEntry | None:
+        return next((e for e in self.entries if test(e)), None)
+
+    async def until(self, test: Callable[[SessionEntry], bool], timeout: float) -> SessionEntry:
+        async with asyncio.timeout(timeout):
+            while True:
+                found = self.first(test)
+                if found is not None:
+                    return found
+                self.changed.clear()
+                await self.changed.wait()
 
 
 def _is(*kinds: EventKind) -> Callable[[SessionEntry], bool]:

@@ -195,6 +195,17 @@ def safe_relative_path(path: str) -> str | None:
     return normal
 
 
+def _json_object(raw_arguments: str) -> dict[str, Any] | str:
+    """The arguments as a JSON object, or why they are not one."""
+    try:
+        decoded = json.loads(raw_arguments or "{}")
+    except json.JSONDecodeError as exc:
+        return f"arguments are not valid JSON ({exc.msg} at position {exc.pos})"
+    if not isinstance(decoded, dict):
+        return "arguments must be a JSON object"
+    return decoded
+
+
 def check_call(role: Role, call_id: str, name: str, raw_arguments: str) -> CheckedCall | DeniedCall:
     """Parse and authorise one tool call of a model, without running it."""
     try:
@@ -214,21 +225,10 @@ def check_call(role: Role, call_id: str, name: str, raw_arguments: str) -> Check
             reason=DenyReason.NOT_ALLOWED,
             message=f"the {role.value} role may not call {name!r}",
         )
-    try:
-        decoded = json.loads(raw_arguments or "{}")
-    except json.JSONDecodeError as exc:
+    decoded = _json_object(raw_arguments)
+    if isinstance(decoded, str):
         return DeniedCall(
-            call_id=call_id,
-            name=name,
-            reason=DenyReason.MALFORMED_ARGUMENTS,
-            message=f"arguments are not valid JSON ({exc.msg} at position {exc.pos})",
-        )
-    if not isinstance(decoded, dict):
-        return DeniedCall(
-            call_id=call_id,
-            name=name,
-            reason=DenyReason.MALFORMED_ARGUMENTS,
-            message="arguments must be a JSON object",
+            call_id=call_id, name=name, reason=DenyReason.MALFORMED_ARGUMENTS, message=decoded
         )
     try:
         args = TOOL_ARGS[tool].model_validate(decoded)

@@ -126,6 +126,29 @@ class Channel:
         return bool(chunk)
 
 
+class Capture:
+    """A command's output: every byte counted, the first `keep` bytes kept."""
+
+    def __init__(self, keep: int, ceiling: int) -> None:
+        self.keep, self.ceiling = keep, ceiling
+        self.out, self.err = bytearray(), bytearray()
+        self.sinks: dict[int, bytearray] = {}
+        """The open output pipes, each to its buffer."""
+        self.seen = self.kept = 0
+
+    def take(self, fd: int, chunk: bytes) -> bool:
+        """Count and keep a chunk read from `fd`; whether the output is over its ceiling."""
+        self.seen += len(chunk)
+        room = self.keep - self.kept
+        if room > 0:
+            self.sinks[fd] += chunk[:room]
+            self.kept += min(room, len(chunk))
+        return self.seen > self.ceiling
+
+    def kept_bytes(self) -> tuple[bytes, bytes]:
+        return bytes(self.out), bytes(self.err)
+
+
 class Agent:
     """Runs each command in a new session and clears the container after it."""
 
@@ -201,32 +224,15 @@ class Agent:
         self, proc: subprocess.Popen[bytes], request: dict[str, Any], stdin: bytes
     ) -> tuple[dict[str, Any], bytes, bytes] | None:
         """Feed, read and time the command; None when the host hung up meanwhile."""
-        keep, ceiling = int(request["keep"]), int(request["ceiling"])
-        deadline = time.monotonic() + float(request["timeout"])
-        selector = selectors.DefaultSelector()
-        selector.register(self.wake, selectors.EVENT_READ, "wake")
-        selector.register(self.channel.conn, selectors.EVENT_READ, "host")
-        sinks: dict[int, bytearray] = {}
-        out, err = bytearray(), bytearray()
-        for pipe, sink in ((proc.stdout, out), (proc.stderr, err)):
-            if pipe is not None:
-                os.set_blocking(pipe.fileno(), False)
-                selector.register(pipe.fileno(), selectors.EVENT_READ, "read")
-                sinks[pipe.fileno()] = sink
+        capture = Capture(int(request["keep"]), int(request["ceiling"]))
+        end_by = time.monotonic() + float(request["timeout"])
+        selector = self.selector(proc, stdin, capture)
         pending = memoryview(stdin)
-        if proc.stdin is not None:
-            os.set_blocking(proc.stdin.fileno(), False)
-            if pending:
-                selector.register(proc.stdin.fileno(), selectors.EVENT_WRITE, "write")
-            else:
-                proc.stdin.close()
         status: int | None = None
         limit: str | None = None
-        seen = kept = 0
         ended = False  # the command is over: everything else in the container was killed
-        end_by = deadline
         try:
-            while sinks or status is None:
+            while capture.sinks or status is None:
                 if not ended and (status is not None or limit is not None):
                     kill_others()
                     ended, end_by = True, time.monotonic() + REAP_SECONDS
@@ -245,29 +251,44 @@ class Agent:
                         status = self.reap(proc.pid, status)
                     elif key.data == "write":
                         pending = self.feed(proc, selector, pending)
-                    else:
-                        chunk = self.read(key.fd)
-                        if chunk is None:
-                            continue
-                        if not chunk:
-                            selector.unregister(key.fd)
-                            del sinks[key.fd]
-                            continue
-                        seen += len(chunk)
-                        room = keep - kept
-                        if room > 0:
-                            sinks[key.fd] += chunk[:room]
-                            kept += min(room, len(chunk))
-                        if seen > ceiling and limit is None:
-                            limit = "output"
+                    elif self.drain(key.fd, selector, capture) and limit is None:
+                        limit = "output"
         finally:
             selector.close()
         self.clear()
-        exit_code = None
-        if limit is None and status is not None:
-            code = os.waitstatus_to_exitcode(status)
-            exit_code = code if code >= 0 else 128 - code  # killed by a signal: as a shell says
-        return answer(exit_code, limit, seen, bytes(out), bytes(err))
+        return answer(exit_code(status, limit), limit, capture.seen, *capture.kept_bytes())
+
+    def selector(
+        self, proc: subprocess.Popen[bytes], stdin: bytes, capture: Capture
+    ) -> selectors.BaseSelector:
+        """Watch the host, the SIGCHLD wakeup fd, the command's output and (while there
+        is some to write) its input."""
+        selector = selectors.DefaultSelector()
+        selector.register(self.wake, selectors.EVENT_READ, "wake")
+        selector.register(self.channel.conn, selectors.EVENT_READ, "host")
+        for pipe, sink in ((proc.stdout, capture.out), (proc.stderr, capture.err)):
+            if pipe is not None:
+                os.set_blocking(pipe.fileno(), False)
+                selector.register(pipe.fileno(), selectors.EVENT_READ, "read")
+                capture.sinks[pipe.fileno()] = sink
+        if proc.stdin is not None:
+            os.set_blocking(proc.stdin.fileno(), False)
+            if stdin:
+                selector.register(proc.stdin.fileno(), selectors.EVENT_WRITE, "write")
+            else:
+                proc.stdin.close()
+        return selector
+
+    def drain(self, fd: int, selector: selectors.BaseSelector, capture: Capture) -> bool:
+        """Read what `fd` holds into `capture`; whether the output just passed its ceiling."""
+        chunk = self.read(fd)
+        if chunk is None:
+            return False
+        if not chunk:
+            selector.unregister(fd)
+            del capture.sinks[fd]
+            return False
+        return capture.take(fd, chunk)
 
     def feed(
         self, proc: subprocess.Popen[bytes], selector: selectors.BaseSelector, pending: memoryview
@@ -327,6 +348,14 @@ class Agent:
             with contextlib.suppress(OSError):
                 while os.read(self.wake, 4096):
                     pass
+
+
+def exit_code(status: int | None, limit: str | None) -> int | None:
+    """The command's exit code as a shell reports it; None when the agent stopped it."""
+    if limit is not None or status is None:
+        return None
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else 128 - code  # killed by a signal: as a shell says
 
 
 def answer(

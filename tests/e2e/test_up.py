@@ -24,21 +24,7 @@ pytestmark = pytest.mark.e2e
 
 def test_up_serves_rest_sse_and_cli_then_stops_cleanly(tmp_path: Path) -> None:
     ports = {name: free_port() for name in ("temporal", "ui", "model", "api", "metrics")}
-    env = dict(os.environ)
-    for key in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SWITCHBOARD_LLM_API_KEY"):
-        env.pop(key, None)
-    env.update(
-        {
-            "SWITCHBOARD_DATA_DIR": str(tmp_path / "data"),
-            "SWITCHBOARD_TEMPORAL_ADDRESS": f"127.0.0.1:{ports['temporal']}",
-            "SWITCHBOARD_TEMPORAL_UI_PORT": str(ports["ui"]),
-            "SWITCHBOARD_MODEL_SERVER_PORT": str(ports["model"]),
-            "SWITCHBOARD_API_PORT": str(ports["api"]),
-            "SWITCHBOARD_HOST_ID": f"up{uuid.uuid4().hex[:8]}",
-            "SWITCHBOARD_SANDBOX": "bwrap",
-            "SWITCHBOARD_WORKER_METRICS_PORT": str(ports["metrics"]),
-        }
-    )
+    env = _up_env(tmp_path, ports)
     repo = make_repo(tmp_path / "repo")
     log = (tmp_path / "up.log").open("wb")
     up = subprocess.Popen(
@@ -50,17 +36,7 @@ def test_up_serves_rest_sse_and_cli_then_stops_cleanly(tmp_path: Path) -> None:
     )
     base = f"http://127.0.0.1:{ports['api']}"
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert up.poll() is None, (tmp_path / "up.log").read_text()
-            time.sleep(0.2)
-        else:
-            pytest.fail("the API did not come up: " + (tmp_path / "up.log").read_text())
+        _wait_healthy(base, up, tmp_path / "up.log")
 
         created = httpx.post(
             f"{base}/v1/tasks",
@@ -75,14 +51,7 @@ def test_up_serves_rest_sse_and_cli_then_stops_cleanly(tmp_path: Path) -> None:
         task_id = created.json()["task_id"]
 
         # Follow the SSE stream until the approval gate.
-        seen: list[str] = []
-        with httpx.stream("GET", f"{base}/v1/tasks/{task_id}/events", timeout=120) as stream:
-            for line in stream.iter_lines():
-                if line.startswith("data:"):
-                    event = json.loads(line[5:])
-                    seen.append(event["kind"])
-                    if event["kind"] == "approval_needed":
-                        break
+        seen = _event_kinds_until_approval(base, task_id)
         assert seen[0] == "phase" and "plan" in seen and "subagent_step" in seen
 
         # Approve through the CLI (talks to Temporal directly).
@@ -94,12 +63,7 @@ def test_up_serves_rest_sse_and_cli_then_stops_cleanly(tmp_path: Path) -> None:
             timeout=60,
         )
         assert approved.returncode == 0, approved.stderr
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            status = httpx.get(f"{base}/v1/tasks/{task_id}", timeout=10).json()
-            if status["phase"] == "completed":
-                break
-            time.sleep(0.3)
+        status = _status_once_completed(base, task_id, timeout=60)
         assert status["phase"] == "completed", status
         scraped = httpx.get(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=10).text
         assert re.search(r'^switchboard_tasks_total\{[^}]*outcome="completed"', scraped, re.M)
@@ -115,3 +79,62 @@ def test_up_serves_rest_sse_and_cli_then_stops_cleanly(tmp_path: Path) -> None:
         log.close()
     for name, port in ports.items():
         assert not port_open("127.0.0.1", port), f"{name} still listens on {port} after Ctrl-C"
+
+
+def _up_env(tmp_path: Path, ports: dict[str, int]) -> dict[str, str]:
+    env = dict(os.environ)
+    for key in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SWITCHBOARD_LLM_API_KEY"):
+        env.pop(key, None)
+    env.update(
+        {
+            "SWITCHBOARD_DATA_DIR": str(tmp_path / "data"),
+            "SWITCHBOARD_TEMPORAL_ADDRESS": f"127.0.0.1:{ports['temporal']}",
+            "SWITCHBOARD_TEMPORAL_UI_PORT": str(ports["ui"]),
+            "SWITCHBOARD_MODEL_SERVER_PORT": str(ports["model"]),
+            "SWITCHBOARD_API_PORT": str(ports["api"]),
+            "SWITCHBOARD_HOST_ID": f"up{uuid.uuid4().hex[:8]}",
+            "SWITCHBOARD_SANDBOX": "bwrap",
+            "SWITCHBOARD_WORKER_METRICS_PORT": str(ports["metrics"]),
+        }
+    )
+    return env
+
+
+def _wait_healthy(base: str, up: subprocess.Popen[bytes], log_path: Path) -> None:
+    """Until the API answers /healthz; fail with the log if `up` exits or 90 s pass."""
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert up.poll() is None, log_path.read_text()
+        time.sleep(0.2)
+    else:
+        pytest.fail("the API did not come up: " + log_path.read_text())
+
+
+def _event_kinds_until_approval(base: str, task_id: str) -> list[str]:
+    """Follow the task's SSE stream until the approval gate; the event kinds seen."""
+    seen: list[str] = []
+    with httpx.stream("GET", f"{base}/v1/tasks/{task_id}/events", timeout=120) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                event = json.loads(line[5:])
+                seen.append(event["kind"])
+                if event["kind"] == "approval_needed":
+                    break
+    return seen
+
+
+def _status_once_completed(base: str, task_id: str, timeout: float) -> dict[str, object]:
+    """The task's status over REST, polled until completed or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    status: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{base}/v1/tasks/{task_id}", timeout=10).json()
+        if status["phase"] == "completed":
+            break
+        time.sleep(0.3)
+    return status
