@@ -15,26 +15,29 @@ import asyncio
 import importlib
 import json
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from entrypoints import _cli_processes as processes
 from entrypoints import _cli_render as render
+from entrypoints._cli_common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+)
+from entrypoints._cli_common import fail as _fail
+from entrypoints._cli_common import load_settings as _settings
+from entrypoints._cli_common import out as _out
 from switchboard.models import Role
 
 if TYPE_CHECKING:
     from switchboard.service import TaskService
-    from switchboard.settings import Settings
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_UNAVAILABLE", "EXIT_USAGE", "app", "main"]
-
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 3
-EXIT_INTERRUPTED = 130
 
 _T = TypeVar("_T")
 
@@ -60,24 +63,6 @@ def main() -> None:
 
 
 # ---- plumbing -------------------------------------------------------------------------
-
-
-def _out() -> Console:
-    return Console(soft_wrap=True)
-
-
-def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    Console(stderr=True, soft_wrap=True).print(f"error: {message}", markup=False, highlight=False)
-    raise typer.Exit(code)
-
-
-def _settings() -> Settings:
-    from switchboard.settings import Settings
-
-    try:
-        return Settings()
-    except ValidationError as exc:
-        _fail(f"configuration: {render.validation_message(exc.errors())}", EXIT_USAGE)
 
 
 def _run(operation: Callable[[TaskService], Awaitable[_T]]) -> _T:
@@ -317,100 +302,12 @@ def _show_record(record: object, as_json: bool) -> None:
         typer.echo(render.approval_line(record))
 
 
-# ---- processes --------------------------------------------------------------------------
+# ---- processes ----------------------------------------------------------------------------
 
-
-@app.command("up")
-def up() -> None:
-    """Run everything on this machine: Temporal, the model, a worker and the API."""
-    from entrypoints.stack import run_up
-
-    run_up(_settings())
-
-
-@app.command("worker")
-def worker() -> None:
-    """Run a worker for the shared queue and this host's queue."""
-    from entrypoints.worker import run_worker
-
-    run_worker(_settings())
-
-
-@app.command("model-server")
-def model_server(
-    host: Annotated[str | None, typer.Option(help="Default: settings.model_server_host.")] = None,
-    port: Annotated[int | None, typer.Option(help="Default: settings.model_server_port.")] = None,
-    scenario: Annotated[
-        Path | None, typer.Option(help="Scenario file (YAML/JSON); default: the demo.")
-    ] = None,
-    latency_ms: Annotated[int | None, typer.Option(min=0, help="Delay per reply.")] = None,
-    token_rate: Annotated[
-        float, typer.Option(min=0, help="Streamed tokens per second (0: unpaced).")
-    ] = 0.0,
-) -> None:
-    """Serve the scripted OpenAI-compatible model (a test double, no API key)."""
-    from switchboard.model_server import serve
-
-    settings = _settings()
-    serve(
-        host or settings.model_server_host,
-        port if port is not None else settings.model_server_port,
-        scenario or settings.model_server_scenario,
-        latency_ms if latency_ms is not None else settings.model_server_latency_ms,
-        token_rate,
-    )
-
-
-@app.command("api")
-def api(
-    host: Annotated[str | None, typer.Option(help="Default: settings.api_host.")] = None,
-    port: Annotated[int | None, typer.Option(help="Default: settings.api_port.")] = None,
-) -> None:
-    """Serve the HTTP API (REST, SSE, /docs, /metrics)."""
-    import uvicorn
-
-    from api.main import create_app
-
-    settings = _settings()
-    uvicorn.run(
-        create_app(settings),
-        host=host or settings.api_host,
-        port=port if port is not None else settings.api_port,
-        log_level="info",
-    )
-
-
-@app.command("demo")
-def demo(
-    non_interactive: Annotated[
-        bool,
-        typer.Option(
-            "--non-interactive", help="Play one scripted conversation end to end; no prompts."
-        ),
-    ] = False,
-) -> None:
-    """Start the stack and chat: delegate a task, watch it, approve it, see the merge."""
-    run_demo = _entry_point("entrypoints.demo", "run_demo")
-    if not run_demo(_settings(), interactive=not non_interactive):
-        raise typer.Exit(1)
-
-
-@app.command("doctor")
-def doctor() -> None:
-    """Check this machine: Temporal, sandbox backend, git, model."""
-    run_doctor = _entry_point("entrypoints.doctor", "run_doctor")
-    result = run_doctor(_settings())
-    if isinstance(result, int) and result:
-        raise typer.Exit(result)
-
-
-def _entry_point(module: str, name: str) -> Callable[..., Any]:
-    """A command's implementation, imported only when that command runs."""
-    try:
-        function: Callable[..., Any] = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        _fail(f"this build has no {module}.{name} ({exc})")
-    return function
-
-
+app.command("up")(processes.up)
+app.command("worker")(processes.worker)
+app.command("model-server")(processes.model_server)
+app.command("api")(processes.api)
+app.command("demo")(processes.demo)
+app.command("doctor")(processes.doctor)
 app.command("chat")(importlib.import_module("entrypoints._cli_chat").chat)
