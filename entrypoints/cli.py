@@ -12,10 +12,14 @@ Heavy modules (temporalio, FastAPI, the stack) are imported inside commands so
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
+import logging
+import os
+import sys
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -58,8 +62,34 @@ User = Annotated[
 ]
 
 
-def main() -> None:
-    app()
+def main() -> NoReturn:
+    """Run the command, then exit without finalizing the interpreter.
+
+    The Temporal SDK's Rust threads can outlive the command and touch the GIL while
+    the interpreter finalizes, aborting the process (exit 134, temporalio sdk-python
+    #300) after the command already succeeded. Every command's own cleanup runs
+    inside it; what is left is flushed here before `os._exit`.
+    """
+    try:
+        app()
+        code = 0
+    except SystemExit as exc:
+        code = _exit_status(exc.code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def _exit_status(code: object) -> int:
+    """`SystemExit.code` as a process exit status (a message goes to stderr, as Python does)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
 
 
 # ---- plumbing -------------------------------------------------------------------------
