@@ -19,9 +19,12 @@ __all__ = ["api", "demo", "doctor", "entry_point", "model_server", "up", "worker
 
 def up() -> None:
     """Run everything on this machine: Temporal, the model, a worker and the API."""
-    from entrypoints.stack import run_up
+    from entrypoints.stack import StackError, run_up
 
-    run_up(load_settings())
+    try:
+        run_up(load_settings())
+    except StackError as exc:
+        fail(str(exc))
 
 
 def worker() -> None:
@@ -82,8 +85,14 @@ def demo(
     ] = False,
 ) -> None:
     """Start the stack and chat: delegate a task, watch it, approve it, see the merge."""
+    from entrypoints.stack import StackError
+
     run_demo = entry_point("entrypoints.demo", "run_demo")
-    if not run_demo(load_settings(), interactive=not non_interactive):
+    try:
+        ended_well = run_demo(load_settings(), interactive=not non_interactive)
+    except StackError as exc:
+        fail(str(exc))
+    if not ended_well:
         raise typer.Exit(1)
 
 

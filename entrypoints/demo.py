@@ -14,7 +14,9 @@ import asyncio
 import contextlib
 import subprocess
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -109,4 +111,19 @@ def run_demo(settings: Settings, interactive: bool = True) -> bool:
             console.print(f"  [bold]{label:12}[/bold] {value}")
         console.print(f"  [dim]{HINT}[/dim]\n")
         drive = _interactive if interactive else _scripted
-        return asyncio.run(drive(settings, console, repo))
+        return asyncio.run(_watched(stack, drive(settings, console, repo)))
+
+
+async def _watched(stack: Stack, work: Coroutine[Any, Any, bool]) -> bool:
+    """`work`, stopped with `StackError` as soon as a component of the stack exits."""
+    running = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(stack.watch_children())
+    try:
+        done, _ = await asyncio.wait({running, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if running in done:
+            return running.result()
+        return await watcher  # a component exited: raises StackError
+    finally:
+        for task in (running, watcher):
+            task.cancel()
+        await asyncio.gather(running, watcher, return_exceptions=True)

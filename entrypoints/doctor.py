@@ -94,6 +94,13 @@ def _checks(settings: Settings) -> tuple[list[Check], dict[str, object] | None]:
     return checks, guarantees
 
 
+def preflight(settings: Settings) -> list[Check]:
+    """The required checks that fail on this host: a worker cannot run while any does
+    (`switchboard up` and `demo` refuse to start then)."""
+    checks, _ = _checks(settings)
+    return [check for check in checks if check.required and not check.ok]
+
+
 def run_doctor(settings: Settings, console: Console | None = None) -> int:
     console = console or Console()
     checks, guarantees = _checks(settings)

@@ -7,6 +7,7 @@ reverse order on Ctrl-C or SIGTERM.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -14,16 +15,28 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, NoReturn
 
 from rich.console import Console
 
 from entrypoints.devserver import DevServer, port_open, split_address
 from switchboard.settings import Settings
 
+LOG_TAIL_LINES = 20
+"""How much of a dead component's log `switchboard up` and `demo` print."""
+
 
 class StackError(RuntimeError):
     pass
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last `lines` lines of a log file (empty when there is none)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -71,6 +84,7 @@ class Stack:
         return self.settings.data_dir / "logs"
 
     def start(self) -> None:
+        self._preflight()
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(exist_ok=True)
         try:
@@ -95,6 +109,35 @@ class Stack:
         except BaseException:
             self.stop()
             raise
+
+    def _preflight(self) -> None:
+        """Refuse to start anything when the worker could not run here (doctor's checks)."""
+        from entrypoints.doctor import preflight
+
+        failed = preflight(self.settings)
+        if failed:
+            found = "\n".join(f"  {check.name}: {check.detail}" for check in failed)
+            raise StackError(
+                f"this host cannot run a worker (`switchboard doctor` says more):\n{found}"
+            )
+
+    def dead_child(self) -> str | None:
+        """What to tell the user about the first component that exited, if any did."""
+        for child in self.children:
+            code = child.process.poll()
+            if code is not None:
+                log = self.logs_dir / f"{child.name}.log"
+                child.log.flush()
+                return f"{child.name} exited with {code}; the end of {log}:\n{log_tail(log)}"
+        return None
+
+    async def watch_children(self, interval: float = 0.5) -> NoReturn:
+        """Raise `StackError` as soon as a component exits (run beside the work)."""
+        while True:
+            dead = self.dead_child()
+            if dead is not None:
+                raise StackError(dead)
+            await asyncio.sleep(interval)
 
     def _start_temporal(self) -> None:
         host, port = split_address(self.settings.temporal_address)
@@ -126,10 +169,9 @@ class Stack:
             return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise StackError(
-                    f"{name} exited with {process.returncode}; see {self.logs_dir / name}.log"
-                )
+            dead = self.dead_child()  # this one, or one started before it
+            if dead is not None:
+                raise StackError(dead)
             if port_open(*wait_for):
                 return
             time.sleep(0.1)
@@ -214,12 +256,9 @@ def run_up(settings: Settings) -> None:
         console.print("[green]Switchboard is up.[/green] Ctrl-C stops everything.")
         try:
             while not stopping:
-                for child in stack.children:
-                    if child.process.poll() is not None:
-                        raise StackError(
-                            f"{child.name} exited with {child.process.returncode}; "
-                            f"see {stack.logs_dir / child.name}.log"
-                        )
+                dead = stack.dead_child()
+                if dead is not None:
+                    raise StackError(dead)
                 time.sleep(0.5)
         except KeyboardInterrupt:
             pass
