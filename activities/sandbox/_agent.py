@@ -145,9 +145,6 @@ class Capture:
             self.kept += min(room, len(chunk))
         return self.seen > self.ceiling
 
-    def kept_bytes(self) -> tuple[bytes, bytes]:
-        return bytes(self.out), bytes(self.err)
-
 
 class Agent:
     """Runs each command in a new session and clears the container after it."""
@@ -256,7 +253,8 @@ class Agent:
         finally:
             selector.close()
         self.clear()
-        return answer(exit_code(status, limit), limit, capture.seen, *capture.kept_bytes())
+        out, err = bytes(capture.out), bytes(capture.err)
+        return answer(exit_code(status, limit), limit, capture.seen, out, err)
 
     def selector(
         self, proc: subprocess.Popen[bytes], stdin: bytes, capture: Capture
