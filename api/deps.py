@@ -8,12 +8,13 @@ from fastapi import Depends, Header, Request
 from temporalio.client import Client
 
 from switchboard.service import TaskService
-from switchboard.settings import Settings
+from switchboard.settings import Settings, is_loopback
 
 __all__ = [
     "DEFAULT_USER",
     "USER_HEADER",
     "AppSettings",
+    "CallerIsRemote",
     "CurrentUser",
     "Service",
     "TemporalClient",
@@ -54,7 +55,16 @@ def current_user(
     return x_switchboard_user or DEFAULT_USER
 
 
+def caller_is_remote(request: Request) -> bool:
+    """The caller may be on another machine: the API listens beyond loopback, or the
+    connection comes from a non-loopback address (a local reverse proxy hides this)."""
+    settings: Settings = request.app.state.settings
+    client_host = request.client.host if request.client else None
+    return not settings.api_is_loopback or not is_loopback(client_host)
+
+
 Service = Annotated[TaskService, Depends(task_service)]
 TemporalClient = Annotated[Client, Depends(temporal_client)]
 AppSettings = Annotated[Settings, Depends(app_settings)]
 CurrentUser = Annotated[str, Depends(current_user)]
+CallerIsRemote = Annotated[bool, Depends(caller_is_remote)]

@@ -32,7 +32,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         client = await connect(settings, lazy=True)
         app.state.settings = settings
         app.state.temporal_client = client
-        app.state.task_service = TaskService(client, settings)
+        app.state.task_service = TaskService(
+            client, settings, remote_callers=not settings.api_is_loopback
+        )
         yield
 
     app = FastAPI(

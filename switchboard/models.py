@@ -6,6 +6,7 @@ field added later never breaks a running history (new fields get defaults).
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -89,6 +90,31 @@ class TaskSpec(Model):
         if not value.strip():
             raise ValueError("goal must not be blank")
         return value
+
+    @field_validator("repo", "request_id")
+    @classmethod
+    def _no_control_chars(cls, value: str | None) -> str | None:
+        if value is not None and _CONTROL_CHARS.search(value):
+            raise ValueError("must not hold control characters (NUL, newline, escape...)")
+        return value
+
+    @field_validator("base_ref")
+    @classmethod
+    def _base_ref_is_a_ref(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not _REF_NAME.fullmatch(value.strip()):
+            raise ValueError(
+                "must be a branch, tag or commit: letters, digits and ./_-+@^~{} only, "
+                "not starting with '-'"
+            )
+        return value.strip()
+
+
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+# Deliberately narrower than git's ref rules: no spaces, control characters, ':' or
+# '\\', never an option. git itself refuses the rest when it resolves the ref.
+_REF_NAME = re.compile(r"[A-Za-z0-9._/@^~{}+][A-Za-z0-9._/@^~{}+-]{0,249}")
 
 
 class TaskRequest(TaskSpec):

@@ -5,14 +5,39 @@ workflow starts, turns "no such directory" into an immediate, clear error rather
 than a failed `prepare_repo` activity minutes later. Only local paths are
 checked on disk; a remote URL is checked for shape only (fetching it is the
 worker's job).
+
+Local paths may be confined to roots (`Settings.repo_roots_for`): a path outside
+them, or one the server cannot read, gets one uniform message that says nothing
+about what is on disk, so a caller cannot map the server's filesystem with it.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["is_remote", "normalise_repo", "validate_repo_reference"]
+__all__ = [
+    "NOT_ALLOWED",
+    "has_control_chars",
+    "is_remote",
+    "normalise_repo",
+    "validate_repo_reference",
+]
+
+NOT_ALLOWED = (
+    "repo {repo!r} is not a git repository this server may use: give a git URL, or the "
+    "top-level directory of a git repository under an allowed root{roots}"
+)
+"""The one answer for a local path that is outside the roots, unreadable or malformed."""
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def has_control_chars(value: str) -> bool:
+    """Whether `value` holds a NUL, newline or other control character."""
+    return _CONTROL.search(value) is not None
+
 
 # `user@host:path` (git's scp-like syntax). A bare `host:path` is also scp-like to
 # git, but it is indistinguishable from a local file name containing a colon, so
@@ -39,26 +64,62 @@ def normalise_repo(repo: str) -> str:
     repo = repo.strip()
     if is_remote(repo):
         return repo
-    return str(Path(repo).expanduser().resolve())
+    try:
+        return str(Path(repo).expanduser().resolve())
+    except (OSError, RuntimeError, ValueError):
+        return repo  # validation refuses it; this only must not raise
 
 
-def validate_repo_reference(repo: str) -> None:
+def validate_repo_reference(repo: str, roots: Sequence[Path] | None = None) -> None:
     """Refuse a repository reference that cannot work, with a message saying why.
 
     Args:
         repo: A local path or a git URL.
+        roots: Directories a local path must lie under (after resolving symlinks);
+            `None` allows any path, an empty sequence none.
 
     Raises:
-        ValueError: An unsupported URL scheme, or a local path that does not
-            exist, is not a directory, or is not the top of a git repository.
+        ValueError: An unsupported URL scheme, control characters, or a local path
+            that does not exist, is not a directory, or is not the top of a git
+            repository. A local path outside `roots`, unreadable or malformed gets
+            the same `NOT_ALLOWED` message whatever is on disk.
     """
     repo = repo.strip()
     if not repo:
         raise ValueError("repo is empty: give a local path to a git repository or a git URL")
+    if has_control_chars(repo):
+        raise ValueError("repo holds control characters: give a plain path or git URL")
     if is_remote(repo):
         _validate_url(repo)
         return
-    _validate_local(Path(repo).expanduser())
+    refusal = ValueError(NOT_ALLOWED.format(repo=repo, roots=_roots_hint(roots)))
+    try:
+        path = Path(repo).expanduser()
+        resolved = path.resolve()
+        if roots is not None and not _under_any(resolved, roots):
+            raise refusal
+        _validate_local(path)
+    except (OSError, RuntimeError) as exc:  # EACCES, ENAMETOOLONG, ~nosuchuser, loops
+        raise refusal from exc
+
+
+def _roots_hint(roots: Sequence[Path] | None) -> str:
+    if roots is None:
+        return ""
+    if not roots:
+        return " (this server accepts no local paths from you: use a git URL)"
+    return f" ({', '.join(str(root) for root in roots)})"
+
+
+def _under_any(path: Path, roots: Sequence[Path]) -> bool:
+    for root in roots:
+        try:
+            resolved_root = root.expanduser().resolve()
+        except (OSError, RuntimeError):
+            continue
+        if path == resolved_root or path.is_relative_to(resolved_root):
+            return True
+    return False
 
 
 def _validate_url(repo: str) -> None:
@@ -76,6 +137,7 @@ def _validate_url(repo: str) -> None:
 
 
 def _validate_local(path: Path) -> None:
+    """Specific messages: only reached for paths the caller may use."""
     if not path.exists():
         raise ValueError(
             f"local repository path {str(path)!r} does not exist: "

