@@ -18,6 +18,7 @@ See docs/conversation.md.
 
 from chat_gateway._gateway import Gateway, SessionInfo
 from chat_gateway._hub import Draft, StreamItem, TaskUpdate, TokenDelta, TurnMarker
+from chat_gateway._model_errors import ModelCallFailed, ModelError
 from chat_gateway._store import SessionNotFound, SessionStore, SessionSummary
 from chat_gateway._tools import TOOL_SCHEMAS, ToolName
 
@@ -25,6 +26,8 @@ __all__ = [
     "TOOL_SCHEMAS",
     "Draft",
     "Gateway",
+    "ModelCallFailed",
+    "ModelError",
     "SessionInfo",
     "SessionNotFound",
     "SessionStore",

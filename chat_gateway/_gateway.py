@@ -20,6 +20,7 @@ import openai
 from temporalio.client import Client
 
 from chat_gateway._hub import SessionHub, StreamItem, Subscription, TaskUpdate
+from chat_gateway._model_errors import ModelCallFailed
 from chat_gateway._store import SessionNotFound, SessionStore, SessionSummary
 from chat_gateway._turns import Prefetch, TurnRunner
 from chat_gateway._watch import TaskWatcher
@@ -278,11 +279,20 @@ class Gateway:
         For clients that see one answer per message (the OpenAI endpoint): the
         notable task events since the previous answer come first, as a short
         "Task updates" block, then the model's text of every step of the turn.
+
+        Raises:
+            ModelCallFailed: The model did not answer (its notice is recorded too).
         """
         active = await self._activate(session_id, user)
         subscription = active.hub.subscribe()
         try:
-            result = await self.post(session_id, user, content, model=model, request_id=request_id)
+            # A client gone mid-post must not strand a claimed turn: the post (which
+            # starts the answer) runs to its end even when this generator is cancelled.
+            posting = asyncio.ensure_future(
+                self.post(session_id, user, content, model=model, request_id=request_id)
+            )
+            posting.add_done_callback(_consume)
+            result = await asyncio.shield(posting)
             updates = await self._updates_before(session_id, result.stamp.first_offset)
             if updates:
                 yield "Task updates:\n" + "\n".join(updates) + "\n\n"
@@ -300,6 +310,9 @@ class Gateway:
                     yield str(item.data["text"])
                 elif item.event == "entry" and item.data.get("turn") == result.turn:
                     entry = SessionEntry.model_validate(item.data)
+                    failed = ModelCallFailed.from_entry_data(entry.data) if entry.is_error else None
+                    if failed is not None and entry.ends_turn:
+                        raise failed
                     text = entry.content if entry.role in ("assistant", "system") else ""
                     if entry.role == "assistant" and entry.step in streamed:
                         text = ""
@@ -558,6 +571,12 @@ class Gateway:
                 log.log(level, "gateway task failed: %s", error, exc_info=error)
 
         task.add_done_callback(done)
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    """Retrieve a shielded task's outcome so an abandoned failure is logged, not warned."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("a post whose client left failed: %s", task.exception())
 
 
 def _resume_offset(gap: SessionEntry) -> int:

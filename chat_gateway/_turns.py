@@ -22,6 +22,7 @@ from openai.types.chat import (
 )
 
 from chat_gateway._hub import SessionHub, TokenDelta
+from chat_gateway._model_errors import model_error
 from chat_gateway._prompt import build_messages, last_step, unanswered_calls
 from chat_gateway._store import SessionStore
 from chat_gateway._tools import TOOL_SCHEMAS, ToolOutcome, ToolScope, run_tool
@@ -207,7 +208,11 @@ class TurnRunner:
                     f"the model is not answering ({type(exc).__name__}: {str(exc)[:300]}); "
                     "your message is kept, send another to try again"
                 )
-                return await record([_notice(why, turn=True)], finish=True)
+                error = model_error(exc, why)
+                notice = _notice(why, turn=True).model_copy(
+                    update={"is_error": True, "data": {"error": error.model_dump()}}
+                )
+                return await record([notice], finish=True)
             content = "".join(reply.content)
             calls = [
                 ChatToolCall(

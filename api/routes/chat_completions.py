@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import CurrentUser
 from api.routes.sessions import ChatGateway
+from chat_gateway import ModelCallFailed, ModelError
 from switchboard.conversation import MAX_MESSAGE_CHARS
 from switchboard.service import ServiceError
 
@@ -69,13 +70,39 @@ class ChatCompletionRequest(BaseModel):
     stream_options: dict[str, Any] | None = None
 
 
+class OpenAIError(BaseModel):
+    message: str
+    type: str
+    code: str | None = None
+    param: str | None = None
+
+
+class OpenAIErrorBody(BaseModel):
+    """OpenAI's error shape: the `openai` client raises the matching exception."""
+
+    error: OpenAIError
+
+
+def _model_failure(description: str) -> dict[str, Any]:
+    return {"description": description, "model": OpenAIErrorBody}
+
+
 @router.post(
     "/chat/completions",
     response_model=None,
     responses={
-        200: {"description": "A chat completion, or its SSE chunks with `stream: true`."},
-        400: {"description": "No user message to answer."},
+        200: {
+            "description": "A chat completion, or its SSE chunks with `stream: true` (a model "
+            "failure after the first chunk arrives as an `error` chunk, then the stream ends).",
+            "content": {"text/event-stream": {}},
+        },
+        400: {"description": "No user message to answer, or the model refused the request."},
         404: {"description": "The session in X-Switchboard-Session is not yours."},
+        409: {"description": "The session is closed."},
+        429: _model_failure("The conversation model is rate limited: retry later."),
+        502: _model_failure("The conversation model failed."),
+        503: _model_failure("The model, Temporal or the workers are not answering."),
+        504: _model_failure("The conversation model timed out."),
     },
 )
 async def chat_completions(
@@ -107,11 +134,19 @@ async def chat_completions(
     completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
     headers = {SESSION_HEADER: session_id}
+    try:
+        # Wait for the first piece before answering, so a model that fails at once
+        # gets its own status rather than a 200 stream that carries the error.
+        first = await anext(answer, "")
+        if not body.stream:
+            text = first + "".join([piece async for piece in answer])
+    except ModelCallFailed as exc:
+        return _error_response(exc.error, headers)
     if body.stream:
         usage = bool((body.stream_options or {}).get("include_usage"))
-        chunks = _chunks(answer, completion_id, created, body.model, question, usage)
+        pieces = _prepend(first, answer)
+        chunks = _chunks(pieces, completion_id, created, body.model, question, usage)
         return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
-    text = "".join([piece async for piece in answer])
     return JSONResponse(
         {
             "id": completion_id,
@@ -158,9 +193,11 @@ async def _chunks(
         async for piece in answer:
             text.append(piece)
             yield chunk({"content": piece})
+    except ModelCallFailed as exc:
+        yield _error_event(exc.error.message, exc.error.type, exc.error.code)
+        return
     except ServiceError as exc:
-        error = {"error": {"message": str(exc), "type": "server_error", "code": None}}
-        yield f"data: {json.dumps(error)}\n\n".encode()
+        yield _error_event(str(exc), "server_error", None)
         return
     yield chunk({}, "stop")
     if include_usage:
@@ -169,6 +206,26 @@ async def _chunks(
         final["usage"] = _usage(question, "".join(text))
         yield f"data: {json.dumps(final)}\n\n".encode()
     yield b"data: [DONE]\n\n"
+
+
+async def _prepend(first: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:
+    if first:
+        yield first
+    async for piece in rest:
+        yield piece
+
+
+def _error_event(message: str, kind: str, code: str | None) -> bytes:
+    # The `openai` client raises `APIError` on a chunk with `error`; the stream then ends.
+    error = {"error": {"message": message, "type": kind, "code": code}}
+    return f"data: {json.dumps(error)}\n\n".encode()
+
+
+def _error_response(error: ModelError, headers: dict[str, str]) -> JSONResponse:
+    if error.status in (429, 503):
+        headers = {**headers, "Retry-After": "5"}
+    body = {"error": {"message": error.message, "type": error.type, "code": error.code}}
+    return JSONResponse(body, status_code=error.status, headers=headers)
 
 
 def _usage(question: str, answer: str) -> dict[str, int]:
