@@ -51,7 +51,13 @@ from entrypoints.api_client import SessionClient
 from entrypoints.devserver import DevServer
 from entrypoints.stack import settings_env
 from switchboard.conversation import EntryKind, NewEntry, PostMessage, RecordTurn, SessionTask
-from switchboard.model_server import ModelServerHandle, builtin_scenario, parse_scenario
+from switchboard.model_server import (
+    CONTROL_TOKEN_ENV,
+    ModelServerHandle,
+    builtin_scenario,
+    new_control_token,
+    parse_scenario,
+)
 from switchboard.models import EventKind, EventsPage, EventsRequest, Model, Phase, TaskEvent
 from switchboard.models import TaskStatus as TaskStatusModel
 from switchboard.settings import Settings
@@ -224,6 +230,7 @@ async def stack(work: Path) -> AsyncIterator[tuple[Settings, str, ModelServerHan
     env = settings_env(settings)
     for key in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
         env.pop(key, None)
+    token = new_control_token()
     scenario = work / "scenario.json"
     scenario.write_text(json.dumps(bench_scenario()), encoding="utf-8")
     serve_model = (
@@ -234,14 +241,16 @@ async def stack(work: Path) -> AsyncIterator[tuple[Settings, str, ModelServerHan
     try:
         with (
             child(
-                [py, "-c", serve_model, str(model_port), str(scenario)], env, work / "model.log"
+                [py, "-c", serve_model, str(model_port), str(scenario)],
+                {**env, CONTROL_TOKEN_ENV: token},
+                work / "model.log",
             ) as model_process,
             child([py, "-m", "entrypoints", "worker"], env, work / "worker.log"),
             child([py, "-m", "entrypoints", "api"], env, work / "api.log") as api_process,
         ):
             wait_port(model_port, model_process, "the model server", work / "model.log")
             wait_port(api_port, api_process, "the API", work / "api.log")
-            model = ModelServerHandle(model_port)
+            model = ModelServerHandle(model_port, token)
             try:
                 yield settings, f"http://127.0.0.1:{api_port}", model
             finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -22,7 +23,12 @@ from temporalio.testing import WorkflowEnvironment
 
 from entrypoints.devserver import DevServer, dynamic_config_args, port_open, temporal_binary
 from switchboard import wire
-from switchboard.model_server import ModelServerHandle, Scenario
+from switchboard.model_server import (
+    CONTROL_TOKEN_ENV,
+    ModelServerHandle,
+    Scenario,
+    new_control_token,
+)
 
 __all__ = [
     "DevServerOnPort",
@@ -122,12 +128,14 @@ def model_process(
     )
     argv = [sys.executable, "-c", code, str(port), str(scenario_file)]
     argv += [str(latency_ms), str(token_rate)]
+    token = new_control_token()
+    env = {**os.environ, CONTROL_TOKEN_ENV: token}
     with (work / "model-server.log").open("ab") as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     handle: ModelServerHandle | None = None
     try:
         wait_port(port, process, "the scripted model server")
-        handle = ModelServerHandle(port)
+        handle = ModelServerHandle(port, token)
         _MODEL_PIDS[port] = process.pid
         yield handle
     finally:

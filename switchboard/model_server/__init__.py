@@ -17,6 +17,7 @@ from switchboard.model_server._app import (
     ROLE_HEADER,
     SUBAGENT_HEADER,
     TASK_HEADER,
+    control_token,
     create_app,
 )
 from switchboard.model_server._scenario import (
@@ -31,11 +32,18 @@ from switchboard.model_server._scenario import (
     load_scenario,
     parse_scenario,
 )
-from switchboard.model_server._server import ModelServerHandle, running_model_server, serve
+from switchboard.model_server._server import (
+    CONTROL_TOKEN_ENV,
+    ModelServerHandle,
+    new_control_token,
+    running_model_server,
+    serve,
+)
 from switchboard.model_server._state import Fault, FaultKind, ServerConfig
 
 __all__ = [
     "CALL_ID_HEADER",
+    "CONTROL_TOKEN_ENV",
     "ROLE_HEADER",
     "SUBAGENT_HEADER",
     "TASK_HEADER",
@@ -51,8 +59,10 @@ __all__ = [
     "ToolCallSpec",
     "Turn",
     "builtin_scenario",
+    "control_token",
     "create_app",
     "load_scenario",
+    "new_control_token",
     "parse_scenario",
     "running_model_server",
     "serve",

@@ -2,19 +2,24 @@
 
 This is a test double of the *model* only: everything else (the `openai` client,
 HTTP, streaming parsers, retries) is the real thing talking to it.
+
+The admin API (`/_scenario`, `/_faults`, `/_config`, `/_reset`, `/_stats`) needs
+`Authorization: Bearer <control token>`: the token is given to `create_app` or
+generated there (`control_token(app)`); without it 401, with a wrong one 403.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.background import BackgroundTask
@@ -64,8 +69,23 @@ def _state(request: Request) -> ServerState:
 
 StateDep = Annotated[ServerState, Depends(_state)]
 
+
+def _require_control_token(request: Request) -> None:
+    expected = control_token(request.app)
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "the control endpoints need Authorization: Bearer <control token> "
+            "(printed by the server at start)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not secrets.compare_digest(given.strip().encode(), expected.encode()):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "wrong control token")
+
+
 openai_router = APIRouter(prefix="/v1", tags=["openai"])
-admin_router = APIRouter(tags=["admin"])
+admin_router = APIRouter(tags=["admin"], dependencies=[Depends(_require_control_token)])
 
 
 def _error(status: int, message: str, type_: str, code: str | None = None) -> JSONResponse:
@@ -290,9 +310,20 @@ async def set_config(update: ConfigUpdate, state: StateDep) -> ServerConfig:
 
 
 def create_app(
-    scenario: Scenario | None = None, *, latency_ms: int = 0, token_rate: float = 0
+    scenario: Scenario | None = None,
+    *,
+    latency_ms: int = 0,
+    token_rate: float = 0,
+    control_token: str | None = None,
 ) -> FastAPI:
-    """The scripted model as an ASGI app (the built-in demo scenario by default)."""
+    """The scripted model as an ASGI app (the built-in demo scenario by default).
+
+    Args:
+        scenario: What to play.
+        latency_ms: Delay before each reply.
+        token_rate: Streamed tokens per second (0: unpaced).
+        control_token: What the admin API requires; generated when omitted.
+    """
     state = ServerState(
         scenario or builtin_scenario("demo"),
         ServerConfig(latency_ms=latency_ms, token_rate=token_rate),
@@ -307,6 +338,7 @@ def create_app(
 
     app = FastAPI(title="Switchboard scripted model", lifespan=lifespan)
     app.state.model_server = state
+    app.state.control_token = control_token or secrets.token_urlsafe(24)
     app.include_router(openai_router)
     app.include_router(admin_router)
     return app
@@ -315,3 +347,9 @@ def create_app(
 def server_state(app: FastAPI) -> ServerState:
     """The state behind an app made by `create_app` (for the server runner)."""
     return cast(ServerState, app.state.model_server)
+
+
+def control_token(app: FastAPI) -> str:
+    """The token the admin API of an app made by `create_app` requires."""
+    token: str = app.state.control_token
+    return token

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import socket
 import threading
 import time
@@ -15,12 +17,14 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from switchboard.model_server._app import create_app, server_state
+from switchboard.model_server._app import control_token, create_app, server_state
 from switchboard.model_server._scenario import Scenario, builtin_scenario, load_scenario
 from switchboard.model_server._state import Fault, FaultKind
 
 logger = logging.getLogger(__name__)
 
+CONTROL_TOKEN_ENV = "SWITCHBOARD_MODEL_SERVER_CONTROL_TOKEN"
+"""Where `serve` and `ModelServerHandle` read the control token when not given one."""
 STARTUP_TIMEOUT_SECONDS = 15.0
 STOP_TIMEOUT_SECONDS = 10.0
 
@@ -48,27 +52,48 @@ def _config(app: FastAPI, host: str, port: int) -> uvicorn.Config:
 
 
 def serve(
-    host: str, port: int, scenario_path: Path | None, latency_ms: int, token_rate: float
+    host: str,
+    port: int,
+    scenario_path: Path | None,
+    latency_ms: int,
+    token_rate: float,
+    *,
+    token: str | None = None,
 ) -> None:
     """Serve the scripted model until interrupted (`switchboard model-server`).
+
+    The admin API's control token is `token`, else `$SWITCHBOARD_MODEL_SERVER_CONTROL_TOKEN`,
+    else a new one, logged (and only then) so whoever started the server can use it.
 
     Raises:
         ScenarioError: the scenario file is missing or invalid.
     """
     scenario = load_scenario(scenario_path) if scenario_path else builtin_scenario("demo")
-    app = create_app(scenario, latency_ms=latency_ms, token_rate=token_rate)
+    given = token or os.environ.get(CONTROL_TOKEN_ENV) or None
+    app = create_app(scenario, latency_ms=latency_ms, token_rate=token_rate, control_token=given)
     logger.info("scripted model %r on http://%s:%d/v1", scenario.name, host, port)
+    if given is None:
+        logger.warning(
+            "scripted model control token (for /_scenario, /_faults, /_config, /_reset): %s",
+            control_token(app),
+        )
     _Server(_config(app, host, port), app).run()
 
 
 class ModelServerHandle:
     """A running scripted model: its address and sync helpers for the admin API."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, token: str | None = None) -> None:
+        """`token`: the server's control token (default: `$CONTROL_TOKEN_ENV`)."""
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.base_url = f"{self.url}/v1"
-        self._http = httpx.Client(base_url=self.url, timeout=10.0)
+        self.token = token or os.environ.get(CONTROL_TOKEN_ENV, "")
+        self._http = httpx.Client(
+            base_url=self.url,
+            timeout=10.0,
+            headers={"Authorization": f"Bearer {self.token}"} if self.token else None,
+        )
 
     def stats(self) -> dict[str, Any]:
         return self._call("GET", "/_stats")
@@ -127,7 +152,7 @@ def running_model_server(
     thread.start()
     handle: ModelServerHandle | None = None
     try:
-        handle = ModelServerHandle(_wait_started(server, thread))
+        handle = ModelServerHandle(_wait_started(server, thread), control_token(app))
         handle._call("GET", "/v1/models")
         yield handle
     finally:
@@ -137,6 +162,12 @@ def running_model_server(
             handle.close()
         if thread.is_alive():
             logger.warning("the scripted model server did not stop in %ss", STOP_TIMEOUT_SECONDS)
+
+
+def new_control_token() -> str:
+    """A fresh control token, for whoever starts a model server in another process
+    (give it to the child as `$SWITCHBOARD_MODEL_SERVER_CONTROL_TOKEN`, and to the handle)."""
+    return secrets.token_urlsafe(24)
 
 
 def _wait_started(server: uvicorn.Server, thread: threading.Thread) -> int:

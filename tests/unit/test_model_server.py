@@ -19,11 +19,14 @@ import yaml
 from openai.types.chat import ChatCompletionMessageParam
 
 from switchboard.model_server import (
+    CONTROL_TOKEN_ENV,
     ModelServerHandle,
     Scenario,
     ScenarioError,
     ScriptedRole,
     builtin_scenario,
+    control_token,
+    create_app,
     load_scenario,
     parse_scenario,
     running_model_server,
@@ -553,10 +556,51 @@ def test_bad_scenario_files_give_clear_errors(tmp_path: Path) -> None:
 
 
 async def test_posting_a_bad_scenario_is_refused(model: ModelServerHandle) -> None:
-    async with httpx.AsyncClient() as http:
+    headers = {"Authorization": f"Bearer {model.token}"}
+    async with httpx.AsyncClient(headers=headers) as http:
         response = await http.post(f"{model.url}/_scenario", json={"roles": {"worker": [{}]}})
     assert response.status_code == 400
     assert "roles.worker.turns.0" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/_scenario", {"name": "evil", "roles": {"worker": [{"content": "pwned"}]}}),
+        ("POST", "/_faults", {"kind": "hang"}),
+        ("POST", "/_config", {"latency_ms": 600000}),
+        ("POST", "/_reset", None),
+        ("GET", "/_config", None),
+        ("GET", "/_stats", None),
+    ],
+)
+async def test_control_endpoints_need_the_token(
+    model: ModelServerHandle, method: str, path: str, body: object
+) -> None:
+    before = model.stats()
+    async with httpx.AsyncClient(base_url=model.url) as http:
+        missing = await http.request(method, path, json=body)
+        wrong = await http.request(
+            method, path, json=body, headers={"Authorization": "Bearer not-the-token"}
+        )
+        basic = await http.request(
+            method, path, json=body, headers={"Authorization": f"Basic {model.token}"}
+        )
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    assert "Authorization: Bearer" in missing.json()["detail"]
+    assert wrong.status_code == 403
+    assert basic.status_code == 401
+    # Nothing changed: the same scenario plays, no fault is pending, no knob moved.
+    assert model.stats() == before
+    assert model._call("GET", "/_scenario")["name"] == "demo"
+    assert model._call("GET", "/_config")["latency_ms"] == 0
+
+
+def test_serve_takes_its_token_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CONTROL_TOKEN_ENV, "from-env")
+    assert ModelServerHandle(1).token == "from-env"
+    assert control_token(create_app(control_token="given")) == "given"
+    assert control_token(create_app()) != control_token(create_app())  # generated, unguessable
 
 
 def demo_user_message(role: str, title: str) -> str:
