@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from chat_gateway import TooManySessions
 from switchboard.service import (
     InvalidRequest,
     ServiceError,
@@ -30,6 +31,7 @@ _STATUS: dict[type[ServiceError], int] = {
     InvalidRequest: status.HTTP_400_BAD_REQUEST,
     WrongPhase: status.HTTP_409_CONFLICT,
     ServiceUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
+    TooManySessions: status.HTTP_429_TOO_MANY_REQUESTS,
 }
 
 

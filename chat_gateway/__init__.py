@@ -19,7 +19,7 @@ See docs/conversation.md.
 from chat_gateway._gateway import Gateway, SessionInfo
 from chat_gateway._hub import Draft, StreamItem, TaskUpdate, TokenDelta, TurnMarker
 from chat_gateway._model_errors import ModelCallFailed, ModelError
-from chat_gateway._store import SessionNotFound, SessionStore, SessionSummary
+from chat_gateway._store import SessionNotFound, SessionStore, SessionSummary, TooManySessions
 from chat_gateway._tools import TOOL_SCHEMAS, ToolName
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "StreamItem",
     "TaskUpdate",
     "TokenDelta",
+    "TooManySessions",
     "ToolName",
     "TurnMarker",
 ]

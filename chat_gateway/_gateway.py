@@ -21,7 +21,7 @@ from temporalio.client import Client
 
 from chat_gateway._hub import SessionHub, StreamItem, Subscription, TaskUpdate
 from chat_gateway._model_errors import ModelCallFailed
-from chat_gateway._store import SessionNotFound, SessionStore, SessionSummary
+from chat_gateway._store import SessionNotFound, SessionStore, SessionSummary, TooManySessions
 from chat_gateway._turns import Prefetch, TurnRunner
 from chat_gateway._watch import TaskWatcher
 from switchboard.conversation import (
@@ -160,13 +160,34 @@ class Gateway:
         key: str | None = None,
         max_history_events: int | None = None,
     ) -> SessionInfo:
-        """Start a session; with `key`, the owner's session for that key (made once)."""
+        """Start a session; with `key`, the owner's session for that key (made once).
+
+        Raises:
+            TooManySessions: The owner holds `max_open_sessions_per_user` open sessions.
+        """
         session_id = session_id_for(owner, key) if key is not None else new_session_id()
-        start = SessionStart(owner=owner, repo=repo, title=title)
+        await self._check_quota(owner, session_id if key is not None else None)
+        start = SessionStart(
+            owner=owner,
+            repo=repo,
+            title=title,
+            idle_seconds=self._settings.session_idle_hours * 3600,
+        )
         if max_history_events is not None:
             start.max_history_events = max_history_events
         await self._store.start(session_id, start)
         return SessionInfo(session_id=session_id, owner=owner, repo=repo, title=title)
+
+    async def _check_quota(self, owner: str, keyed: str | None) -> None:
+        limit = self._settings.max_open_sessions_per_user
+        if await self._store.count_open(owner) < limit:
+            return
+        if keyed is not None and await self._store.is_open(keyed):
+            return  # reusing the key's open session adds none
+        raise TooManySessions(
+            f"{owner} has {limit} open sessions, the most allowed: close one "
+            "(DELETE /v1/sessions/{id}) or wait for an idle one to close itself"
+        )
 
     async def session_for_key(self, owner: str, key: str, *, repo: str | None = None) -> str:
         """The owner's session for a client key (made on first use; then one lookup)."""
@@ -226,6 +247,11 @@ class Gateway:
             prefetch = self._turns.prefetch(guess)
         try:
             result = await self._store.post(session_id, post)
+        except SessionNotFound:
+            if prefetch is not None:
+                prefetch.cancel()
+            await self._closed_meanwhile(session_id)
+            raise
         except BaseException:
             if prefetch is not None:
                 prefetch.cancel()
@@ -246,6 +272,17 @@ class Gateway:
             prefetch = None
         self._spawn(self._answer(active, result.turn, context, prefetch))
         return result
+
+    async def _closed_meanwhile(self, session_id: str) -> None:
+        """Raise `WrongPhase` if the session's workflow ended (it closed itself when idle)."""
+        try:
+            await self._store.owner(session_id)
+        except WrongPhase:
+            active = self._sessions.pop(session_id, None)
+            if active is not None:
+                active.closed = True
+                active.hub.close()
+            raise
 
     def _context(self, active: _Active, entry: NewEntry, model: str | None) -> TurnContext:
         """The context the workflow would give the next turn, from what this gateway holds."""

@@ -60,7 +60,7 @@ from switchboard.service import (
 )
 from switchboard.settings import Settings
 
-__all__ = ["SessionNotFound", "SessionStore", "SessionSummary"]
+__all__ = ["SessionNotFound", "SessionStore", "SessionSummary", "TooManySessions"]
 
 QUERY_TIMEOUT = timedelta(seconds=10)
 UPDATE_TIMEOUT = timedelta(seconds=30)
@@ -71,6 +71,10 @@ R = TypeVar("R", bound=BaseModel)
 
 class SessionNotFound(TaskNotFound):
     """No session with that id, or not the caller's (a not-found, like a task's: 404)."""
+
+
+class TooManySessions(ServiceError):
+    """The owner holds the most open sessions allowed: close one first."""
 
 
 class SessionSummary(Model):
@@ -129,12 +133,21 @@ class SessionStore:
             raise WrongPhase(f"{session_id} is closed: start a new session")
         return description.typed_search_attributes.get(wire.SearchAttributes.OWNER) or ""
 
+    async def count_open(self, owner: str) -> int:
+        """The owner's running sessions, from visibility (which may lag a moment)."""
+        async with self._errors(None):
+            counted = await self._client.count_workflows(_open_sessions(owner))
+        return counted.count
+
+    async def is_open(self, session_id: str) -> bool:
+        try:
+            await self.owner(session_id)
+        except (SessionNotFound, WrongPhase):
+            return False
+        return True
+
     async def list(self, owner: str, limit: int = 50) -> list[SessionSummary]:
-        query = (
-            f"WorkflowType = '{wire.Conversation.WORKFLOW}' AND "
-            f"{wire.SearchAttributes.OWNER.name} = '{_escape(owner)}' AND "
-            "ExecutionStatus = 'Running'"
-        )
+        query = _open_sessions(owner)
         found: list[SessionSummary] = []
         async with self._errors(None):
             async for execution in self._client.list_workflows(query, limit=limit):
@@ -230,6 +243,14 @@ class SessionStore:
             if "connect" not in str(exc).lower():
                 raise
             raise ServiceUnavailable.unreachable(self._settings.temporal_address) from exc
+
+
+def _open_sessions(owner: str) -> str:
+    return (
+        f"WorkflowType = '{wire.Conversation.WORKFLOW}' AND "
+        f"{wire.SearchAttributes.OWNER.name} = '{_escape(owner)}' AND "
+        "ExecutionStatus = 'Running'"
+    )
 
 
 def _update_failure(session_id: str | None, exc: WorkflowUpdateFailedError) -> ServiceError:

@@ -143,6 +143,8 @@ class SessionStart(Model):
     """Continue-as-new past this many history events (the server warns at 10,240)."""
     max_entries: int = Field(default=1_000, ge=20, le=10_000)
     """Entries kept in state; older ones are summarised and answered with a `gap`."""
+    idle_seconds: float | None = Field(default=None, gt=0)
+    """Close the session after this long with no message and no turn (None: never)."""
     carry: SessionCarry | None = None
 
 

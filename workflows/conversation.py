@@ -9,7 +9,9 @@ this code stays deterministic. A gateway that dies mid-turn leaves the turn
 claimed; the next one (the same runner at once, another after `TURN_LEASE`)
 claims it and answers from the recorded steps.
 
-Bounded: the newest `max_entries` entries stay in state (readers asking for
+Idle sessions end: with `idle_seconds` set, a session with no message and no
+turn for that long closes itself (a workflow timer; its history is kept, its
+tasks run on). Bounded: the newest `max_entries` entries stay in state (readers asking for
 older offsets get one `gap` entry), and past `max_history_events` (or when the
 server suggests it) the run continues as new with the newest entries, a
 summary of the rest, the tasks and the open turns. Offsets go on growing.
@@ -81,10 +83,11 @@ class ConversationWorkflow:
         self._runs = carry.runs + 1 if carry else 1
         self._seen: dict[str, int] = dict(carry.seen_requests) if carry else {}
         self._closed = False
+        self._activity = 0  # bumped by every post and turn step: the idle timer's clock
 
     @workflow.run
     async def run(self, start: SessionStart) -> SessionState:
-        await workflow.wait_condition(lambda: self._closed or self._should_continue_as_new())
+        await self._until_closed_or_due()
         # Handlers are synchronous, so this returns at once; it keeps the rule anyway.
         await workflow.wait_condition(workflow.all_handlers_finished)
         if self._closed:
@@ -107,6 +110,7 @@ class ConversationWorkflow:
             while len(self._seen) > SEEN_REQUESTS:
                 del self._seen[next(iter(self._seen))]
         claimed = self._claim(post.runner) == turn
+        self._activity += 1
         return PostResult(stamp=stamp, turn=turn, claimed=claimed)
 
     @post_message.validator
@@ -128,6 +132,7 @@ class ConversationWorkflow:
 
     @workflow.update(name=Conversation.RECORD_TURN)
     def record_turn(self, record: RecordTurn) -> RecordResult:
+        self._activity += 1
         head = self._turns[0]
         head.claimed_at = workflow.now()
         for task in record.tasks:
@@ -247,6 +252,46 @@ class ConversationWorkflow:
         )
 
     # ---- internals --------------------------------------------------------------------
+
+    async def _until_closed_or_due(self) -> None:
+        """Wait for a close or continue-as-new; close the session once it idles too long."""
+
+        def done() -> bool:
+            return self._closed or self._should_continue_as_new()
+
+        idle = self._start.idle_seconds
+        if idle is None:
+            await workflow.wait_condition(done)
+            return
+        while not done():
+            seen = self._activity
+
+            def woke(seen: int = seen) -> bool:
+                return done() or self._activity != seen
+
+            try:
+                await workflow.wait_condition(
+                    woke,
+                    timeout=timedelta(seconds=idle),
+                )
+            except TimeoutError:
+                if not self._turns:  # a turn being answered is not idle
+                    self._close_idle(idle)
+
+    def _close_idle(self, idle: float) -> None:
+        self._append(
+            [
+                NewEntry(
+                    kind=EntryKind.NOTICE,
+                    role="system",
+                    content=f"this session closed itself after {idle / 3600:g} hours without "
+                    "a message; its history is kept and its tasks go on (see /v1/tasks)",
+                    data={"closed": "idle", "idle_seconds": idle},
+                )
+            ],
+            None,
+        )
+        self._closed = True
 
     def _append(self, new: list[NewEntry], turn: int | None) -> Stamp:
         stamp = Stamp(first_offset=self._next_offset, at=workflow.now(), count=len(new))
