@@ -15,7 +15,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from switchboard import wire
-from switchboard.conversation import EntriesPage, EntriesRequest
+from switchboard.conversation import EntriesPage, EntriesRequest, SessionEntry
 from switchboard.model_server import ModelServerHandle
 from switchboard.settings import Settings
 from tests.integration.test_conversation import chat_model
@@ -109,12 +109,12 @@ async def test_an_idle_session_closes_itself_and_keeps_its_history(
         refused = await http.post(f"/v1/sessions/{session_id}/messages", json={"content": "x"})
         assert refused.status_code == 409
     entries = await _entries(bounded_api, session_id)
-    said = [e["content"] for e in entries if e.get("role") == "user"]
+    said = [e.content for e in entries if e.role == "user"]
     assert said == ["hi", "...", "..."]
-    assert "closed itself after" in entries[-1]["content"]
+    assert "closed itself after" in entries[-1].content
 
 
-async def _entries(api: ApiServer, session_id: str) -> list[dict[str, object]]:
+async def _entries(api: ApiServer, session_id: str) -> list[SessionEntry]:
     # The closed session's history, from its workflow's query (no event stream needed).
     client = await Client.connect(
         api.settings.temporal_address, data_converter=pydantic_data_converter
@@ -122,4 +122,4 @@ async def _entries(api: ApiServer, session_id: str) -> list[dict[str, object]]:
     page: EntriesPage = await client.get_workflow_handle(session_id).query(
         wire.Conversation.ENTRIES, EntriesRequest(from_offset=0), result_type=EntriesPage
     )
-    return [entry.model_dump(mode="json") for entry in page.entries]
+    return page.entries
