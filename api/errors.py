@@ -24,7 +24,7 @@ from switchboard.service import (
     WrongPhase,
 )
 
-__all__ = ["install_error_handlers", "validation_detail"]
+__all__ = ["install_error_handlers", "status_for", "validation_detail"]
 
 _STATUS: dict[type[ServiceError], int] = {
     TaskNotFound: status.HTTP_404_NOT_FOUND,
@@ -41,11 +41,16 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ValidationError, _validation_error)
 
 
-async def _service_error(_: Request, exc: Exception) -> JSONResponse:
-    code = next(
+def status_for(exc: Exception) -> int:
+    """The HTTP status of a service error (502 for one of no known kind)."""
+    return next(
         (code for kind, code in _STATUS.items() if isinstance(exc, kind)),
         status.HTTP_502_BAD_GATEWAY,
     )
+
+
+async def _service_error(_: Request, exc: Exception) -> JSONResponse:
+    code = status_for(exc)
     headers = {"Retry-After": "5"} if code == status.HTTP_503_SERVICE_UNAVAILABLE else None
     return JSONResponse({"detail": str(exc)}, status_code=code, headers=headers)
 

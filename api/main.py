@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.middleware import BodyLimit, RequestMetrics
+from api.openapi import install_openapi
 from api.routes import api_router
 from switchboard import __version__
 from switchboard.service import TaskService
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(api_router)
     install_error_handlers(app)
+    install_openapi(app)
     app.add_middleware(BodyLimit)
     app.add_middleware(RequestMetrics)
     return app

@@ -18,15 +18,16 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Response, status
+from fastapi import APIRouter, Header, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.deps import CurrentUser
+from api.errors import status_for
 from api.routes.sessions import ChatGateway
 from chat_gateway import ModelCallFailed, ModelError
 from switchboard.conversation import MAX_MESSAGE_CHARS
-from switchboard.service import ServiceError
+from switchboard.service import InvalidRequest, ServiceError
 
 __all__ = ["router"]
 
@@ -69,6 +70,20 @@ class ChatCompletionRequest(BaseModel):
     user: str | None = Field(default=None, max_length=200)
     stream_options: dict[str, Any] | None = None
 
+    def question(self) -> str:
+        """The message to answer: the last user message."""
+        return next((m.text() for m in reversed(self.messages) if m.role == "user"), "")
+
+    @model_validator(mode="after")
+    def _question_fits(self) -> ChatCompletionRequest:
+        length = len(self.question())
+        if length > MAX_MESSAGE_CHARS:
+            raise ValueError(
+                f"the last user message has {length} characters; the limit is "
+                f"{MAX_MESSAGE_CHARS}: send a shorter message"
+            )
+        return self
+
 
 class OpenAIError(BaseModel):
     message: str
@@ -96,10 +111,10 @@ def _model_failure(description: str) -> dict[str, Any]:
             "failure after the first chunk arrives as an `error` chunk, then the stream ends).",
             "content": {"text/event-stream": {}},
         },
-        400: {"description": "No user message to answer, or the model refused the request."},
-        404: {"description": "The session in X-Switchboard-Session is not yours."},
-        409: {"description": "The session is closed."},
-        429: _model_failure("The conversation model is rate limited: retry later."),
+        400: _model_failure("No user message to answer, or the model refused the request."),
+        404: _model_failure("The session in X-Switchboard-Session is not yours."),
+        409: _model_failure("The session is closed."),
+        429: _model_failure("The model is rate limited, or too many open sessions."),
         502: _model_failure("The conversation model failed."),
         503: _model_failure("The model, Temporal or the workers are not answering."),
         504: _model_failure("The conversation model timed out."),
@@ -112,16 +127,31 @@ async def chat_completions(
     x_switchboard_session: Annotated[str | None, Header(max_length=100)] = None,
     x_switchboard_repo: Annotated[str | None, Header(max_length=2000)] = None,
 ) -> Response:
-    """Answer the last user message in the caller's session."""
-    question = next((m.text() for m in reversed(body.messages) if m.role == "user"), "")
+    """Answer the last user message in the caller's session.
+
+    Every error past request validation is OpenAI's `{"error": {...}}`, so the
+    `openai` client raises the matching exception."""
+    try:
+        return await _complete(body, gateway, user, x_switchboard_session, x_switchboard_repo)
+    except ModelCallFailed as exc:
+        return _error_response(exc.error, {})
+    except ServiceError as exc:
+        code = status_for(exc)
+        kind = "invalid_request_error" if code < 500 else "server_error"
+        error = ModelError(message=str(exc)[:2000], type=kind, code=type(exc).__name__, status=code)
+        return _error_response(error, {})
+
+
+async def _complete(
+    body: ChatCompletionRequest,
+    gateway: ChatGateway,
+    user: str,
+    x_switchboard_session: str | None,
+    x_switchboard_repo: str | None,
+) -> Response:
+    question = body.question()
     if not question.strip():
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "messages hold no user message to answer")
-    if len(question) > MAX_MESSAGE_CHARS:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"the last user message has {len(question)} characters; the limit is "
-            f"{MAX_MESSAGE_CHARS}: send a shorter message",
-        )
+        raise InvalidRequest("messages hold no user message to answer")
     if x_switchboard_session is not None:
         session_id = x_switchboard_session
         await gateway.open(session_id, user)

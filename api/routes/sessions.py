@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import (
     APIRouter,
@@ -34,6 +34,7 @@ from pydantic import Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.deps import CurrentUser
+from api.openapi import ErrorBody
 from chat_gateway import Gateway, SessionInfo, SessionSummary
 from switchboard.conversation import MAX_MESSAGE_CHARS, SessionState
 from switchboard.models import Model
@@ -45,10 +46,10 @@ __all__ = ["ChatGateway", "chat_gateway", "router"]
 PING_SECONDS = 15
 """Keep-alive comments so proxies do not close an idle stream."""
 
-_ERRORS: dict[int | str, dict[str, str]] = {
-    404: {"description": "No such session, or not yours."},
-    409: {"description": "The session is closed."},
-    503: {"description": "Temporal or the workers are not answering."},
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such session, or not yours.", "model": ErrorBody},
+    409: {"description": "The session is closed.", "model": ErrorBody},
+    503: {"description": "Temporal or the workers are not answering.", "model": ErrorBody},
 }
 
 
@@ -103,11 +104,21 @@ class MessageAccepted(Model):
     duplicate: bool = False
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=_ERRORS)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        429: {"description": "You hold the most open sessions allowed.", "model": ErrorBody},
+        **_ERRORS,
+    },
+)
 async def create_session(
     gateway: ChatGateway, user: CurrentUser, body: SessionCreate | None = None
 ) -> SessionInfo:
-    """Start a chat session (a durable `ConversationWorkflow`)."""
+    """Start a chat session (a durable `ConversationWorkflow`).
+
+    Each user may hold `max_open_sessions_per_user` open sessions (429 past it); a
+    session with no message for `session_idle_hours` closes itself, history kept."""
     body = body or SessionCreate()
     return await gateway.create_session(user, repo=body.repo, title=body.title)
 

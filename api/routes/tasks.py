@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.deps import CallerIsRemote, CurrentUser, Service
+from api.openapi import ErrorBody
 from api.schemas import (
     ApproveBody,
     RejectBody,
@@ -42,10 +43,10 @@ router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 PING_SECONDS = 15
 """Keep-alive comments so proxies do not close an idle stream."""
 
-_ERRORS: dict[int | str, dict[str, str]] = {
-    404: {"description": "No such task, or not yours."},
-    409: {"description": "The task is not in a phase that allows this."},
-    503: {"description": "Temporal or the workers are not answering."},
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such task, or not yours.", "model": ErrorBody},
+    409: {"description": "The task is not in a phase that allows this.", "model": ErrorBody},
+    503: {"description": "Temporal or the workers are not answering.", "model": ErrorBody},
 }
 
 
@@ -54,7 +55,10 @@ _ERRORS: dict[int | str, dict[str, str]] = {
     status_code=status.HTTP_201_CREATED,
     responses={
         200: {"description": "The request id matched an existing task."},
-        400: {"description": "The repository cannot be used (not allowed, or not a repository)."},
+        400: {
+            "description": "The repository cannot be used (not allowed, or not a repository).",
+            "model": ErrorBody,
+        },
         **_ERRORS,
     },
 )

@@ -1,0 +1,88 @@
+"""The OpenAPI document made to match what the API really answers.
+
+- Validation errors (422) are `{"detail": "<one sentence>", "errors": [...]}`
+  (see `api.errors`), not FastAPI's default `{"detail": [...]}`: the document
+  says so.
+- Every operation may answer 413 (body too large, `api.middleware.BodyLimit`),
+  502 (Temporal refused a call) and 503 (Temporal or the workers not answering),
+  all as `{"detail": "..."}`.
+- A 405 lists in `Allow` every method the path supports, across all its routes
+  (Starlette lists only the first route's).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
+
+__all__ = ["COMMON_RESPONSES", "ErrorBody", "install_openapi"]
+
+
+class ErrorBody(BaseModel):
+    """Every error but the OpenAI endpoint's model failures: what was wrong, how to fix it."""
+
+    detail: str
+
+
+class ValidationIssue(BaseModel):
+    type: str
+    loc: list[str | int]
+    msg: str
+
+
+class ValidationErrorBody(BaseModel):
+    """A refused request: one readable sentence, then each problem."""
+
+    detail: str
+    errors: list[ValidationIssue]
+
+
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    413: {"description": "The request body is too large.", "model": ErrorBody},
+    502: {"description": "Temporal refused the call.", "model": ErrorBody},
+    503: {"description": "Temporal or the workers are not answering.", "model": ErrorBody},
+}
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Use the true 422 schema and a 405 handler that lists every allowed method."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title,
+                version=app.version,
+                summary=app.summary,
+                routes=app.routes,
+            )
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            issue = ValidationIssue.model_json_schema()
+            body = ValidationErrorBody.model_json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+            body.pop("$defs", None)
+            schemas["ValidationIssue"] = issue
+            schemas["HTTPValidationError"] = body
+            schemas.pop("ValidationError", None)
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    app.add_exception_handler(405, _method_not_allowed)
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    detail = exc.detail if isinstance(exc, HTTPException) else "Method Not Allowed"
+    headers = {"Allow": ", ".join(sorted(methods))} if methods else None
+    return JSONResponse({"detail": detail}, status_code=405, headers=headers)
