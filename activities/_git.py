@@ -30,6 +30,7 @@ from typing import Any
 import git
 from temporalio.exceptions import ApplicationError
 
+from activities._reach import unreachable_reason
 from switchboard import diffs
 from switchboard.contracts import (
     CommitInput,
@@ -127,6 +128,8 @@ def prepare_mirror(settings: Settings, input: PrepareRepoInput) -> PreparedRepo:
             f"base_ref {input.base_ref!r} is not a branch, tag or commit", Errors.INVALID_INPUT
         )
 
+    if (reason := unreachable_reason(origin)) is not None:
+        raise _fail(f"cannot reach {origin}: {reason}", Errors.REPO_UNREACHABLE)
     mirrors_dir = settings.mirrors_dir.resolve()
     mirrors_dir.mkdir(parents=True, exist_ok=True)
     mirror = mirror_path_for(mirrors_dir, origin)

@@ -3,7 +3,7 @@
 - Validation errors (422) are `{"detail": "<one sentence>", "errors": [...]}`
   (see `api.errors`), not FastAPI's default `{"detail": [...]}`: the document
   says so.
-- Every operation may answer 413 (body too large, `api.middleware.BodyLimit`),
+- Every operation may answer 400 (a body that cannot be parsed), 413 (body too large, `api.middleware.BodyLimit`),
   502 (Temporal refused a call) and 503 (Temporal or the workers not answering),
   all as `{"detail": "..."}`.
 - A 405 lists in `Allow` every method the path supports, across all its routes
@@ -44,6 +44,7 @@ class ValidationErrorBody(BaseModel):
 
 
 COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "The request is malformed (e.g. a body that cannot be parsed)."},
     413: {"description": "The request body is too large.", "model": ErrorBody},
     502: {"description": "Temporal refused the call.", "model": ErrorBody},
     503: {"description": "Temporal or the workers are not answering.", "model": ErrorBody},

@@ -78,6 +78,7 @@ class Errors:
     INVALID_INPUT: Final = "InvalidInput"
     REPO_NOT_FOUND: Final = "RepoNotFound"
     REPO_FETCH_FAILED: Final = "RepoFetchFailed"
+    REPO_UNREACHABLE: Final = "RepoUnreachable"
     MODEL_OUTPUT_INVALID: Final = "ModelOutputInvalid"
     MODEL_UNAVAILABLE: Final = "ModelUnavailable"
     SANDBOX_UNAVAILABLE: Final = "SandboxUnavailable"
@@ -88,6 +89,7 @@ class Errors:
 
 NON_RETRYABLE_ERRORS: Final = (
     Errors.INVALID_INPUT,
+    Errors.REPO_UNREACHABLE,
     Errors.REPO_NOT_FOUND,
     Errors.SANDBOX_UNAVAILABLE,
 )

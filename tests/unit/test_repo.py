@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities import _git
+from activities._reach import unreachable_reason
 from activities.repo import RepoActivities
 from switchboard import wire
 from switchboard.contracts import (
@@ -482,3 +484,33 @@ async def test_long_operations_heartbeat(
     prepared = await env.run(acts.prepare_repo, PrepareRepoInput(repo=str(source)))
     assert prepared.base_commit == git(source, "rev-parse", "HEAD")
     assert beats
+
+
+# ---- remotes that do not answer ---------------------------------------------------------
+
+
+async def test_unreachable_remote_fails_at_once_and_is_not_retried(acts: RepoActivities) -> None:
+    started = time.monotonic()
+    await expect_error(
+        prepare(acts, "ssh://git@127.0.0.1:1/org/repo.git"),
+        wire.Errors.REPO_UNREACHABLE,
+        retryable=False,
+        contains="could not connect to 127.0.0.1:1",
+    )
+    await expect_error(
+        prepare(acts, "git@no-such-host.invalid:org/repo.git"),
+        wire.Errors.REPO_UNREACHABLE,
+        retryable=False,
+        contains="'no-such-host.invalid' does not resolve",
+    )
+    assert time.monotonic() - started < 5
+
+
+def test_a_host_that_does_not_answer_is_given_up_on_quickly() -> None:
+    started = time.monotonic()
+    # 192.0.2.0/24 is TEST-NET-1: nothing answers (or the network says unreachable).
+    reason = unreachable_reason("git://192.0.2.1/org/repo.git", timeout=0.5)
+    assert reason is not None and "192.0.2.1" in reason
+    assert time.monotonic() - started < 3
+    assert unreachable_reason("https://192.0.2.1/org/repo.git") is None  # left to git
+    assert unreachable_reason("/srv/repo") is None
