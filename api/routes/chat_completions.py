@@ -111,7 +111,10 @@ def _model_failure(description: str) -> dict[str, Any]:
             "failure after the first chunk arrives as an `error` chunk, then the stream ends).",
             "content": {"text/event-stream": {}},
         },
-        400: _model_failure("No user message to answer, or the model refused the request."),
+        400: {
+            "description": "No user message, or the model refused the request (OpenAI's "
+            "`error` shape), or a body that cannot be parsed (`detail`)."
+        },
         404: _model_failure("The session in X-Switchboard-Session is not yours."),
         409: _model_failure("The session is closed."),
         429: _model_failure("The model is rate limited, or too many open sessions."),
