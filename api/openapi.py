@@ -3,15 +3,17 @@
 - Validation errors (422) are `{"detail": "<one sentence>", "errors": [...]}`
   (see `api.errors`), not FastAPI's default `{"detail": [...]}`: the document
   says so.
-- Every operation may answer 400 (a body that cannot be parsed), 413 (body too large, `api.middleware.BodyLimit`),
-  502 (Temporal refused a call) and 503 (Temporal or the workers not answering),
-  all as `{"detail": "..."}`.
-- A 405 lists in `Allow` every method the path supports, across all its routes
-  (Starlette lists only the first route's).
+- Every operation may answer 400 (a body that cannot be parsed), 413 (body too
+  large, `api.middleware.BodyLimit`), 502 (Temporal refused a call) and 503
+  (Temporal or the workers not answering), all as `{"detail": "..."}`.
+- A 405 lists in `Allow` every method the document gives the path, across all
+  its routes (Starlette lists only the first route's).
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,7 +21,6 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
-from starlette.routing import Match
 
 __all__ = ["COMMON_RESPONSES", "ErrorBody", "install_openapi"]
 
@@ -79,11 +80,24 @@ def install_openapi(app: FastAPI) -> None:
 
 
 async def _method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match is not Match.NONE:
-            methods |= getattr(route, "methods", None) or set()
+    # The document is the contract: every method it lists for a path matching this one.
+    document = request.app.openapi()
+    methods = {
+        method.upper()
+        for template, operations in document.get("paths", {}).items()
+        if _template(template).fullmatch(request.url.path)
+        for method in operations
+    }
+    headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
+    if methods:
+        headers["Allow"] = ", ".join(sorted(methods))
     detail = exc.detail if isinstance(exc, HTTPException) else "Method Not Allowed"
-    headers = {"Allow": ", ".join(sorted(methods))} if methods else None
-    return JSONResponse({"detail": detail}, status_code=405, headers=headers)
+    return JSONResponse({"detail": detail}, status_code=405, headers=headers or None)
+
+
+@functools.cache
+def _template(path: str) -> re.Pattern[str]:
+    parts = re.split(r"(\{[^/{}]+\})", path)
+    return re.compile(
+        "".join("[^/]+" if part.startswith("{") else re.escape(part) for part in parts)
+    )

@@ -206,3 +206,21 @@ def test_repo_subdirectory_points_at_the_top_level(repo: Path) -> None:
         repo_refs.validate_repo_reference(str(sub))
     repo_refs.validate_repo_reference(str(repo))
     assert repo_refs.normalise_repo(str(sub / "..")) == str(repo.resolve())
+
+
+def test_a_405_allows_every_method_of_the_path(api: TestClient) -> None:
+    # /v1/sessions is two routes (GET, POST): Starlette alone named only the first.
+    assert api.request("OPTIONS", "/v1/sessions").headers["allow"] == "GET, POST"
+    assert api.request("PUT", "/v1/sessions/session-x").headers["allow"] == "DELETE, GET"
+    assert api.request("TRACE", "/v1/tasks/task-x/approve").headers["allow"] == "POST"
+
+
+def test_the_document_declares_the_422_the_api_sends(api: TestClient) -> None:
+    document = api.get("/openapi.json").json()
+    declared = document["components"]["schemas"]["HTTPValidationError"]
+    assert declared["properties"]["detail"]["type"] == "string"
+    assert set(declared["required"]) == {"detail", "errors"}
+    sent = api.post("/v1/tasks", json={"goal": ""}).json()
+    assert set(sent) == {"detail", "errors"} and isinstance(sent["detail"], str)
+    submit = document["paths"]["/v1/tasks"]["post"]["responses"]
+    assert {"400", "413", "422", "502", "503"} <= set(submit)
