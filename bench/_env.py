@@ -100,6 +100,7 @@ def bench_settings(
         "sandbox": os.environ.get("SWITCHBOARD_SANDBOX", "auto"),
         "llm_timeout_seconds": 60.0,
         "worker_metrics_port": 0,
+        "repo_roots": [work],  # the benchmark's repositories live in its work dir
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[arg-type]

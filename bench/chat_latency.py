@@ -226,6 +226,7 @@ async def stack(work: Path) -> AsyncIterator[tuple[Settings, str, ModelServerHan
         model_server_port=model_port,
         api_port=api_port,
         sandbox=os.environ.get("SWITCHBOARD_SANDBOX", "bwrap"),
+        repo_roots=[work],
     )
     env = settings_env(settings)
     for key in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):

@@ -8,6 +8,7 @@ reverse order on Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -58,6 +59,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if settings.repo_roots is not None:
+        env["SWITCHBOARD_REPO_ROOTS"] = json.dumps([str(root) for root in settings.repo_roots])
     return env
 
 
