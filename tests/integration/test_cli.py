@@ -188,6 +188,12 @@ async def test_exit_codes(cli_env: dict[str, str], tmp_path: Path, repo: Path) -
     assert no_repo.exit_code == EXIT_FAILED and "does not exist" in no_repo.stderr
     blank_goal = await cli(cli_env, "task", "submit", "--repo", str(repo), "--goal", " ")
     assert blank_goal.exit_code == EXIT_FAILED and "goal must not be blank" in blank_goal.stderr
+    # Unreadable, overlong, unknown user's home: one clear message each, never a traceback.
+    for hostile in ("/proc/1/root", "/tmp/" + "a" * 256, "~nosuchuser/x", "/etc"):
+        refused = await cli(cli_env, "task", "submit", "--repo", hostile, "--goal", "g")
+        assert refused.exit_code == EXIT_FAILED, (hostile, refused.output)
+        assert "is not a git repository this server may use" in refused.stderr, hostile
+        assert refused.exception is None or isinstance(refused.exception, SystemExit), hostile
 
     for usage in (
         ["task", "status"],
