@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from switchboard import repo_refs
 from switchboard.settings import Settings
-from tests.helpers import make_repo
+from testkit import make_repo
 
 NOWHERE = "127.0.0.1:1"
 PROBES = [
