@@ -268,7 +268,17 @@ def _unavailable(exc: RPCError, settings: Settings, session_id: str | None = Non
         return ServiceUnavailable(_no_worker(session_id))
     if exc.status == RPCStatusCode.UNAVAILABLE:
         return ServiceUnavailable.unreachable(settings.temporal_address)
+    if _worker_busy_or_gone(exc):
+        return ServiceUnavailable(_no_worker(session_id))
     return ServiceError(f"Temporal refused the call: {exc.message}")
+
+
+def _worker_busy_or_gone(exc: RPCError) -> bool:
+    """Temporal's refusals that mean "retry later", not "never": no worker polled the
+    queue lately (an update), or the server is rate limiting."""
+    if exc.status == RPCStatusCode.RESOURCE_EXHAUSTED:
+        return True
+    return exc.status == RPCStatusCode.FAILED_PRECONDITION and "no poller" in exc.message
 
 
 def _no_worker(session_id: str | None) -> str:

@@ -424,6 +424,10 @@ class TaskService:
             return ServiceUnavailable(_no_worker_message(task_id, QUERY_TIMEOUT))
         if exc.status == RPCStatusCode.UNAVAILABLE:
             return ServiceUnavailable.unreachable(self._settings.temporal_address)
+        if exc.status == RPCStatusCode.RESOURCE_EXHAUSTED or (
+            exc.status == RPCStatusCode.FAILED_PRECONDITION and "no poller" in exc.message
+        ):  # no worker polled the queue lately, or the server rate limits: retry later
+            return ServiceUnavailable(_no_worker_message(task_id, QUERY_TIMEOUT))
         return ServiceError(f"Temporal refused the call: {exc.message}")
 
 
