@@ -13,6 +13,7 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from entrypoints.worker import workflow_runner
 from switchboard.contracts import PreparedRepo, SubagentInput
 from switchboard.models import (
     ApprovalRecord,
@@ -29,7 +30,6 @@ from switchboard.models import (
     TaskStatus,
 )
 from switchboard.wire import Queries, Updates
-from switchboard.worker import workflow_runner
 from tests.timeskip.fakes import Fakes
 from workflows import DelegatedTaskWorkflow, SubagentWorkflow
 
