@@ -31,7 +31,6 @@ import git
 from temporalio.exceptions import ApplicationError
 
 from activities._reach import unreachable_reason
-from switchboard import diffs
 from switchboard.contracts import (
     CommitInput,
     CommitResult,
@@ -39,8 +38,6 @@ from switchboard.contracts import (
     MergeOutcome,
     PreparedRepo,
     PrepareRepoInput,
-    ReadDiffInput,
-    ReadDiffResult,
     WorktreeInfo,
     WorktreeInput,
 )
@@ -60,7 +57,6 @@ __all__ = [
     "is_remote",
     "mirror_path_for",
     "prepare_mirror",
-    "read_diff",
     "reap_orphans",
     "remove_task_worktrees",
     "validate_repo_reference",
@@ -399,19 +395,6 @@ def _publish(g: git.Git, input: IntegrateInput, result: MergeResult) -> None:
         return
     result.branch = input.target_branch
     result.pushed = not input.is_local
-
-
-def read_diff(input: ReadDiffInput) -> ReadDiffResult:
-    """The patch from the base to `ref` in the mirror, cut at `max_bytes`, and its full stat."""
-    try:
-        stat, patch, truncated = diffs.read_diff(
-            input.mirror_path, input.base_commit, input.ref, input.max_bytes
-        )
-    except FileNotFoundError as err:
-        raise _fail(str(err), Errors.REPO_NOT_FOUND) from None
-    except ValueError as err:
-        raise _fail(str(err), Errors.INVALID_INPUT) from None
-    return ReadDiffResult(stat=stat, patch=patch, truncated=truncated)
 
 
 def diff_stat(g: git.Git, base: str, head: str) -> DiffStat:

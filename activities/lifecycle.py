@@ -11,7 +11,6 @@ from switchboard.contracts import (
     CleanupInput,
     FinishSubagentInput,
     FinishSubagentResult,
-    SandboxInfo,
 )
 from switchboard.wire import Activities
 
@@ -22,10 +21,6 @@ class LifecycleActivities:
     def __init__(self, repo: RepoActivities, sandbox: Sandbox) -> None:
         self._repo = repo
         self._sandbox = sandbox
-
-    @activity.defn(name=Activities.STOP_SANDBOX)
-    async def stop_sandbox(self, info: SandboxInfo) -> None:
-        await self._sandbox.stop(info.sandbox_id)
 
     @activity.defn(name=Activities.FINISH_SUBAGENT)
     async def finish_subagent(self, input: FinishSubagentInput) -> FinishSubagentResult:

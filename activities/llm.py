@@ -1,4 +1,4 @@
-"""Model calls: one subagent turn (`llm_turn`) and task planning (`plan_subtasks`).
+"""Model calls: one subagent turn (`turn`, inside `subagent_step`) and planning (`plan_subtasks`).
 
 Every call goes through the official `openai` client to any OpenAI-compatible
 server (the scripted one by default). The client never retries (`max_retries=0`):
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from typing import Any, cast
 
 import openai
@@ -123,17 +122,8 @@ class LlmActivities:
             max_retries=0,
         )
 
-    def activities(self) -> list[Callable[..., Any]]:
-        """Both activities, for a worker's `activities=` list."""
-        return [self.llm_turn, self.plan_subtasks]
-
     async def close(self) -> None:
         await self._client.close()
-
-    @activity.defn(name=Activities.LLM_TURN)
-    async def llm_turn(self, input: LlmTurnInput) -> LlmTurnResult:
-        """One model turn of a subagent, appended to its transcript file."""
-        return await self.turn(input)
 
     async def turn(self, input: LlmTurnInput) -> LlmTurnResult:
         """One model turn of a subagent, appended to its transcript file.
@@ -209,7 +199,7 @@ class LlmActivities:
         Raises:
             ApplicationError: `ModelOutputInvalid` when the reply holds no usable
                 plan (retryable: a model may do better on a second try), else as
-                `llm_turn`.
+                `turn`.
         """
         max_subtasks = max(1, input.max_subtasks)
         user = (

@@ -23,8 +23,6 @@ from switchboard.contracts import (
     MergeOutcome,
     PreparedRepo,
     PrepareRepoInput,
-    ReadDiffInput,
-    ReadDiffResult,
     WorktreeInfo,
     WorktreeInput,
 )
@@ -53,20 +51,14 @@ class RepoActivities:
         """Check out a subagent's branch in its own worktree (idempotent)."""
         return await self._run(_git.create_worktree, input)
 
-    @activity.defn(name=Activities.COMMIT_WORKTREE)
     async def commit_worktree(self, input: CommitInput) -> CommitResult:
-        """Commit what a subagent changed; report the diff stat against the base."""
+        """Commit what a subagent changed; report the diff stat (part of `finish_subagent`)."""
         return await self._run(_git.commit_worktree, input)
 
     @activity.defn(name=Activities.INTEGRATE_BRANCHES)
     async def integrate_branches(self, input: IntegrateInput) -> MergeOutcome:
         """Merge the subagent branches (conflicts reported, never resolved); maybe publish."""
         return await self._run(_git.integrate_branches, input)
-
-    @activity.defn(name=Activities.READ_DIFF)
-    async def read_diff(self, input: ReadDiffInput) -> ReadDiffResult:
-        """The patch and stat of a branch against the base, bounded in size."""
-        return await heartbeating(asyncio.to_thread(_git.read_diff, input))
 
     async def cleanup_worktrees(self, input: CleanupInput) -> None:
         """Remove a task's worktrees (and, if asked, branches); part of the cleanup activity."""

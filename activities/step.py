@@ -6,7 +6,7 @@ most of Switchboard's overhead over a plain runner (bench B1). Here the step is
 one activity on the subagent's host queue:
 
 0. on a subagent's first step, its sandbox starts (one round trip less than
-   a `start_sandbox` activity of its own);
+   a sandbox-start activity of its own);
 1. the model turn (`LlmActivities.turn`), recorded in the transcript file before
    any tool runs, so a retry after a crash reuses the reply instead of paying
    for it again;
@@ -43,7 +43,7 @@ class StepActivities:
         """Model turn, role check, tool calls.
 
         Raises:
-            ApplicationError: as `llm_turn` and `run_tools` do.
+            ApplicationError: as `LlmActivities.turn` and `ToolActivities.run_calls` do.
         """
         if input.start_sandbox:
             await heartbeating(self._tools.start(input.sandbox))

@@ -15,19 +15,16 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities._heartbeat import heartbeating
 from activities.sandbox import ExecResult, Limit, Sandbox, SandboxUnavailable
 from switchboard import metrics
 from switchboard.contracts import (
-    RunToolsInput,
-    RunToolsResult,
     SandboxInfo,
     SandboxSpec,
     ToolOutcome,
 )
 from switchboard.settings import Settings
 from switchboard.tools import CheckedCall, ToolName, safe_relative_path
-from switchboard.wire import Activities, Errors
+from switchboard.wire import Errors
 
 MAX_LISTED_FILES = 2_000
 QUICK_TOOL_TIMEOUT_SECONDS = 30.0
@@ -104,11 +101,6 @@ class ToolActivities:
             ToolName.DIFF: self._diff,
         }
 
-    @activity.defn(name=Activities.START_SANDBOX)
-    async def start_sandbox(self, spec: SandboxSpec) -> SandboxInfo:
-        """Make a subagent's sandbox ready (idempotent)."""
-        return await heartbeating(self.start(spec))
-
     async def start(self, spec: SandboxSpec) -> SandboxInfo:
         """Start (or find running) a subagent's sandbox, timed in the start metric.
 
@@ -127,12 +119,6 @@ class ToolActivities:
             backend=self._sandbox.name,
         )
         return info
-
-    @activity.defn(name=Activities.RUN_TOOLS)
-    async def run_tools(self, input: RunToolsInput) -> RunToolsResult:
-        """Run checked tool calls in order, each inside the subagent's sandbox."""
-        outcomes = await heartbeating(self.run_calls(input.sandbox, input.base_commit, input.calls))
-        return RunToolsResult(outcomes=outcomes)
 
     async def run_calls(
         self, spec: SandboxSpec, base_commit: str, calls: list[CheckedCall]

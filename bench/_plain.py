@@ -1,7 +1,7 @@
 """The plain alternative: the same task as a plain asyncio program, no Temporal.
 
 It calls exactly what Switchboard's activities call — the git functions of
-`activities._git`, `LlmActivities.llm_turn` (the `openai` client, the transcript
+`activities._git`, `LlmActivities.turn` (the `openai` client, the transcript
 files), the tool runner and the same sandbox — in the same order as
 `DelegatedTaskWorkflow` and `SubagentWorkflow`, with the same role checks.
 `temporalio.testing.ActivityEnvironment` only supplies the activity context that
@@ -138,7 +138,7 @@ class PlainRunner:
             if not first_step:
                 first_step.append(time.monotonic() - started)
             turn: LlmTurnResult = await ActivityEnvironment().run(
-                self._llm.llm_turn,
+                self._llm.turn,
                 LlmTurnInput(
                     transcript_id=f"{task_id}/{index}/r1",
                     call_id=f"{task_id}/{index}/r1/{steps}",

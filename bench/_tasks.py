@@ -22,7 +22,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from switchboard.models import Phase, TaskRequest, TaskResult, TaskStatus
 from switchboard.settings import Settings
-from switchboard.wire import Queries, Workflows
+from switchboard.wire import Activities, Queries, Workflows
 
 
 def new_task_id() -> str:
@@ -93,7 +93,7 @@ class HistoryProfile:
     completed_at: list[float] = field(default_factory=list)
     """Event times of every activity completion and child completion (progress marks)."""
     llm_spans: list[tuple[float, float]] = field(default_factory=list)
-    """(scheduled, closed) of every activity that calls the model (`llm_turn`, `subagent_step`)."""
+    """(scheduled, closed) of every activity that calls the model (`subagent_step`)."""
     first_event: float = float("inf")
     """When the task's workflow started (its first history event)."""
 
@@ -179,7 +179,7 @@ def _add_activity_closed(
         profile.activity_run[name].append(at - event_time(began))
     if kind == "activity_task_completed_event_attributes":
         profile.completed_at.append(at)
-    if name in ("llm_turn", "subagent_step"):
+    if name == Activities.SUBAGENT_STEP:
         profile.llm_spans.append((event_time(by_id[scheduled_id]), at))
 
 

@@ -99,19 +99,6 @@ class IntegrateInput(Model):
     push: bool = False
 
 
-class ReadDiffInput(Model):
-    mirror_path: str
-    base_commit: str
-    ref: str
-    max_bytes: int = 200_000
-
-
-class ReadDiffResult(Model):
-    stat: DiffStat
-    patch: str
-    truncated: bool
-
-
 class CleanupInput(Model):
     task_id: str
     mirror_path: str | None = None
@@ -194,12 +181,6 @@ class SandboxInfo(Model):
     backend: str
 
 
-class RunToolsInput(Model):
-    sandbox: SandboxSpec
-    base_commit: str
-    calls: list[CheckedCall]
-
-
 class ToolOutcome(Model):
     call_id: str
     name: str
@@ -209,10 +190,6 @@ class ToolOutcome(Model):
     truncated: bool = False
     limit: str | None = None
     """Which limit stopped the command, if one did: "timeout", "output", ..."""
-
-
-class RunToolsResult(Model):
-    outcomes: list[ToolOutcome]
 
 
 class StepInput(Model):

@@ -60,15 +60,9 @@ class Activities:
     PREPARE_REPO: Final = "prepare_repo"
     PLAN_SUBTASKS: Final = "plan_subtasks"
     CREATE_WORKTREE: Final = "create_worktree"
-    START_SANDBOX: Final = "start_sandbox"
-    STOP_SANDBOX: Final = "stop_sandbox"
-    LLM_TURN: Final = "llm_turn"
-    RUN_TOOLS: Final = "run_tools"
     SUBAGENT_STEP: Final = "subagent_step"
     FINISH_SUBAGENT: Final = "finish_subagent"
-    COMMIT_WORKTREE: Final = "commit_worktree"
     INTEGRATE_BRANCHES: Final = "integrate_branches"
-    READ_DIFF: Final = "read_diff"
     CLEANUP_TASK: Final = "cleanup_task"
 
 

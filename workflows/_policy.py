@@ -11,10 +11,8 @@ from switchboard.wire import NON_RETRYABLE_ERRORS
 PREPARE_REPO_TIMEOUT = timedelta(minutes=15)
 PLAN_TIMEOUT = timedelta(minutes=5)
 WORKTREE_TIMEOUT = timedelta(minutes=15)
-SANDBOX_START_TIMEOUT = timedelta(minutes=3)
-LLM_TURN_TIMEOUT = timedelta(minutes=10)
-RUN_TOOLS_TIMEOUT = timedelta(minutes=30)
-STEP_TIMEOUT = LLM_TURN_TIMEOUT + RUN_TOOLS_TIMEOUT
+STEP_TIMEOUT = timedelta(minutes=40)
+"""A model turn (up to 10 min) and the tools it asked for (up to 30 min)."""
 COMMIT_TIMEOUT = timedelta(minutes=5)
 INTEGRATE_TIMEOUT = timedelta(minutes=15)
 CLEANUP_TIMEOUT = timedelta(minutes=5)
@@ -38,13 +36,3 @@ PLAN_RETRY = RetryPolicy(
     maximum_attempts=3,
     non_retryable_error_types=list(NON_RETRYABLE_ERRORS),
 )
-
-# Tool runs are not idempotent (a shell command may have run): retry only a little.
-TOOLS_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_attempts=3,
-    non_retryable_error_types=list(NON_RETRYABLE_ERRORS),
-)
-
-# Steps kept per subagent before the text of older tool outputs is shortened in events.
-EVENT_OUTPUT_PREVIEW_CHARS = 300

@@ -1,9 +1,13 @@
 """Record the histories that tests/unit/test_replay.py replays.
 
-Run after a deliberate workflow change that parked tasks can tolerate (or with
-a patch/version gate for one they cannot):
+Run after a deliberate workflow change (see "Upgrading workflows" in
+docs/operations.md for when a change needs a patch gate instead):
 
-    .venv/bin/python -m tests.histories.record
+    .venv/bin/python -m tests.histories.record [DIR]
+
+DIR defaults to tests/histories/current (the shapes of the code as it is). At a
+release, the same recording goes into tests/histories/<release>/ and stays there
+while any run of that release may still be open.
 
 Each history is a real run on an embedded dev server, bubblewrap sandboxes and
 the scripted model: a task approved after review, a task sent round again with
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -40,12 +45,27 @@ from switchboard.wire import Updates, Workflows
 from testkit import free_port, make_repo, wait_for, wait_for_phase
 
 HERE = Path(__file__).parent
+CURRENT = HERE / "current"
+
+
+SHAPES = (
+    "task_planned_reviewed_approved",
+    "subagent_worker",
+    "task_request_changes_then_rejected",
+    "task_cancelled",
+    "conversation_delegate_chat_approve",
+)
+"""Every workflow shape recorded, one history each."""
+
+_into = CURRENT
 
 
 async def _save(client: Client, workflow_id: str, name: str) -> None:
+    assert name in SHAPES, name
     history = await client.get_workflow_handle(workflow_id).fetch_history()
     document = {"workflow_id": workflow_id, "history": json.loads(history.to_json())}
-    (HERE / f"{name}.json").write_text(json.dumps(document, indent=1))
+    _into.mkdir(parents=True, exist_ok=True)
+    (_into / f"{name}.json").write_text(json.dumps(document, indent=1))
 
 
 async def _record(tmp: Path) -> None:
@@ -139,6 +159,9 @@ async def _record_conversation(client: Client, settings: Settings, repo: Path) -
 
 
 def main() -> None:
+    global _into
+    if len(sys.argv) > 1:
+        _into = Path(sys.argv[1])
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(_record(Path(tmp)))
 

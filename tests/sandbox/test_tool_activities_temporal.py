@@ -1,8 +1,9 @@
-"""The tool activities through a real Temporal dev server and the pydantic converter."""
+"""The step activity's tools through a real Temporal dev server and the pydantic converter."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -12,59 +13,90 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.worker import UnsandboxedWorkflowRunner
 
+from activities.llm import LlmActivities
 from activities.sandbox import Sandbox
+from activities.step import StepActivities
 from activities.tools import ToolActivities
-from switchboard.contracts import RunToolsInput, RunToolsResult, SandboxInfo, SandboxSpec
+from switchboard.contracts import ChatMessage, LlmTurnInput, SandboxSpec, StepInput, StepResult
+from switchboard.model_server import (
+    RoleScript,
+    Scenario,
+    ScriptedRole,
+    ToolCallSpec,
+    Turn,
+    running_model_server,
+)
 from switchboard.models import Role
 from switchboard.settings import Settings
-from switchboard.tools import CheckedCall, check_call
 from switchboard.wire import Activities, Errors
 from tests.conftest import new_worker
 from tests.sandbox.helpers import Checkout
 
+WRITE_THEN_RUN = Scenario(
+    roles={
+        ScriptedRole.WORKER: RoleScript(
+            turns=[
+                Turn(
+                    tool_calls=[
+                        ToolCallSpec(
+                            name="write_file", arguments={"path": "a/b.txt", "content": "hi"}
+                        ),
+                        ToolCallSpec(name="run", arguments={"command": "cat a/b.txt; exit 4"}),
+                    ]
+                )
+            ]
+        )
+    }
+)
+
 
 @workflow.defn(sandboxed=False)
-class RunToolsOnce:
-    """Start the sandbox, run the calls; what a subagent step does, minus the model."""
+class StepOnce:
+    """One first step of a subagent: start the sandbox, a model turn, its tools."""
 
     @workflow.run
-    async def run(self, request: RunToolsInput) -> RunToolsResult:
-        await workflow.execute_activity(
-            Activities.START_SANDBOX,
-            request.sandbox,
-            result_type=SandboxInfo,
-            start_to_close_timeout=timedelta(seconds=60),
-        )
-        result: RunToolsResult = await workflow.execute_activity(
-            Activities.RUN_TOOLS,
+    async def run(self, request: StepInput) -> StepResult:
+        result: StepResult = await workflow.execute_activity(
+            Activities.SUBAGENT_STEP,
             request,
-            result_type=RunToolsResult,
+            result_type=StepResult,
             start_to_close_timeout=timedelta(seconds=60),
             retry_policy=RetryPolicy(maximum_attempts=3),  # non-retryable errors stop at 1
         )
         return result
 
 
-async def test_run_tools_over_temporal(
-    client: Client, settings: Settings, sandbox: Sandbox, checkout: Checkout
-) -> None:
-    calls = [
-        check_call(Role.WORKER, "1", "write_file", '{"path": "a/b.txt", "content": "hi"}'),
-        check_call(Role.WORKER, "2", "run", '{"command": "cat a/b.txt; exit 4"}'),
-    ]
-    request = RunToolsInput(
-        sandbox=checkout.spec(Role.WORKER),
-        base_commit=checkout.base_commit,
-        calls=[c for c in calls if isinstance(c, CheckedCall)],
+def step_input(spec: SandboxSpec, base_commit: str) -> StepInput:
+    turn = LlmTurnInput(
+        transcript_id=f"{spec.sandbox_id}/r1",
+        call_id=f"{spec.sandbox_id}/r1/0",
+        role=Role.WORKER,
+        expected_length=0,
+        new_messages=[ChatMessage(role="user", content="write a/b.txt")],
     )
-    assert len(request.calls) == 2
-    tools = ToolActivities(settings, sandbox)
-    activities = [tools.start_sandbox, tools.run_tools]
+    return StepInput(turn=turn, sandbox=spec, base_commit=base_commit, start_sandbox=True)
+
+
+@pytest.fixture
+async def steps(settings: Settings, sandbox: Sandbox) -> AsyncIterator[StepActivities]:
+    with running_model_server(WRITE_THEN_RUN) as model:
+        llm = LlmActivities(settings.model_copy(update={"llm_base_url": model.base_url}))
+        yield StepActivities(llm, ToolActivities(settings, sandbox))
+        await llm.close()
+
+
+async def test_step_tools_over_temporal(
+    client: Client, steps: StepActivities, checkout: Checkout
+) -> None:
+    request = step_input(checkout.spec(Role.WORKER), checkout.base_commit)
     async with new_worker(
-        client, RunToolsOnce, activities=activities, workflow_runner=UnsandboxedWorkflowRunner()
+        client,
+        StepOnce,
+        activities=[steps.subagent_step],
+        workflow_runner=UnsandboxedWorkflowRunner(),
     ) as worker:
         result = await client.execute_workflow(
-            RunToolsOnce.run, request, id=f"tools-{uuid.uuid4()}", task_queue=worker.task_queue
+            StepOnce.run, request, id=f"tools-{uuid.uuid4()}", task_queue=worker.task_queue
         )
     wrote, ran = result.outcomes
     assert wrote.ok and (checkout.worktree / "a" / "b.txt").read_text() == "hi"
@@ -72,24 +104,25 @@ async def test_run_tools_over_temporal(
 
 
 async def test_an_unusable_sandbox_fails_the_workflow_step_once(
-    client: Client, settings: Settings, sandbox: Sandbox, checkout: Checkout
+    client: Client, steps: StepActivities, checkout: Checkout
 ) -> None:
     spec = SandboxSpec(
         sandbox_id=f"{checkout.task_id}-7",
         worktree_path=str(checkout.worktree.parent / "missing"),
         role=Role.WORKER,
     )
-    request = RunToolsInput(sandbox=spec, base_commit=checkout.base_commit, calls=[])
-    tools = ToolActivities(settings, sandbox)
     async with new_worker(
         client,
-        RunToolsOnce,
-        activities=[tools.start_sandbox, tools.run_tools],
+        StepOnce,
+        activities=[steps.subagent_step],
         workflow_runner=UnsandboxedWorkflowRunner(),
     ) as worker:
         with pytest.raises(WorkflowFailureError) as caught:
             await client.execute_workflow(
-                RunToolsOnce.run, request, id=f"tools-{uuid.uuid4()}", task_queue=worker.task_queue
+                StepOnce.run,
+                step_input(spec, checkout.base_commit),
+                id=f"tools-{uuid.uuid4()}",
+                task_queue=worker.task_queue,
             )
     activity_error = caught.value.cause
     assert isinstance(activity_error, ActivityError)

@@ -1,4 +1,4 @@
-"""The tool runner activity against real sandboxes and real git worktrees."""
+"""The tool runner of the `subagent_step` activity against real sandboxes and git worktrees."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.sandbox import Sandbox
 from activities.tools import ToolActivities
-from switchboard.contracts import RunToolsInput, SandboxSpec, ToolOutcome
+from switchboard.contracts import SandboxSpec, ToolOutcome
 from switchboard.models import Role
 from switchboard.settings import Settings
 from switchboard.tools import CheckedCall, ToolName
@@ -26,12 +26,11 @@ def call(name: ToolName, **arguments: Any) -> CheckedCall:
 async def run(
     tools: ToolActivities, checkout: Checkout, role: Role, *calls: CheckedCall
 ) -> list[ToolOutcome]:
-    request = RunToolsInput(
-        sandbox=checkout.spec(role), base_commit=checkout.base_commit, calls=list(calls)
+    outcomes: list[ToolOutcome] = await ActivityEnvironment().run(
+        tools.run_calls, checkout.spec(role), checkout.base_commit, list(calls)
     )
-    result = await ActivityEnvironment().run(tools.run_tools, request)
-    assert [o.call_id for o in result.outcomes] == [c.call_id for c in calls]
-    return result.outcomes
+    assert [o.call_id for o in outcomes] == [c.call_id for c in calls]
+    return outcomes
 
 
 @pytest.fixture
@@ -43,8 +42,8 @@ async def test_start_sandbox_names_the_backend(
     tools: ToolActivities, sandbox: Sandbox, checkout: Checkout
 ) -> None:
     spec = checkout.spec(Role.WORKER)
-    info = await ActivityEnvironment().run(tools.start_sandbox, spec)
-    again = await ActivityEnvironment().run(tools.start_sandbox, spec)
+    info = await ActivityEnvironment().run(tools.start, spec)
+    again = await ActivityEnvironment().run(tools.start, spec)
     assert info == again
     assert info.sandbox_id == spec.sandbox_id
     assert info.backend == sandbox.name
@@ -178,10 +177,8 @@ async def test_a_missing_worktree_fails_the_activity_for_good(
     spec = SandboxSpec(
         sandbox_id=f"{checkout.task_id}-9", worktree_path=str(tmp_path / "gone"), role=Role.WORKER
     )
-    request = RunToolsInput(
-        sandbox=spec, base_commit=checkout.base_commit, calls=[call(ToolName.LIST_FILES, path=".")]
-    )
+    calls = [call(ToolName.LIST_FILES, path=".")]
     with pytest.raises(ApplicationError) as caught:
-        await ActivityEnvironment().run(tools.run_tools, request)
+        await ActivityEnvironment().run(tools.run_calls, spec, checkout.base_commit, calls)
     assert caught.value.type == Errors.SANDBOX_UNAVAILABLE
     assert caught.value.non_retryable

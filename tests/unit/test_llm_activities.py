@@ -77,7 +77,7 @@ async def expect_error(coro: Any) -> ApplicationError:
 
 async def test_transcript_grows_turn_by_turn(acts: LlmActivities, tmp_data_dir: Path) -> None:
     env = ActivityEnvironment()
-    first = await env.run(acts.llm_turn, first_turn())
+    first = await env.run(acts.turn, first_turn())
 
     assert first.transcript_length == 3
     assert first.finish_reason == "tool_calls"
@@ -88,7 +88,7 @@ async def test_transcript_grows_turn_by_turn(acts: LlmActivities, tmp_data_dir: 
     assert isinstance(check_call(Role.WORKER, call.id, call.name, call.arguments), CheckedCall)
 
     second = await env.run(
-        acts.llm_turn,
+        acts.turn,
         first_turn(
             "task-1/0/2",
             expected_length=first.transcript_length,
@@ -111,8 +111,8 @@ async def test_a_retried_turn_reuses_the_recorded_reply(
 ) -> None:
     """The worker died after the model answered: the retry does not pay again."""
     env = ActivityEnvironment()
-    first = await env.run(acts.llm_turn, first_turn())
-    retried = await env.run(acts.llm_turn, first_turn())
+    first = await env.run(acts.turn, first_turn())
+    retried = await env.run(acts.turn, first_turn())
 
     assert retried.transcript_length == first.transcript_length == 3
     assert retried.tool_calls == first.tool_calls
@@ -131,9 +131,9 @@ async def test_a_turn_with_other_messages_replaces_the_recorded_reply(
 ) -> None:
     """Only an identical prompt reuses a reply; otherwise the model is asked anew."""
     env = ActivityEnvironment()
-    await env.run(acts.llm_turn, first_turn())
+    await env.run(acts.turn, first_turn())
     other = first_turn(new_messages=[ChatMessage(role="user", content="something else")])
-    again = await env.run(acts.llm_turn, other)
+    again = await env.run(acts.turn, other)
 
     assert again.transcript_length == 2
     path = tmp_data_dir / "transcripts" / "task-1" / "subagent-0.json"
@@ -149,7 +149,7 @@ async def test_headers_reach_the_model(acts: LlmActivities, model: ModelServerHa
     )
     model.set_scenario(scenario)
     result = await ActivityEnvironment().run(
-        acts.llm_turn, first_turn("call-x", role=Role.EXPLORER, task_id="task-7", subagent=5)
+        acts.turn, first_turn("call-x", role=Role.EXPLORER, task_id="task-7", subagent=5)
     )
     assert result.content == "task=task-7 subagent=5"
     assert result.tool_calls == []
@@ -223,13 +223,13 @@ async def test_server_errors_are_retryable_model_unavailable(
     acts: LlmActivities, model: ModelServerHandle, tmp_data_dir: Path, kind: str
 ) -> None:
     model.add_fault(kind, role="worker")
-    error = await expect_error(ActivityEnvironment().run(acts.llm_turn, first_turn()))
+    error = await expect_error(ActivityEnvironment().run(acts.turn, first_turn()))
     assert error.type == Errors.MODEL_UNAVAILABLE
     assert not error.non_retryable
     assert kind.removeprefix("http_") in error.message
     # Nothing was written: the retry starts from the same transcript.
     assert not (tmp_data_dir / "transcripts" / "task-1" / "subagent-0.json").exists()
-    retried = await ActivityEnvironment().run(acts.llm_turn, first_turn())
+    retried = await ActivityEnvironment().run(acts.turn, first_turn())
     assert retried.transcript_length == 3
 
 
@@ -252,13 +252,13 @@ async def test_unreachable_and_slow_models_are_retryable(
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
     nowhere = LlmActivities(settings_for(f"http://127.0.0.1:{closed_port}/v1", tmp_data_dir))
-    error = await expect_error(ActivityEnvironment().run(nowhere.llm_turn, first_turn()))
+    error = await expect_error(ActivityEnvironment().run(nowhere.turn, first_turn()))
     assert error.type == Errors.MODEL_UNAVAILABLE and not error.non_retryable
     await nowhere.close()
 
     model.add_fault("hang")
     impatient = LlmActivities(settings_for(model.base_url, tmp_data_dir, llm_timeout_seconds=0.5))
-    error = await expect_error(ActivityEnvironment().run(impatient.llm_turn, first_turn()))
+    error = await expect_error(ActivityEnvironment().run(impatient.turn, first_turn()))
     assert error.type == Errors.MODEL_UNAVAILABLE and not error.non_retryable
     assert "did not answer in time" in error.message
     await impatient.close()
@@ -266,10 +266,10 @@ async def test_unreachable_and_slow_models_are_retryable(
 
 async def test_bad_transcripts_are_invalid_input(acts: LlmActivities) -> None:
     env = ActivityEnvironment()
-    escaping = await expect_error(env.run(acts.llm_turn, first_turn(transcript_id="../../etc")))
+    escaping = await expect_error(env.run(acts.turn, first_turn(transcript_id="../../etc")))
     assert escaping.type == Errors.INVALID_INPUT and escaping.non_retryable
 
-    lost = await expect_error(env.run(acts.llm_turn, first_turn(expected_length=4)))
+    lost = await expect_error(env.run(acts.turn, first_turn(expected_length=4)))
     assert lost.type == Errors.INVALID_INPUT and lost.non_retryable
     assert "has 0 messages but this turn expects 4" in lost.message
 
@@ -282,7 +282,7 @@ async def test_heartbeats_while_waiting_for_the_model(
     env.info = dataclasses.replace(env.info, heartbeat_timeout=timedelta(milliseconds=200))
     beats: list[tuple[Any, ...]] = []
     env.on_heartbeat = lambda *details: beats.append(details)
-    result = await env.run(acts.llm_turn, first_turn())
+    result = await env.run(acts.turn, first_turn())
     assert result.transcript_length == 3
     assert len(beats) >= 2
 
@@ -293,7 +293,7 @@ async def test_cancellation_reaches_the_model_call(
     model.add_fault("hang")
     env = ActivityEnvironment()
     env.info = dataclasses.replace(env.info, heartbeat_timeout=timedelta(milliseconds=200))
-    running = asyncio.create_task(env.run(acts.llm_turn, first_turn()))
+    running = asyncio.create_task(env.run(acts.turn, first_turn()))
     await asyncio.sleep(0.5)
     env.cancel()
     with pytest.raises(asyncio.CancelledError):

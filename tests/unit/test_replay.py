@@ -1,8 +1,11 @@
 """Replay committed histories against today's workflow code.
 
-A change that would break a task parked at the approval gate (or a subagent
-mid-run) fails here instead of in production. Re-record with
-`python -m tests.histories.record` only for changes parked tasks can tolerate.
+`tests/histories/current/` holds one history of every workflow shape, recorded
+from the code as it is; every other folder, `tests/histories/<release>/`, holds
+the histories recorded at that release. Replaying those against today's code is
+the upgrade test: a change that would break a task parked at the approval gate
+(or a subagent mid-run) of a released version fails here instead of in
+production. See "Upgrading workflows" in docs/operations.md.
 """
 
 from __future__ import annotations
@@ -16,16 +19,22 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from entrypoints.worker import workflow_runner
+from tests.histories.record import CURRENT, SHAPES
 from workflows import ConversationWorkflow, DelegatedTaskWorkflow, SubagentWorkflow
 
-HISTORIES = sorted((Path(__file__).parent.parent / "histories").glob("*.json"))
+ROOT = CURRENT.parent
+HISTORIES = sorted(ROOT.glob("*/*.json"))
 
 
-def test_histories_are_committed() -> None:
-    assert len(HISTORIES) >= 8
+def test_every_current_shape_is_recorded() -> None:
+    assert sorted(p.stem for p in CURRENT.glob("*.json")) == sorted(SHAPES)
 
 
-@pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
+def test_no_history_lies_outside_a_release_folder() -> None:
+    assert list(ROOT.glob("*.json")) == []
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 async def test_replay(path: Path) -> None:
     replayer = Replayer(
         workflows=[DelegatedTaskWorkflow, SubagentWorkflow, ConversationWorkflow],

@@ -19,14 +19,13 @@ from temporalio.testing import ActivityEnvironment
 from activities import _git
 from activities._reach import unreachable_reason
 from activities.repo import RepoActivities
-from switchboard import wire
+from switchboard import diffs, wire
 from switchboard.contracts import (
     CleanupInput,
     CommitInput,
     IntegrateInput,
     PreparedRepo,
     PrepareRepoInput,
-    ReadDiffInput,
     WorktreeInfo,
     WorktreeInput,
 )
@@ -294,13 +293,8 @@ async def test_a_rename_counts_once_in_commit_and_diff(acts: RepoActivities, sou
         CommitInput(worktree_path=info.path, base_commit=prepared.base_commit, message="move"),
     )
     assert commit.diff_stat.files == ["docs/README.md"]
-    diff = await run(
-        acts.read_diff,
-        ReadDiffInput(
-            mirror_path=prepared.mirror_path, base_commit=prepared.base_commit, ref=info.branch
-        ),
-    )
-    assert diff.stat == commit.diff_stat and "rename to docs/README.md" in diff.patch
+    stat, patch, _ = diffs.read_diff(prepared.mirror_path, prepared.base_commit, info.branch)
+    assert stat == commit.diff_stat and "rename to docs/README.md" in patch
 
 
 async def test_worktree_recreated_from_branch_keeps_commits(
@@ -407,20 +401,14 @@ async def test_read_diff_truncates_patch_not_stat(acts: RepoActivities, source: 
     prepared = await prepare(acts, source)
     big = "".join(f"line {n} of a long file\n" for n in range(2000))
     branch = await work_on(acts, prepared, 0, {"big.txt": big, "small.txt": "s\n"})
-    diff_input = ReadDiffInput(
-        mirror_path=prepared.mirror_path, base_commit=prepared.base_commit, ref=branch
-    )
-    full = await run(acts.read_diff, diff_input)
-    assert not full.truncated and "+line 1999 of a long file" in full.patch
-    cut = await run(acts.read_diff, diff_input.model_copy(update={"max_bytes": 1000}))
-    assert cut.truncated and len(cut.patch.encode()) <= 1000 and cut.patch.endswith("\n")
-    assert cut.stat == full.stat and full.stat.insertions == 2001
-    await expect_error(
-        run(acts.read_diff, diff_input.model_copy(update={"ref": "no/such/branch"})),
-        wire.Errors.INVALID_INPUT,
-        retryable=False,
-        contains="no/such/branch",
-    )
+    mirror, base = prepared.mirror_path, prepared.base_commit
+    full_stat, full_patch, full_truncated = diffs.read_diff(mirror, base, branch)
+    assert not full_truncated and "+line 1999 of a long file" in full_patch
+    cut_stat, cut_patch, cut_truncated = diffs.read_diff(mirror, base, branch, max_bytes=1000)
+    assert cut_truncated and len(cut_patch.encode()) <= 1000 and cut_patch.endswith("\n")
+    assert cut_stat == full_stat and full_stat.insertions == 2001
+    with pytest.raises(ValueError, match="no/such/branch"):
+        diffs.read_diff(mirror, base, "no/such/branch")
 
 
 # ---- cleanup --------------------------------------------------------------------------------

@@ -1,0 +1,288 @@
+"""The workflows' pure bookkeeping: report batching, the subagent loop state, the task's book."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from temporalio.exceptions import ApplicationError
+
+from switchboard import prompts
+from switchboard.contracts import (
+    ChatToolCall,
+    LlmTurnResult,
+    MergeOutcome,
+    PreparedRepo,
+    Progress,
+    StepResult,
+    SubagentResult,
+    ToolOutcome,
+    Usage,
+)
+from switchboard.models import (
+    Budget,
+    DiffRequest,
+    DiffStat,
+    EventKind,
+    MergeResult,
+    Phase,
+    Role,
+    SubagentState,
+    SubtaskSpec,
+    TaskRequest,
+)
+from switchboard.tools import CheckedCall, DeniedCall, DenyReason, ToolName
+from switchboard.wire import Errors
+from workflows._progress import ProgressBatcher, Report
+from workflows._status import TaskBook, failure_message
+from workflows._steps import StepEnd, SubagentRun, describe_step
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def step_report(name: str) -> Report:
+    return Report("step", name, {"tools": [{"tool": name, "ok": True, "limit": None}]})
+
+
+# ---- progress batching -----------------------------------------------------------------
+
+
+def test_steps_a_second_apart_go_out_one_by_one() -> None:
+    batcher = ProgressBatcher(timedelta(seconds=1))
+    assert batcher.offer(step_report("a"), at(0)) == [step_report("a")]
+    assert batcher.offer(step_report("b"), at(1.5)) == [step_report("b")]
+    assert batcher.holding == 0
+
+
+def test_fast_steps_are_held_and_leave_as_one_report() -> None:
+    batcher = ProgressBatcher(timedelta(seconds=1))
+    batcher.offer(step_report("a"), at(0))
+    assert batcher.offer(step_report("b"), at(0.2)) == []
+    assert batcher.offer(step_report("c"), at(0.4)) == []
+    assert batcher.holding == 2
+    [sent] = batcher.offer(step_report("d"), at(1.3))
+    assert sent.message == "3 steps: b; c; d"
+    assert sent.data["batched_steps"] == 3
+    assert [t["tool"] for t in sent.data["tools"]] == ["b", "c", "d"]  # type: ignore[attr-defined]
+    assert batcher.holding == 0
+
+
+def test_another_kind_releases_the_held_steps_first() -> None:
+    batcher = ProgressBatcher(timedelta(seconds=1))
+    batcher.offer(step_report("a"), at(0))
+    batcher.offer(step_report("b"), at(0.1))
+    denied = Report("denied", "run: not allowed", {"tool": "run"})
+    held, then = batcher.offer(denied, at(0.2))
+    assert (
+        held.kind == "step"
+        and held.message == "b"
+        and held.data == {"tools": [{"tool": "b", "ok": True, "limit": None}]}
+    )
+    assert then == denied
+
+
+def test_release_sends_what_is_held_and_nothing_twice() -> None:
+    batcher = ProgressBatcher(timedelta(seconds=1))
+    batcher.offer(step_report("a"), at(0))
+    batcher.offer(step_report("b"), at(0.1))
+    assert [r.message for r in batcher.release()] == ["b"]
+    assert batcher.release() == []
+
+
+# ---- the subagent loop -------------------------------------------------------------------
+
+
+def new_run() -> SubagentRun:
+    result = SubagentResult(index=1, state=SubagentState.RUNNING, branch="b")
+    return SubagentRun(result=result, worktree_path="/w", started=T0)
+
+
+def turn(*calls: str, content: str | None = None, tokens: int = 10) -> LlmTurnResult:
+    return LlmTurnResult(
+        content=content,
+        tool_calls=[ChatToolCall(id=c, name=c.split("-")[0]) for c in calls],
+        usage=Usage(total_tokens=tokens),
+        transcript_length=7,
+    )
+
+
+def test_a_step_with_tools_books_counters_and_the_answers() -> None:
+    run = new_run()
+    step = StepResult(
+        turn=turn("run-1", "write_file-2"),
+        outcomes=[
+            ToolOutcome(call_id="run-1", name="run", ok=False, output="boom", limit="timeout")
+        ],
+        denied=[
+            DeniedCall(
+                call_id="write_file-2",
+                name="write_file",
+                reason=DenyReason.NOT_ALLOWED,
+                message="no",
+            )
+        ],
+    )
+    assert run.absorb(step) is StepEnd.GO_ON
+    assert (run.result.steps, run.result.tokens, run.result.tool_calls) == (1, 10, 1)
+    assert run.transcript_length == 7
+    assert [(m.tool_call_id, m.content) for m in run.pending] == [
+        ("run-1", "boom"),
+        ("write_file-2", "error: no"),
+    ]
+    assert describe_step(step.turn, run.tools_used) == "run failed (timeout)"
+
+
+def test_finish_ends_the_loop_with_the_summary_and_verdict() -> None:
+    run = new_run()
+    finish = CheckedCall(
+        call_id="finish-1",
+        name=ToolName.FINISH,
+        arguments={"summary": "done it", "verdict": "approve"},
+    )
+    assert run.absorb(StepResult(turn=turn("finish-1"), finish=finish)) is StepEnd.FINISHED
+    assert (run.result.summary, run.result.verdict) == ("done it", "approve")
+    assert run.pending[0].content == "finished"
+
+
+def test_no_tool_call_is_nudged_once_then_taken_as_the_summary() -> None:
+    run = new_run()
+    assert run.absorb(StepResult(turn=turn(content="hm"))) is StepEnd.NUDGED
+    assert run.nudged and run.pending[0].content == prompts.NO_TOOL_CALL_NUDGE
+    assert run.absorb(StepResult(turn=turn(content="my answer"))) is StepEnd.GAVE_UP
+    assert run.result.summary == "my answer" and run.result.steps == 2
+
+
+@pytest.mark.parametrize(
+    ("steps", "tokens", "seconds", "spent"),
+    [
+        (0, 0, 0, ""),
+        (3, 0, 0, "3 steps"),
+        (0, 500, 0, "500 tokens"),
+        (0, 0, 60, "60 s of wall time"),
+    ],
+)
+def test_budgets(steps: int, tokens: int, seconds: int, spent: str) -> None:
+    run = new_run()
+    run.result.steps, run.result.tokens = steps, tokens
+    budget = Budget(max_steps=3, max_tokens=500, max_wall_seconds=60)
+    assert run.budget_spent(budget, at(seconds)) == spent
+
+
+def test_a_checkpoint_resumes_where_the_run_stopped() -> None:
+    run = new_run()
+    run.absorb(StepResult(turn=turn(content="hm")))
+    resumed = SubagentRun.resumed(run.checkpoint())
+    assert resumed.runs == 2 and resumed.nudged and resumed.transcript_length == 7
+    assert resumed.result == run.result and resumed.pending == run.pending
+
+
+# ---- the task's book ---------------------------------------------------------------------
+
+
+def new_book() -> TaskBook:
+    book = TaskBook.new("task-1", TaskRequest(goal="g", repo="/r"), T0)
+    book.record_plan([SubtaskSpec(title="one"), SubtaskSpec(title="look", role=Role.EXPLORER)], T0)
+    return book
+
+
+def test_events_and_status_move_together() -> None:
+    book = new_book()
+    book.set_phase(Phase.RUNNING, "round 1", at(1))
+    assert book.status.phase is Phase.RUNNING and book.status.updated_at == at(1)
+    assert book.status.next_offset == 2
+    assert [e.kind for e in book.page(0, 10).events] == [EventKind.PLAN, EventKind.PHASE]
+    assert [s.branch for s in book.status.subagents] == [
+        "switchboard/task-1/1",
+        "switchboard/task-1/2",
+    ]
+
+
+def test_progress_updates_counters_and_logs_steps_and_refusals() -> None:
+    book = new_book()
+    book.record_progress(Progress(index=1, kind="step", message="run ok", steps=3), at(1))
+    book.record_progress(Progress(index=1, kind="denied", message="no", denied_calls=1), at(2))
+    book.record_progress(Progress(index=9, kind="step", message="nobody"), at(3))
+    status = book.status.subagents[0]
+    assert status.denied_calls == 1
+    kinds = [e.kind for e in book.page(0, 10).events]
+    assert kinds == [EventKind.PLAN, EventKind.SUBAGENT_STEP, EventKind.TOOL_DENIED]
+
+
+def test_a_result_never_lowers_the_counters_the_progress_reported() -> None:
+    book = new_book()
+    status = book.status.subagents[0]
+    book.record_progress(Progress(index=1, kind="step", message="s", steps=5, tokens=99), at(1))
+    result = SubagentResult(index=1, state=SubagentState.DONE, branch="b", steps=4, tokens=120)
+    book.record_result(status, result, at(2))
+    assert (status.state, status.steps, status.tokens) == (SubagentState.DONE, 5, 120)
+    assert status.finished_at == at(2)
+
+
+def test_only_workers_that_did_not_fail_are_integrated() -> None:
+    book = new_book()
+    assert book.worker_branches() == ["switchboard/task-1/1"]
+    book.status.subagents[0].state = SubagentState.FAILED
+    assert book.worker_branches() == []
+
+
+def test_a_decision_needs_the_gate_and_counts_once() -> None:
+    book = new_book()
+    with pytest.raises(ApplicationError) as early:
+        book.require_awaiting()
+    assert early.value.type == Errors.WRONG_PHASE
+    book.set_phase(Phase.AWAITING_APPROVAL, "waiting", at(1))
+    book.require_awaiting()
+    record = book.decide("approved", "ann", "fine", at(2))
+    assert book.decision == record and book.status.approvals == [record]
+    with pytest.raises(ApplicationError):
+        book.require_awaiting()
+
+
+def test_conflicting_branches_cannot_be_approved() -> None:
+    TaskBook.require_approvable(None)
+    TaskBook.require_approvable(MergeResult(merged=True, branch="t"))
+    with pytest.raises(ApplicationError, match=r"conflict in a\.py"):
+        TaskBook.require_approvable(MergeResult(merged=False, branch="t", conflicts=["a.py"]))
+
+
+def test_integration_logs_the_diff_or_the_conflict() -> None:
+    book = new_book()
+    merged = MergeOutcome(
+        result=MergeResult(merged=True, branch="t"), stat=DiffStat(files_changed=2)
+    )
+    book.record_integration(merged, at(1), publish=False)
+    conflict = MergeOutcome(result=MergeResult(merged=False, branch="t", conflicts=["x"]))
+    book.record_integration(conflict, at(2), publish=False)
+    kinds = [e.kind for e in book.page(0, 10).events]
+    assert kinds[-2:] == [EventKind.DIFF_READY, EventKind.MERGE_CONFLICT]
+    assert book.status.merge == conflict.result
+
+
+def test_the_diff_location_names_a_branch_or_the_combined_commit() -> None:
+    book = new_book()
+    prepared = PreparedRepo(
+        repo="/r",
+        mirror_path="/m",
+        base_ref="main",
+        base_commit="abc",
+        is_local=True,
+        host_queue="q",
+    )
+    assert book.diff_location(DiffRequest(), None, None).ref is None
+    one = book.diff_location(DiffRequest(subagent=1), prepared, None)
+    assert (one.mirror_path, one.ref) == ("/m", "switchboard/task-1/1")
+    combined = book.diff_location(
+        DiffRequest(), prepared, MergeResult(merged=True, branch="t", commit="def")
+    )
+    assert combined.ref == "def"
+
+
+def test_failure_message_takes_the_innermost_application_error() -> None:
+    inner = ApplicationError("the real reason")
+    outer = RuntimeError("wrapped")
+    outer.__cause__ = inner
+    assert failure_message(outer) == "the real reason"

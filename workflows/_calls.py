@@ -1,0 +1,129 @@
+"""One typed seam per activity: its wire name, input, result and options bound together.
+
+Workflow code calls `await calls.subagent_step(StepInput(...), queue=host)` instead of
+`workflow.execute_activity(Activities.SUBAGENT_STEP, ..., result_type=..., timeouts...)`,
+so mypy checks each call against the activity's contract and the timeouts, retry
+policies and heartbeats of a call are written once (their values: `_policy`).
+"""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from switchboard.contracts import (
+        CleanupInput,
+        FinishSubagentInput,
+        FinishSubagentResult,
+        IntegrateInput,
+        MergeOutcome,
+        Plan,
+        PlanInput,
+        PreparedRepo,
+        PrepareRepoInput,
+        StepInput,
+        StepResult,
+        WorktreeInfo,
+        WorktreeInput,
+    )
+    from switchboard.wire import Activities
+    from workflows import _policy as policy
+
+
+async def prepare_repo(inp: PrepareRepoInput) -> PreparedRepo:
+    """Mirror the repository on some host (shared queue); the result names that host."""
+    result: PreparedRepo = await workflow.execute_activity(
+        Activities.PREPARE_REPO,
+        inp,
+        result_type=PreparedRepo,
+        start_to_close_timeout=policy.PREPARE_REPO_TIMEOUT,
+        heartbeat_timeout=policy.LONG_HEARTBEAT_TIMEOUT,
+        retry_policy=policy.TRANSIENT_RETRY,
+        summary=f"mirror {inp.repo}",
+    )
+    return result
+
+
+async def plan_subtasks(inp: PlanInput) -> Plan:
+    """Ask the planner model for the subtasks (shared queue)."""
+    result: Plan = await workflow.execute_activity(
+        Activities.PLAN_SUBTASKS,
+        inp,
+        result_type=Plan,
+        start_to_close_timeout=policy.PLAN_TIMEOUT,
+        heartbeat_timeout=policy.HEARTBEAT_TIMEOUT,
+        retry_policy=policy.PLAN_RETRY,
+        summary="plan subtasks",
+    )
+    return result
+
+
+async def create_worktree(inp: WorktreeInput, *, queue: str) -> WorktreeInfo:
+    result: WorktreeInfo = await workflow.execute_activity(
+        Activities.CREATE_WORKTREE,
+        inp,
+        result_type=WorktreeInfo,
+        task_queue=queue,
+        start_to_close_timeout=policy.WORKTREE_TIMEOUT,
+        heartbeat_timeout=policy.LONG_HEARTBEAT_TIMEOUT,
+        retry_policy=policy.TRANSIENT_RETRY,
+        summary=f"worktree {inp.branch}",
+    )
+    return result
+
+
+async def subagent_step(inp: StepInput, *, queue: str, number: int) -> StepResult:
+    """Step `number` of a subagent: one model turn and the tools it asked for."""
+    result: StepResult = await workflow.execute_activity(
+        Activities.SUBAGENT_STEP,
+        inp,
+        result_type=StepResult,
+        task_queue=queue,
+        start_to_close_timeout=policy.STEP_TIMEOUT,
+        heartbeat_timeout=policy.HEARTBEAT_TIMEOUT,
+        retry_policy=policy.TRANSIENT_RETRY,
+        summary=f"step {number}",
+    )
+    return result
+
+
+async def finish_subagent(
+    inp: FinishSubagentInput, *, queue: str, branch: str
+) -> FinishSubagentResult:
+    """Commit a worker's work (when `inp.commit` is set) and stop the sandbox."""
+    result: FinishSubagentResult = await workflow.execute_activity(
+        Activities.FINISH_SUBAGENT,
+        inp,
+        result_type=FinishSubagentResult,
+        task_queue=queue,
+        start_to_close_timeout=policy.COMMIT_TIMEOUT,
+        heartbeat_timeout=policy.HEARTBEAT_TIMEOUT,
+        retry_policy=policy.TRANSIENT_RETRY,
+        summary=f"commit {branch}, stop sandbox" if inp.commit else "stop sandbox",
+    )
+    return result
+
+
+async def integrate_branches(inp: IntegrateInput, *, queue: str) -> MergeOutcome:
+    result: MergeOutcome = await workflow.execute_activity(
+        Activities.INTEGRATE_BRANCHES,
+        inp,
+        result_type=MergeOutcome,
+        task_queue=queue,
+        start_to_close_timeout=policy.INTEGRATE_TIMEOUT,
+        heartbeat_timeout=policy.LONG_HEARTBEAT_TIMEOUT,
+        retry_policy=policy.TRANSIENT_RETRY,
+        summary="merge subagent branches" + (" and publish" if inp.publish else ""),
+    )
+    return result
+
+
+async def cleanup_task(inp: CleanupInput, *, queue: str) -> None:
+    await workflow.execute_activity(
+        Activities.CLEANUP_TASK,
+        inp,
+        task_queue=queue,
+        start_to_close_timeout=policy.CLEANUP_TIMEOUT,
+        retry_policy=policy.TRANSIENT_RETRY,
+        summary="remove worktrees and sandboxes",
+    )
