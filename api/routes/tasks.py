@@ -23,6 +23,7 @@ from api.schemas import (
     TaskCreate,
     TasksPublic,
 )
+from switchboard.errors import ServiceError, TaskNotFound
 from switchboard.models import (
     ApprovalRecord,
     ApproveInput,
@@ -33,7 +34,6 @@ from switchboard.models import (
     TaskStatus,
     TaskSubmitted,
 )
-from switchboard.service import ServiceError, TaskNotFound
 
 __all__ = ["router"]
 
