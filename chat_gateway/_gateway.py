@@ -40,8 +40,10 @@ from switchboard.conversation import (
     session_id_for,
     task_event_entry,
 )
+from switchboard.errors import ServiceUnavailable, WrongPhase
+from switchboard.llm_client import GATEWAY_RETRIES, openai_client
 from switchboard.models import Model, TaskEvent, TaskStatus
-from switchboard.service import ServiceUnavailable, TaskService, WrongPhase
+from switchboard.service import TaskService
 from switchboard.settings import Settings
 
 __all__ = ["Gateway", "SessionInfo"]
@@ -112,13 +114,7 @@ class Gateway:
         self._service = service or TaskService(client, settings)
         self._store = SessionStore(client, settings)
         self._owns_llm = llm is None
-        api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else "scripted"
-        self._llm = llm or openai.AsyncOpenAI(
-            base_url=settings.model_base_url,
-            api_key=api_key,
-            timeout=settings.llm_timeout_seconds,
-            max_retries=2,
-        )
+        self._llm = llm or openai_client(settings, max_retries=GATEWAY_RETRIES)
         self.runner = runner or f"gateway-{settings.host_id}"
         self._turns = TurnRunner(
             self._store, self._service, self._llm, settings.llm_model, self.runner
@@ -493,7 +489,7 @@ class Gateway:
         ) -> None:
             await self._on_task(active, task_id, events, status, next_offset)
 
-        watcher = TaskWatcher(self._client, self._service, task_id, cursor, on_update)
+        watcher = TaskWatcher(self._service, task_id, cursor, on_update)
         active.watchers[task_id] = watcher
 
         async def run() -> None:
