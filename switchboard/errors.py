@@ -113,8 +113,6 @@ class TemporalErrors:
     def translate(self, exc: BaseException, target: str | None) -> ServiceError | None:
         """The family member for `exc` (about `target`, if known), or None if it is not
         a Temporal client error (then it is a bug to let through)."""
-        if isinstance(exc, ServiceError):
-            return exc
         if isinstance(exc, WorkflowUpdateFailedError):
             return self._update_failure(target, exc)
         if isinstance(exc, WorkflowUpdateRPCTimeoutOrCancelledError):
