@@ -80,6 +80,9 @@ class FollowerStats:
 
     pollers_started: int = 0
     event_queries: int = 0
+    """Events queries of the pollers."""
+    catch_up_queries: int = 0
+    """Events queries of subscribers reading what their poller no longer keeps."""
 
 
 @dataclass
@@ -189,7 +192,7 @@ class Subscription:
     async def _read_missed(self) -> EventBatch:
         # Older than what the poller keeps: this subscriber alone needs these.
         # The poller's state says when the task ends, not this page.
-        page = await self._followers._read(self._poller.task_id, self.offset)
+        page = await self._followers._catch_up(self._poller.task_id, self.offset)
         missed = [e for e in page.events if e.offset < self._poller.first]
         if not missed:
             return EventBatch([], self._poller.first)
@@ -240,13 +243,6 @@ class TaskFollowers:
             async for event in subscription.events():
                 yield event
 
-    async def aclose(self) -> None:
-        pollers = list(self._pollers.values())
-        for poller in pollers:
-            if poller.task is not None:
-                poller.task.cancel()
-        await asyncio.gather(*(p.task for p in pollers if p.task), return_exceptions=True)
-
     # ---- the poller -----------------------------------------------------------------
 
     def _leave(self, poller: _Poller) -> None:
@@ -261,6 +257,10 @@ class TaskFollowers:
 
     async def _read(self, task_id: str, offset: int) -> EventsPage:
         self.stats.event_queries += 1
+        return await self._reader.events(task_id, offset, PAGE)
+
+    async def _catch_up(self, task_id: str, offset: int) -> EventsPage:
+        self.stats.catch_up_queries += 1
         return await self._reader.events(task_id, offset, PAGE)
 
     async def _run(self, poller: _Poller) -> None:

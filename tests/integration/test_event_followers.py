@@ -21,6 +21,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
+from switchboard import follow
 from switchboard.follow import TaskFollowers
 from switchboard.models import EventKind, Phase, TaskEvent
 from switchboard.settings import Settings
@@ -69,8 +70,15 @@ def _ids(stream: list[Sse]) -> list[int]:
 
 
 async def test_many_streams_of_one_task_share_one_poller(
-    api: tuple[httpx.AsyncClient, FastAPI], client: Client, worker: None, repo: Path
+    api: tuple[httpx.AsyncClient, FastAPI],
+    client: Client,
+    worker: None,
+    repo: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # A window of 4 events, so the slow subscriber below falls out of it and must
+    # read what it missed itself (the real window is 2,000).
+    monkeypatch.setattr(follow, "KEPT_EVENTS", 4)
     http, app = api
     followers: TaskFollowers = app.state.task_service.followers
     task_id = await submit(http, repo)
@@ -108,7 +116,8 @@ async def test_many_streams_of_one_task_share_one_poller(
     resumed = await rest
     assert [e.data for e in early + resumed] == [e.data for e in full[0]]
 
-    # The slow subscriber held nobody up, and still gets everything, in order.
+    # The slow subscriber held nobody up, and still gets everything, in order: what
+    # fell out of the poller's window it read itself.
     got: list[TaskEvent] = list(first.events)
     async for batch in slow_batches:
         got.extend(batch.events)
@@ -125,4 +134,5 @@ async def test_many_streams_of_one_task_share_one_poller(
     )
     assert followers.stats.pollers_started == started + 1
     assert followers.stats.event_queries - queries <= workflow_tasks + 3
+    assert followers.stats.catch_up_queries >= 1
     await _until(lambda: followers.active == 0, "the poller to stop after the task ended")
