@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.deps import CurrentUser
 from api.routes.sessions import ChatGateway
 from switchboard.conversation import MAX_MESSAGE_CHARS
-from switchboard.service import ServiceError
+from switchboard.errors import ServiceError
 
 __all__ = ["router"]
 
