@@ -91,7 +91,8 @@ class TaskWatcher:
             self._caught_up.set()
 
     async def _follow(self) -> None:
-        async with self._service.followers.follow(self.task_id, self.cursor) as subscription:
+        followers = self._service.followers
+        async with followers.follow(self.task_id, self.cursor, patient=True) as subscription:
             waiting = asyncio.create_task(subscription.caught_up.wait())
             waiting.add_done_callback(lambda _: self._caught_up.set())
             try:

@@ -12,10 +12,14 @@ and an idle task costs one parked request, not a query per subscriber per tick.
 The poller keeps the newest `KEPT_EVENTS` events. Each subscriber reads from its
 own offset at its own pace: a slow one never holds up the poller or the others,
 and one that falls behind the kept window (or asks for older events) reads the
-missing pages itself. The poller stops when its last subscriber leaves or the
-task ends; after `len(RETRY_SECONDS)` failures in a row it stops and every
-subscriber gets the error (a subscriber that wants to keep following subscribes
-again, which starts a new poller).
+missing pages itself. While an events query goes unanswered (no worker within
+the query timeout, or Temporal down) the poller keeps trying; an impatient
+subscriber (`task watch`, the SSE endpoint: a person wants to know) ends with
+`ServiceUnavailable`, a patient one (the gateway's watchers) waits. The poller
+stops when its last subscriber leaves or the task ends; after
+`len(RETRY_SECONDS)` failures in a row it stops and every subscriber gets the
+error (a subscriber that wants to keep following subscribes again, which starts
+a new poller).
 """
 
 from __future__ import annotations
@@ -105,6 +109,8 @@ class _Poller:
     error: ServiceError | None = None
     pulled: bool = False
     """The events that existed when the poller started have been read."""
+    unanswered: ServiceUnavailable | None = None
+    """Why the last events query went unanswered (no worker, Temporal down), until one is."""
     subscribers: int = 0
     task: asyncio.Task[None] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -136,13 +142,16 @@ class Subscription:
     context manager does that).
     """
 
-    def __init__(self, followers: TaskFollowers, poller: _Poller, offset: int) -> None:
+    def __init__(
+        self, followers: TaskFollowers, poller: _Poller, offset: int, *, patient: bool
+    ) -> None:
         self.offset = offset
         self.caught_up = asyncio.Event()
         """Set once every event that existed when the subscription began was handed out
         (and the consumer asked for more)."""
         self._followers = followers
         self._poller = poller
+        self._patient = patient
         self._closed = False
 
     async def batches(self) -> AsyncIterator[EventBatch]:
@@ -151,6 +160,8 @@ class Subscription:
         Raises:
             ServiceError: The poller gave up (the task vanished, or Temporal kept
                 failing); subscribe again to retry.
+            ServiceUnavailable: An events query went unanswered (no worker, or
+                Temporal is down) and the subscription is not `patient`.
         """
         poller = self._poller
         while True:
@@ -163,6 +174,8 @@ class Subscription:
                 batch = EventBatch(events, upto, poller.final and upto >= poller.cursor)
             elif poller.error is not None:
                 raise poller.error
+            elif poller.unanswered is not None and not self._patient:
+                raise poller.unanswered
             elif poller.final:
                 self.caught_up.set()
                 return
@@ -218,8 +231,16 @@ class TaskFollowers:
         """Tasks with a running poller."""
         return len(self._pollers)
 
-    def subscribe(self, task_id: str, from_offset: int = 0) -> Subscription:
-        """Follow `task_id` from `from_offset`; close the subscription when done."""
+    def subscribe(
+        self, task_id: str, from_offset: int = 0, *, patient: bool = False
+    ) -> Subscription:
+        """Follow `task_id` from `from_offset`; close the subscription when done.
+
+        Args:
+            patient: Keep waiting while no worker answers (a watcher that outlives
+                outages); otherwise such a stall ends the subscription with
+                `ServiceUnavailable` (a person watching wants to know).
+        """
         poller = self._pollers.get(task_id)
         if poller is None:
             poller = _Poller(task_id, first=from_offset, cursor=from_offset)
@@ -227,11 +248,13 @@ class TaskFollowers:
             self.stats.pollers_started += 1
             poller.task = asyncio.create_task(self._run(poller), name=f"follow {task_id}")
         poller.subscribers += 1
-        return Subscription(self, poller, from_offset)
+        return Subscription(self, poller, from_offset, patient=patient)
 
     @contextlib.asynccontextmanager
-    async def follow(self, task_id: str, from_offset: int = 0) -> AsyncIterator[Subscription]:
-        subscription = self.subscribe(task_id, from_offset)
+    async def follow(
+        self, task_id: str, from_offset: int = 0, *, patient: bool = False
+    ) -> AsyncIterator[Subscription]:
+        subscription = self.subscribe(task_id, from_offset, patient=patient)
         try:
             yield subscription
         finally:
@@ -330,7 +353,13 @@ class TaskFollowers:
     async def _pull(self, poller: _Poller) -> None:
         """Read every event from the poller's cursor on (one query when nothing is new)."""
         while True:
-            page = await self._read(poller.task_id, poller.cursor)
+            try:
+                page = await self._read(poller.task_id, poller.cursor)
+            except ServiceUnavailable as exc:
+                poller.unanswered = exc
+                poller.notify()
+                raise
+            poller.unanswered = None
             poller.keep(page)
             if page.final or len(page.events) < PAGE:
                 return

@@ -136,3 +136,21 @@ async def test_many_streams_of_one_task_share_one_poller(
     assert followers.stats.event_queries - queries <= workflow_tasks + 3
     assert followers.stats.catch_up_queries >= 1
     await _until(lambda: followers.active == 0, "the poller to stop after the task ended")
+
+
+async def test_a_stream_says_when_no_worker_answers_while_a_patient_watcher_waits(
+    api: tuple[httpx.AsyncClient, FastAPI], client: Client, repo: Path
+) -> None:
+    http, app = api
+    followers: TaskFollowers = app.state.task_service.followers
+    task_id = await submit(http, repo)  # no worker: nobody answers its queries
+    patient = followers.subscribe(task_id, patient=True)
+    try:
+        stream = await read_sse(http, f"/v1/tasks/{task_id}/events", ALICE)
+        assert [e.event for e in stream] == ["error"]
+        assert "no worker answered" in stream[0].data
+        assert followers.active == 1  # the patient watcher still follows the task
+    finally:
+        patient.close()
+        await client.get_workflow_handle(task_id).terminate(reason="test over")
+    assert followers.active == 0
