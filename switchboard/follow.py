@@ -152,6 +152,8 @@ class Subscription:
         self._followers = followers
         self._poller = poller
         self._patient = patient
+        self._stale = poller.unanswered
+        """A stall from before this subscriber came: asked about again, not believed."""
         self._closed = False
 
     async def batches(self) -> AsyncIterator[EventBatch]:
@@ -175,7 +177,11 @@ class Subscription:
             elif poller.error is not None:
                 raise poller.error
             elif poller.unanswered is not None and not self._patient:
-                raise poller.unanswered
+                if poller.unanswered is not self._stale:
+                    raise poller.unanswered
+                self._stale = None
+                await self._ask_again()
+                continue
             elif poller.final:
                 self.caught_up.set()
                 return
@@ -201,6 +207,14 @@ class Subscription:
         if not self._closed:
             self._closed = True
             self._followers._leave(self._poller)
+
+    async def _ask_again(self) -> None:
+        # The poller may wait on an idle history long after workers came back: one
+        # query now says whether they answer (and raises if they still do not).
+        poller = self._poller
+        page = await self._followers._catch_up(poller.task_id, poller.cursor)
+        poller.unanswered = None
+        poller.keep(page)
 
     async def _read_missed(self) -> EventBatch:
         # Older than what the poller keeps: this subscriber alone needs these.

@@ -22,9 +22,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
 from switchboard import follow
+from switchboard.errors import ServiceUnavailable
 from switchboard.follow import TaskFollowers
 from switchboard.models import EventKind, Phase, TaskEvent
 from switchboard.settings import Settings
+from switchboard.worker import build_workers, run_workers
 from tests.integration.test_api import ALICE, Sse, read_sse, submit, wait_status
 
 pytestmark = pytest.mark.integration
@@ -154,3 +156,36 @@ async def test_a_stream_says_when_no_worker_answers_while_a_patient_watcher_wait
         patient.close()
         await client.get_workflow_handle(task_id).terminate(reason="test over")
     assert followers.active == 0
+
+
+async def test_a_stall_seen_before_a_client_came_is_asked_about_again(
+    api: tuple[httpx.AsyncClient, FastAPI], client: Client, settings: Settings, repo: Path
+) -> None:
+    http, app = api
+    followers: TaskFollowers = app.state.task_service.followers
+    stop = asyncio.Event()
+    workers = asyncio.create_task(run_workers(build_workers(client, settings), stop))
+    task_id = await submit(http, repo)
+    await wait_status(http, task_id, Phase.AWAITING_APPROVAL)
+    stop.set()
+    await workers  # the task is parked and nobody answers its queries now
+
+    patient = followers.subscribe(task_id, patient=True)
+    try:
+        with pytest.raises(ServiceUnavailable, match="no worker answered"):
+            async with followers.follow(task_id) as impatient:
+                await anext(impatient.batches())
+        # Workers are back, but the parked task's history does not move, so the
+        # poller does not find out by itself: a new client asks again, and streams.
+        stop = asyncio.Event()
+        workers = asyncio.create_task(run_workers(build_workers(client, settings), stop))
+        stream = await read_sse(
+            http, f"/v1/tasks/{task_id}/events", ALICE, until=EventKind.APPROVAL_NEEDED
+        )
+        assert _ids(stream) == list(range(len(stream)))
+        assert followers.stats.pollers_started >= 1 and followers.active == 1
+    finally:
+        patient.close()
+        await client.get_workflow_handle(task_id).terminate(reason="test over")
+        stop.set()
+        await workers
