@@ -168,34 +168,39 @@ class Subscription:
         poller = self._poller
         while True:
             wake = poller.wake
-            if self.offset < poller.first:
-                batch = await self._read_missed()
-            elif self.offset < poller.cursor:
-                events = poller.kept_from(self.offset)
-                upto = events[-1].offset + 1 if len(events) == PAGE else poller.cursor
-                batch = EventBatch(events, upto, poller.final and upto >= poller.cursor)
-            elif poller.error is not None:
-                raise poller.error
-            elif poller.unanswered is not None and not self._patient:
-                if poller.unanswered is not self._stale:
-                    raise poller.unanswered
-                self._stale = None
-                await self._ask_again()
-                continue
-            elif poller.final:
-                self.caught_up.set()
-                return
-            else:
+            batch = await self._take()
+            if batch is None:  # nothing new yet
                 if poller.pulled:
                     self.caught_up.set()
                 await wake.wait()
                 continue
             self.offset = max(self.offset, batch.next_offset)
-            if batch.events or batch.final:
+            if batch.events:
                 yield batch
             if batch.final:
                 self.caught_up.set()
                 return
+
+    async def _take(self) -> EventBatch | None:
+        """The next batch (empty and final once the task ended), or None to wait."""
+        poller = self._poller
+        if self.offset < poller.first:
+            return await self._read_missed()
+        if self.offset < poller.cursor:
+            events = poller.kept_from(self.offset)
+            upto = events[-1].offset + 1 if len(events) == PAGE else poller.cursor
+            return EventBatch(events, upto, poller.final and upto >= poller.cursor)
+        if poller.error is not None:
+            raise poller.error
+        if poller.final:
+            return EventBatch([], self.offset, final=True)
+        if poller.unanswered is None or self._patient:
+            return None
+        if poller.unanswered is not self._stale:
+            raise poller.unanswered
+        self._stale = None
+        await self._ask_again()
+        return EventBatch([], self.offset)
 
     async def events(self) -> AsyncIterator[TaskEvent]:
         """`batches()` one event at a time."""

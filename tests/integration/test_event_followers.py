@@ -21,12 +21,12 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
+from entrypoints.worker import build_workers, run_workers
 from switchboard import follow
 from switchboard.errors import ServiceUnavailable
 from switchboard.follow import TaskFollowers
 from switchboard.models import EventKind, Phase, TaskEvent
 from switchboard.settings import Settings
-from switchboard.worker import build_workers, run_workers
 from tests.integration.test_api import ALICE, Sse, read_sse, submit, wait_status
 
 pytestmark = pytest.mark.integration
