@@ -8,19 +8,17 @@ cancellation reaches the activity at its next heartbeat.
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from temporalio import activity
 
-__all__ = ["auto_heartbeater", "heartbeating"]
+__all__ = ["heartbeating"]
 
 DEFAULT_INTERVAL_SECONDS = 5.0
 """Used when the activity has no heartbeat timeout (then heartbeats are cheap no-ops)."""
 
 T = TypeVar("T")
-P = ParamSpec("P")
 
 
 def heartbeat_interval() -> float:
@@ -47,15 +45,3 @@ async def heartbeating(awaitable: Awaitable[T], *details: Any) -> T:
     except asyncio.CancelledError:
         work.cancel()
         raise
-
-
-def auto_heartbeater(
-    fn: Callable[P, Coroutine[Any, Any, T]],
-) -> Callable[P, Coroutine[Any, Any, T]]:
-    """Decorate an async activity so it heartbeats for as long as it runs."""
-
-    @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        return await heartbeating(fn(*args, **kwargs))
-
-    return wrapper

@@ -1,10 +1,11 @@
 """Model calls: one subagent turn (`turn`, inside `subagent_step`) and planning (`plan_subtasks`).
 
-Every call goes through the official `openai` client to any OpenAI-compatible
-server (the scripted one by default). The client never retries (`max_retries=0`):
-Temporal's retry policy is the one place retries happen, so they are visible in
-history and bounded by the workflow. Transcripts stay in files on the worker
-host (claim check); only the new messages and the reply cross history.
+Every call goes through the official `openai` client (`switchboard.llm_client`) to
+any OpenAI-compatible server (the scripted one by default). The client never
+retries (`ACTIVITY_RETRIES`): Temporal's retry policy is the one place retries
+happen, so they are visible in history and bounded by the workflow. Transcripts
+stay in files on the worker host (claim check); only the new messages and the
+reply cross history.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any, cast
 import openai
 from openai.types.chat import (
     ChatCompletion,
-    ChatCompletionMessageParam,
     ChatCompletionToolChoiceOptionParam,
     ChatCompletionToolUnionParam,
 )
@@ -41,6 +41,7 @@ from switchboard.contracts import (
     PlanInput,
     Usage,
 )
+from switchboard.llm_client import ACTIVITY_RETRIES, chat_messages, openai_client, to_openai
 from switchboard.models import Model, Role, SubtaskSpec
 from switchboard.settings import Settings
 from switchboard.tools import openai_tool_schemas
@@ -114,13 +115,7 @@ class LlmActivities:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else "scripted"
-        self._client = openai.AsyncOpenAI(
-            base_url=settings.model_base_url,
-            api_key=api_key,
-            timeout=settings.llm_timeout_seconds,
-            max_retries=0,
-        )
+        self._client = openai_client(settings, max_retries=ACTIVITY_RETRIES)
 
     async def close(self) -> None:
         await self._client.close()
@@ -238,7 +233,7 @@ class LlmActivities:
     ) -> ChatCompletion:
         request = self._client.chat.completions.create(
             model=model,
-            messages=cast(list[ChatCompletionMessageParam], [_to_openai(m) for m in messages]),
+            messages=chat_messages(to_openai(m) for m in messages),
             tools=cast(list[ChatCompletionToolUnionParam], tools),
             tool_choice=(
                 cast(ChatCompletionToolChoiceOptionParam, tool_choice)
@@ -264,28 +259,6 @@ def _recorded_reply(history: list[ChatMessage], messages: list[ChatMessage]) -> 
     if len(history) != len(messages) + 1 or history[-1].role != "assistant":
         return None
     return history[-1] if history[:-1] == messages else None
-
-
-def _to_openai(message: ChatMessage) -> dict[str, Any]:
-    if message.role == "tool":
-        return {
-            "role": "tool",
-            "tool_call_id": message.tool_call_id or "",
-            "content": message.content or "",
-        }
-    if message.role == "assistant":
-        body: dict[str, Any] = {"role": "assistant", "content": message.content}
-        if message.tool_calls:
-            body["tool_calls"] = [
-                {
-                    "id": call.id,
-                    "type": "function",
-                    "function": {"name": call.name, "arguments": call.arguments},
-                }
-                for call in message.tool_calls
-            ]
-        return body
-    return {"role": message.role, "content": message.content or ""}
 
 
 def _assistant_message(completion: ChatCompletion) -> ChatMessage:

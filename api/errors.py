@@ -1,6 +1,7 @@
 """Errors as JSON `{"detail": "..."}`: what was wrong and how to fix it.
 
-Service exceptions map to statuses here, once; routes just raise them.
+The error family of `switchboard.errors` maps to statuses here, once; routes
+just raise its members.
 Validation errors keep FastAPI's structured list under `errors` but lead with
 one readable sentence in `detail`, the same shape as every other error.
 """
@@ -16,23 +17,28 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from chat_gateway import TooManySessions
-from switchboard.service import (
+from switchboard.errors import (
     InvalidRequest,
+    NotFound,
+    Refused,
     ServiceError,
     ServiceUnavailable,
-    TaskNotFound,
     WrongPhase,
 )
 
 __all__ = ["install_error_handlers", "status_for", "validation_detail"]
 
 _STATUS: dict[type[ServiceError], int] = {
-    TaskNotFound: status.HTTP_404_NOT_FOUND,
+    NotFound: status.HTTP_404_NOT_FOUND,
     InvalidRequest: status.HTTP_400_BAD_REQUEST,
     WrongPhase: status.HTTP_409_CONFLICT,
+    # A validator's own reason is the workflow's answer, passed on as a bad gateway
+    # like any other refusal Temporal sends back.
+    Refused: status.HTTP_502_BAD_GATEWAY,
     ServiceUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
     TooManySessions: status.HTTP_429_TOO_MANY_REQUESTS,
 }
+"""The first matching class wins; any other `ServiceError` is a 502."""
 
 
 def install_error_handlers(app: FastAPI) -> None:

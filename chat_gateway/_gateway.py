@@ -12,16 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Coroutine
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import openai
 from temporalio.client import Client
 
-from chat_gateway._hub import SessionHub, StreamItem, Subscription, TaskUpdate
-from chat_gateway._model_errors import ModelCallFailed
+from chat_gateway._active import ActiveSession
+from chat_gateway._hub import SessionHub, StreamItem
 from chat_gateway._store import SessionNotFound, SessionStore, SessionSummary, TooManySessions
+from chat_gateway._streams import SessionStreams, answer_text
 from chat_gateway._turns import Prefetch, TurnRunner
 from chat_gateway._watch import TaskWatcher
 from switchboard.conversation import (
@@ -33,25 +32,20 @@ from switchboard.conversation import (
     SessionStart,
     SessionState,
     SessionTask,
-    TaskEventsInput,
     TurnContext,
-    is_notable,
     new_session_id,
-    select_context,
     session_id_for,
-    task_event_entry,
 )
+from switchboard.errors import ServiceUnavailable, WrongPhase
+from switchboard.llm_client import GATEWAY_RETRIES, openai_client
 from switchboard.models import Model, TaskEvent, TaskStatus
-from switchboard.service import ServiceUnavailable, TaskService, WrongPhase
+from switchboard.service import TaskService
 from switchboard.settings import Settings
 
 __all__ = ["Gateway", "SessionInfo"]
 
 log = logging.getLogger(__name__)
 
-BACKLOG_PAGE = 500
-UPDATES_LOOKBACK = 200
-"""Entries read back to find the task events an answer-per-message client missed."""
 CATCH_UP_SECONDS = 1.0
 """Before the first turn after activation, let watchers record what the tasks did
 while no gateway watched (bounded: a turn never waits long on a task)."""
@@ -62,28 +56,6 @@ class SessionInfo(Model):
     owner: str
     repo: str | None = None
     title: str = ""
-
-
-@dataclass
-class _Active:
-    session_id: str
-    facts: SessionState
-    """The session as it was when this gateway started serving it (owner, repo, summary)."""
-    hub: SessionHub
-    tasks: dict[str, SessionTask] = field(default_factory=dict)
-    """The session's tasks with their latest recorded phase, kept up to date here."""
-    turn_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    watchers: dict[str, TaskWatcher] = field(default_factory=dict)
-    closed: bool = False
-
-    @property
-    def owner(self) -> str:
-        return self.facts.owner
-
-    def settled(self) -> bool:
-        """No turn running here and every watcher caught up: a new turn's context is
-        what this gateway holds."""
-        return not self.turn_lock.locked() and all(w.is_caught_up for w in self.watchers.values())
 
 
 class Gateway:
@@ -112,20 +84,15 @@ class Gateway:
         self._settings = settings
         self._service = service or TaskService(client, settings)
         self._store = SessionStore(client, settings)
+        self._streams = SessionStreams(self._store)
         self._owns_llm = llm is None
-        api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else "scripted"
-        self._llm = llm or openai.AsyncOpenAI(
-            base_url=settings.model_base_url,
-            api_key=api_key,
-            timeout=settings.llm_timeout_seconds,
-            max_retries=2,
-        )
+        self._llm = llm or openai_client(settings, max_retries=GATEWAY_RETRIES)
         self.runner = runner or f"gateway-{settings.host_id}"
         self._turns = TurnRunner(
             self._store, self._service, self._llm, settings.llm_model, self.runner
         )
-        self._sessions: dict[str, _Active] = {}
-        self._activating: dict[str, asyncio.Future[_Active]] = {}
+        self._sessions: dict[str, ActiveSession] = {}
+        self._activating: dict[str, asyncio.Future[ActiveSession]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._closed = False
 
@@ -243,7 +210,7 @@ class Gateway:
         guess: TurnContext | None = None
         prefetch: Prefetch | None = None
         if active.settled():
-            guess = self._context(active, entry, model)
+            guess = active.context(entry, model)
             prefetch = self._turns.prefetch(guess)
         try:
             result = await self._store.post(session_id, post)
@@ -284,24 +251,6 @@ class Gateway:
                 active.hub.close()
             raise
 
-    def _context(self, active: _Active, entry: NewEntry, model: str | None) -> TurnContext:
-        """The context the workflow would give the next turn, from what this gateway holds."""
-        hub = active.hub
-        turn = max((e.turn for e in hub.recent if e.turn is not None), default=0) + 1
-        user = SessionEntry(
-            offset=hub.next_offset, at=datetime.now(UTC), turn=turn, **entry.model_dump()
-        )
-        return TurnContext(
-            session_id=active.session_id,
-            turn=turn,
-            model=model,
-            owner=active.owner,
-            repo=active.facts.repo,
-            summary=active.facts.summary,
-            entries=select_context([*hub.recent, user], turn),
-            tasks=list(active.tasks.values()),
-        )
-
     async def ask(
         self,
         session_id: str,
@@ -330,50 +279,13 @@ class Gateway:
             )
             posting.add_done_callback(_consume)
             result = await asyncio.shield(posting)
-            updates = await self._updates_before(session_id, result.stamp.first_offset)
+            updates = await self._streams.updates_before(session_id, result.stamp.first_offset)
             if updates:
                 yield "Task updates:\n" + "\n".join(updates) + "\n\n"
-            said = False
-            streamed: set[int] = set()
-            while True:
-                item = await subscription.get()
-                if item is None:
-                    raise ServiceUnavailable("the gateway stopped before the answer was complete")
-                if item.event == "token" and item.data["turn"] == result.turn:
-                    if item.data["step"] not in streamed and said:
-                        yield "\n\n"
-                    streamed.add(item.data["step"])
-                    said = True
-                    yield str(item.data["text"])
-                elif item.event == "entry" and item.data.get("turn") == result.turn:
-                    entry = SessionEntry.model_validate(item.data)
-                    failed = ModelCallFailed.from_entry_data(entry.data) if entry.is_error else None
-                    if failed is not None and entry.ends_turn:
-                        raise failed
-                    text = entry.content if entry.role in ("assistant", "system") else ""
-                    if entry.role == "assistant" and entry.step in streamed:
-                        text = ""
-                    if text:
-                        yield ("\n\n" if said else "") + text
-                        said = True
-                    if entry.ends_turn:
-                        return
+            async for text in answer_text(subscription, result.turn):
+                yield text
         finally:
             active.hub.unsubscribe(subscription)
-
-    async def _updates_before(self, session_id: str, offset: int) -> list[str]:
-        """Notable task events recorded since the previous answer, one line each."""
-        start = max(0, offset - UPDATES_LOOKBACK)
-        entries = [e async for e in self._backlog(session_id, start, offset)]
-        since = 0
-        for index, entry in enumerate(entries):
-            if entry.turn is not None and entry.role != "user":
-                since = index + 1
-        return [
-            f"- [{e.task_id}] {e.event.value if e.event else 'event'}: {e.content}"
-            for e in entries[since:]
-            if e.kind == "task_event"
-        ]
 
     # ---- streams ----------------------------------------------------------------------
 
@@ -391,77 +303,16 @@ class Gateway:
         active = await self._activate(session_id, user)
         subscription = active.hub.subscribe()
         try:
-            sent = from_offset
-            async for entry in self._backlog(session_id, sent, None):
-                yield StreamItem.of_entry(entry)
-                sent = entry.offset + 1 if entry.kind != "gap" else _resume_offset(entry)
-            tasks, draft, running = active.hub.snapshot()
-            for update in tasks:
-                yield StreamItem(event="task", data=update.model_dump(mode="json"))
-            if running is not None:
-                yield StreamItem(event="turn", data={"turn": running, "running": True})
-            drafted: tuple[int, int, int] | None = None
-            if draft is not None and not active.hub.step_finished(draft.turn, draft.step):
-                drafted = (draft.turn, draft.step, draft.seq)
-                yield StreamItem(event="draft", data=draft.model_dump(mode="json"))
-            yield StreamItem(event="ready", data={"next_offset": sent})
-            async for item in self._live(session_id, active, subscription, sent, drafted):
+            async for item in self._streams.replay(
+                session_id, active.hub, subscription, from_offset
+            ):
                 yield item
         finally:
             active.hub.unsubscribe(subscription)
 
-    async def _live(
-        self,
-        session_id: str,
-        active: _Active,
-        subscription: Subscription,
-        sent: int,
-        drafted: tuple[int, int, int] | None,
-    ) -> AsyncIterator[StreamItem]:
-        finished: set[tuple[int, int]] = set()
-        while True:
-            item = await subscription.get()
-            if item is None:
-                return  # overflowed or shutting down: the client resumes from `sent`
-            if item.event == "entry":
-                assert item.id is not None
-                if item.id < sent:
-                    continue
-                if item.id > sent:  # written elsewhere: read the gap from the workflow
-                    async for entry in self._backlog(session_id, sent, item.id):
-                        yield StreamItem.of_entry(entry)
-                entry = SessionEntry.model_validate(item.data)
-                if entry.role == "assistant" and entry.turn is not None and entry.step is not None:
-                    finished.add((entry.turn, entry.step))
-                sent = item.id + 1
-            elif item.event == "token":
-                turn, step, seq = item.data["turn"], item.data["step"], item.data["seq"]
-                if (turn, step) in finished or active.hub.step_finished(turn, step):
-                    continue
-                if drafted is not None and (turn, step) == drafted[:2] and seq <= drafted[2]:
-                    continue
-            yield item
-
-    async def _backlog(
-        self, session_id: str, start: int, stop: int | None
-    ) -> AsyncIterator[SessionEntry]:
-        """Entries `[start, stop)` from the workflow (to the end without `stop`)."""
-        offset = start
-        while stop is None or offset < stop:
-            page = await self._store.entries(session_id, offset, BACKLOG_PAGE)
-            for entry in page.entries:
-                if stop is not None and entry.offset >= stop:
-                    return
-                yield entry
-            if not page.entries or page.next_offset <= offset:
-                return
-            if stop is None and len(page.entries) < BACKLOG_PAGE:
-                return
-            offset = page.next_offset
-
     # ---- activation, turns and watchers -------------------------------------------------
 
-    async def _activate(self, session_id: str, user: str) -> _Active:
+    async def _activate(self, session_id: str, user: str) -> ActiveSession:
         active = self._sessions.get(session_id)
         if active is None:
             pending = self._activating.get(session_id)
@@ -485,20 +336,20 @@ class Gateway:
             raise WrongPhase(f"{session_id} is closed: start a new session")
         return active
 
-    async def _load(self, session_id: str) -> _Active:
+    async def _load(self, session_id: str) -> ActiveSession:
         state = await self._store.state(session_id)
         if state.closed:
             raise WrongPhase(f"{session_id} is closed: start a new session")
 
         async def fill(start: int, stop: int) -> list[SessionEntry]:
-            return [e async for e in self._backlog(session_id, start, stop)]
+            return [e async for e in self._streams.backlog(session_id, start, stop)]
 
         # The newest entries seed the hub, so a turn's context needs no query.
         start = max(state.first_offset, state.next_offset - CONTEXT_ENTRIES)
-        recent = [e async for e in self._backlog(session_id, start, None)]
+        recent = [e async for e in self._streams.backlog(session_id, start, None)]
         next_offset = recent[-1].offset + 1 if recent else state.next_offset
         hub = SessionHub(next_offset, fill, [e for e in recent if e.kind != "gap"])
-        active = _Active(session_id, state, hub, tasks={t.task_id: t for t in state.tasks})
+        active = ActiveSession(session_id, state, hub, tasks={t.task_id: t for t in state.tasks})
         self._sessions[session_id] = active
         for task in state.tasks:
             if not task.phase.is_final:
@@ -507,14 +358,14 @@ class Gateway:
             self._spawn(self._resume(active))
         return active
 
-    async def _resume(self, active: _Active) -> None:
+    async def _resume(self, active: ActiveSession) -> None:
         turn = await self._store.claim(active.session_id, self.runner)
         if turn is not None:
             await self._answer(active, turn)
 
     async def _answer(
         self,
-        active: _Active,
+        active: ActiveSession,
         turn: int | None,
         context: TurnContext | None = None,
         prefetch: Prefetch | None = None,
@@ -527,23 +378,23 @@ class Gateway:
                     active.hub,
                     turn,
                     status=self._task_status,
-                    live=lambda: self._live_statuses(active),
+                    live=active.live_statuses,
                     started=lambda task: self._started(active, task),
                     context=context,
                     prefetch=prefetch,
                 )
                 context, prefetch = None, None
 
-    def _watch(self, active: _Active, task_id: str, cursor: int) -> None:
+    def _watch(self, active: ActiveSession, task_id: str, cursor: int) -> None:
         if task_id in active.watchers or self._closed:
             return
 
         async def on_update(
             task_id: str, events: list[TaskEvent], status: TaskStatus | None, next_offset: int
         ) -> None:
-            await self._on_task(active, task_id, events, status, next_offset)
+            await active.record_task(self._store, task_id, events, status, next_offset)
 
-        watcher = TaskWatcher(self._client, self._service, task_id, cursor, on_update)
+        watcher = TaskWatcher(self._service, task_id, cursor, on_update)
         active.watchers[task_id] = watcher
 
         async def run() -> None:
@@ -554,47 +405,12 @@ class Gateway:
 
         self._spawn(run())
 
-    async def _on_task(
-        self,
-        active: _Active,
-        task_id: str,
-        events: list[TaskEvent],
-        status: TaskStatus | None,
-        next_offset: int,
-    ) -> None:
-        active.hub.task(TaskUpdate(task_id=task_id, status=status, events=events))
-        notable = [e for e in events if is_notable(e)]
-        final = status is not None and status.phase.is_final
-        if not notable and not final:
-            return
-        result = await self._store.record_task_events(
-            active.session_id,
-            TaskEventsInput(
-                task_id=task_id,
-                events=notable,
-                next_offset=next_offset,
-                phase=status.phase if status is not None else None,
-            ),
-        )
-        accepted = set(result.accepted)
-        new = [task_event_entry(task_id, e) for e in notable if e.offset in accepted]
-        active.hub.offer(result.stamp.entries(new, None))
-        known = active.tasks.get(task_id)
-        if known is not None and status is not None:
-            active.tasks[task_id] = known.model_copy(
-                update={"phase": status.phase, "cursor": max(known.cursor, next_offset)}
-            )
-
-    def _started(self, active: _Active, task: SessionTask) -> None:
+    def _started(self, active: ActiveSession, task: SessionTask) -> None:
         active.tasks.setdefault(task.task_id, task)
         self._watch(active, task.task_id, 0)
 
     async def _task_status(self, task_id: str) -> TaskStatus:
         return await self._service.status(task_id)
-
-    def _live_statuses(self, active: _Active) -> dict[str, TaskStatus]:
-        tasks, _, _ = active.hub.snapshot()
-        return {t.task_id: t.status for t in tasks if t.status is not None}
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -614,8 +430,3 @@ def _consume(task: asyncio.Future[Any]) -> None:
     """Retrieve a shielded post's outcome: its caller may have left (it re-raises if not)."""
     if not task.cancelled() and task.exception() is not None:
         log.debug("a post failed: %s", task.exception())
-
-
-def _resume_offset(gap: SessionEntry) -> int:
-    resume = gap.data.get("resume_offset")
-    return int(resume) if isinstance(resume, int) else gap.offset + 1

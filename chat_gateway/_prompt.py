@@ -10,6 +10,7 @@ from typing import Any
 
 from switchboard.contracts import ChatToolCall
 from switchboard.conversation import EntryKind, SessionEntry, TurnContext
+from switchboard.llm_client import openai_message
 
 __all__ = ["SYSTEM_PROMPT", "build_messages", "last_step", "unanswered_calls"]
 
@@ -98,23 +99,12 @@ def _message(entry: SessionEntry) -> dict[str, Any] | None:
         return {"role": "system", "content": f"(notice) {entry.content}"}
     if entry.kind is not EntryKind.MESSAGE or entry.role is None:
         return None
-    if entry.role == "tool":
-        return {"role": "tool", "tool_call_id": entry.tool_call_id or "", "content": entry.content}
-    if entry.role == "assistant":
-        body: dict[str, Any] = {"role": "assistant", "content": entry.content or None}
-        if entry.tool_calls:
-            body["tool_calls"] = [
-                {
-                    "id": call.id,
-                    "type": "function",
-                    "function": {"name": call.name, "arguments": call.arguments},
-                }
-                for call in entry.tool_calls
-            ]
-        elif not entry.content:
-            return None
-        return body
-    return {"role": entry.role, "content": entry.content}
+    if entry.role == "assistant" and not entry.tool_calls and not entry.content:
+        return None
+    content = entry.content or None if entry.role == "assistant" else entry.content
+    return openai_message(
+        entry.role, content, tool_calls=entry.tool_calls, tool_call_id=entry.tool_call_id
+    )
 
 
 def _well_formed(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

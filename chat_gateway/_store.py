@@ -1,34 +1,22 @@
 """Typed calls to `ConversationWorkflow`: start, post, claim, record, read.
 
 Each is one Temporal round trip (an update ~8 ms, a query ~4 ms on one machine).
-Failures come out as the service's exception family (`switchboard.service`), so
-the API maps them to statuses the same way as task errors.
+Failures come out as the family of `switchboard.errors`, translated by the same
+code as the task service's, so the API maps them to statuses the same way.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from temporalio.client import (
-    Client,
-    WorkflowExecutionStatus,
-    WorkflowHandle,
-    WorkflowQueryFailedError,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
-)
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
 )
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
 
 from switchboard import wire
 from switchboard.conversation import (
@@ -50,27 +38,22 @@ from switchboard.conversation import (
     TurnContextRequest,
     conversation_queue,
 )
-from switchboard.models import Model
-from switchboard.service import (
-    InvalidRequest,
+from switchboard.errors import (
+    QUERY_TIMEOUT,
+    UPDATE_TIMEOUT,
     ServiceError,
-    ServiceUnavailable,
-    TaskNotFound,
+    SessionNotFound,
+    TemporalErrors,
     WrongPhase,
 )
+from switchboard.models import Model
 from switchboard.settings import Settings
 
 __all__ = ["SessionNotFound", "SessionStore", "SessionSummary", "TooManySessions"]
 
-QUERY_TIMEOUT = timedelta(seconds=10)
-UPDATE_TIMEOUT = timedelta(seconds=30)
 _SESSION_ID = re.compile(rf"^{SESSION_ID_PREFIX}[0-9A-HJKMNP-TV-Z]{{26}}$")
 
 R = TypeVar("R", bound=BaseModel)
-
-
-class SessionNotFound(TaskNotFound):
-    """No session with that id, or not the caller's (a not-found, like a task's: 404)."""
 
 
 class TooManySessions(ServiceError):
@@ -96,6 +79,11 @@ class SessionStore:
     def __init__(self, client: Client, settings: Settings) -> None:
         self._client = client
         self._settings = settings
+        self._errors = TemporalErrors(
+            settings.temporal_address,
+            "session",
+            lambda session_id: SessionNotFound(_not_found(session_id)),
+        ).around
 
     async def start(self, session_id: str, start: SessionStart) -> None:
         """Start the session's workflow, or reuse the running one with that id."""
@@ -118,12 +106,8 @@ class SessionStore:
     async def owner(self, session_id: str) -> str:
         """The owner from the search attributes: one describe, no worker needed."""
         handle = self._handle(session_id)
-        try:
+        async with self._errors(session_id):
             description = await handle.describe()
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                raise SessionNotFound(_not_found(session_id)) from exc
-            raise _unavailable(exc, self._settings) from exc
         if description.workflow_type != wire.Conversation.WORKFLOW:
             raise SessionNotFound(_not_found(session_id))
         if description.status not in (
@@ -225,66 +209,12 @@ class SessionStore:
             )
         return result
 
-    @asynccontextmanager
-    async def _errors(self, session_id: str | None) -> AsyncIterator[None]:
-        try:
-            yield
-        except WorkflowUpdateFailedError as exc:
-            raise _update_failure(session_id, exc) from exc
-        except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
-            raise ServiceUnavailable(_no_worker(session_id)) from exc
-        except WorkflowQueryFailedError as exc:
-            raise InvalidRequest(f"{session_id}: {exc}") from exc
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND and session_id is not None:
-                raise SessionNotFound(_not_found(session_id)) from exc
-            raise _unavailable(exc, self._settings, session_id) from exc
-        except RuntimeError as exc:
-            if "connect" not in str(exc).lower():
-                raise
-            raise ServiceUnavailable.unreachable(self._settings.temporal_address) from exc
-
 
 def _open_sessions(owner: str) -> str:
     return (
         f"WorkflowType = '{wire.Conversation.WORKFLOW}' AND "
         f"{wire.SearchAttributes.OWNER.name} = '{_escape(owner)}' AND "
         "ExecutionStatus = 'Running'"
-    )
-
-
-def _update_failure(session_id: str | None, exc: WorkflowUpdateFailedError) -> ServiceError:
-    cause = exc.cause
-    if isinstance(cause, ApplicationError):
-        if cause.type == wire.Errors.WRONG_PHASE:
-            return WrongPhase(f"{session_id}: {cause.message}")
-        if cause.type == wire.Errors.INVALID_INPUT:
-            return InvalidRequest(f"{session_id}: {cause.message}")
-    return ServiceError(f"{session_id}: the session refused the update: {cause}")
-
-
-def _unavailable(exc: RPCError, settings: Settings, session_id: str | None = None) -> ServiceError:
-    if exc.status in (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED):
-        return ServiceUnavailable(_no_worker(session_id))
-    if exc.status == RPCStatusCode.UNAVAILABLE:
-        return ServiceUnavailable.unreachable(settings.temporal_address)
-    if _worker_busy_or_gone(exc):
-        return ServiceUnavailable(_no_worker(session_id))
-    return ServiceError(f"Temporal refused the call: {exc.message}")
-
-
-def _worker_busy_or_gone(exc: RPCError) -> bool:
-    """Temporal's refusals that mean "retry later", not "never": no worker polled the
-    queue lately (an update), or the server is rate limiting."""
-    if exc.status == RPCStatusCode.RESOURCE_EXHAUSTED:
-        return True
-    return exc.status == RPCStatusCode.FAILED_PRECONDITION and "no poller" in exc.message
-
-
-def _no_worker(session_id: str | None) -> str:
-    return (
-        f"no worker answered for {session_id or 'the session'}: "
-        "is `switchboard worker` running against this Temporal server?"
     )
 
 

@@ -19,6 +19,7 @@ from pydantic import AfterValidator, Field, ValidationError
 
 from switchboard.contracts import ChatToolCall
 from switchboard.conversation import MAX_ENTRY_CHARS, SessionTask
+from switchboard.errors import ServiceError, TaskNotFound
 from switchboard.models import (
     MAX_GOAL_CHARS,
     MAX_PARALLEL,
@@ -33,7 +34,7 @@ from switchboard.models import (
     TaskRequest,
     TaskStatus,
 )
-from switchboard.service import ServiceError, TaskNotFound, TaskService
+from switchboard.service import TaskService
 
 __all__ = ["TOOL_SCHEMAS", "ToolName", "ToolOutcome", "ToolScope", "run_tool"]
 

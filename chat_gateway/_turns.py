@@ -17,7 +17,6 @@ from typing import Any, cast
 import openai
 from openai.types.chat import (
     ChatCompletionChunk,
-    ChatCompletionMessageParam,
     ChatCompletionToolUnionParam,
 )
 
@@ -34,9 +33,11 @@ from switchboard.conversation import (
     SessionTask,
     TurnContext,
 )
+from switchboard.errors import WrongPhase
+from switchboard.llm_client import chat_messages
 from switchboard.model_server import CALL_ID_HEADER, ROLE_HEADER
 from switchboard.models import TaskStatus
-from switchboard.service import TaskService, WrongPhase
+from switchboard.service import TaskService
 
 __all__ = ["CONVERSATION_ROLE", "MAX_STEPS", "Prefetch", "TurnRunner"]
 
@@ -233,7 +234,7 @@ class TurnRunner:
     ) -> AsyncIterator[ChatCompletionChunk]:
         stream = await self._llm.chat.completions.create(
             model=context.model or self._model,
-            messages=cast(list[ChatCompletionMessageParam], build_messages(context)),
+            messages=chat_messages(build_messages(context)),
             tools=cast(list[ChatCompletionToolUnionParam], TOOL_SCHEMAS),
             stream=True,
             extra_headers={ROLE_HEADER: CONVERSATION_ROLE, CALL_ID_HEADER: call_id},

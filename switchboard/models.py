@@ -26,7 +26,7 @@ class Model(BaseModel):
 
 
 class Role(StrEnum):
-    """What a subagent may do; see `switchboard.capabilities`."""
+    """What a subagent may do; the tools of each are `switchboard.tools.CAPABILITIES`."""
 
     EXPLORER = "explorer"
     WORKER = "worker"

@@ -1,19 +1,19 @@
-"""TaskService: the one facade over Temporal for delegated tasks (used by the API and the CLI).
+"""TaskService: the one facade over Temporal for delegated tasks (used by the API, the
+CLI and the gateway).
 
 Every operation is one or two Temporal round trips (start, query, update, signal,
-describe); nothing here blocks on a task's progress except `watch`, which polls the
-events query. Failures come out as a small exception family whose message says
-what was wrong and how to fix it, so callers map them to HTTP statuses or exit
-codes without parsing gRPC errors.
+describe); nothing here blocks on a task's progress except `watch`, which
+subscribes to the process's one follower of that task (`switchboard.follow`).
+Failures come out as the family in `switchboard.errors`, whose message says what
+was wrong and how to fix it, so callers map them to HTTP statuses or exit codes
+without parsing gRPC errors.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
 from typing import Any
 
 from temporalio.client import (
@@ -22,9 +22,6 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
-    WorkflowQueryFailedError,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import (
     SearchAttributePair,
@@ -32,12 +29,31 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
-from ulid import ULID
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from switchboard import repo_refs, wire
+from switchboard._task_views import (
+    closed_phase,
+    ended_message,
+    not_found_message,
+    one_line,
+    quote,
+    summary,
+    task_id_for,
+)
 from switchboard.diffs import DEFAULT_MAX_BYTES, read_diff
+from switchboard.errors import (
+    QUERY_TIMEOUT,
+    UPDATE_TIMEOUT,
+    InvalidRequest,
+    NotFound,
+    ServiceError,
+    ServiceUnavailable,
+    TaskNotFound,
+    TemporalErrors,
+    WrongPhase,
+)
+from switchboard.follow import TaskFollowers
 from switchboard.models import (
     ApprovalRecord,
     ApproveInput,
@@ -59,6 +75,8 @@ from switchboard.models import (
 )
 from switchboard.settings import Settings
 
+# The error family is re-exported for callers written against this module; new code
+# imports it from `switchboard.errors`.
 __all__ = [
     "InvalidRequest",
     "ServiceError",
@@ -69,55 +87,10 @@ __all__ = [
     "task_id_for",
 ]
 
-QUERY_TIMEOUT = timedelta(seconds=10)
-"""A query needs a worker; past this, say that none is answering instead of hanging."""
-UPDATE_TIMEOUT = timedelta(seconds=30)
-POLL_MIN_SECONDS = 0.1
-POLL_MAX_SECONDS = 1.0
-WATCH_PAGE = 500
 REPO_ATTRIBUTE_CHARS = 250
 """Keyword search attributes are for filtering; the workflow stores the same prefix."""
 MEMO_GOAL_CHARS = 1_000
 """The memo is for the Temporal UI; the server warns past 2 KiB, the full goal is the input."""
-
-
-class ServiceError(Exception):
-    """A task operation failed; `str(error)` is the message to show the user."""
-
-
-class TaskNotFound(ServiceError):
-    """No task with that id (or not one this user may see)."""
-
-
-class InvalidRequest(ServiceError):
-    """The request itself is wrong (bad repo, empty feedback, ...): fix it and retry."""
-
-
-class WrongPhase(ServiceError):
-    """The task exists but is not in a phase that allows this operation."""
-
-
-class ServiceUnavailable(ServiceError):
-    """Temporal, or every worker, is not answering: retry once it is back."""
-
-    @classmethod
-    def unreachable(cls, address: str) -> ServiceUnavailable:
-        return cls(
-            f"Temporal is not reachable at {address}: start it with `switchboard up`, "
-            "or point SWITCHBOARD_TEMPORAL_ADDRESS at a running server"
-        )
-
-
-def task_id_for(owner: str, request_id: str | None) -> str:
-    """A new task id, or the one a client request id always maps to for this owner.
-
-    The ULID of an idempotent submit is derived from sha256(owner, request_id), so
-    retrying the same request reaches the same workflow id and starts it once.
-    """
-    if request_id is None:
-        return f"{wire.TASK_ID_PREFIX}{ULID()}"
-    digest = hashlib.sha256(f"{owner}\n{request_id}".encode()).digest()
-    return f"{wire.TASK_ID_PREFIX}{ULID.from_bytes(digest[:16])}"
 
 
 class TaskService:
@@ -134,6 +107,13 @@ class TaskService:
         self._client = client
         self._settings = settings
         self._remote_callers = remote_callers
+        self._translate = TemporalErrors(
+            settings.temporal_address,
+            "task",
+            lambda task_id: TaskNotFound(not_found_message(task_id)),
+        )
+        self.followers = TaskFollowers(client, self)
+        """This process's followers of task events (one poller per task)."""
 
     # ---- start and list -------------------------------------------------------
 
@@ -174,7 +154,7 @@ class TaskService:
                         ]
                     ),
                     memo={"goal": request.goal[:MEMO_GOAL_CHARS]},
-                    static_summary=_one_line(request.goal, 200),
+                    static_summary=one_line(request.goal, 200),
                 )
             except WorkflowAlreadyStartedError:
                 return TaskSubmitted(task_id=task_id, created=False)
@@ -182,13 +162,13 @@ class TaskService:
 
     async def list(self, owner: str | None = None, limit: int = 50) -> list[TaskSummary]:
         """Recent tasks from visibility, optionally only one owner's."""
-        query = f"WorkflowType = {_quote(wire.Workflows.TASK)}"
+        query = f"WorkflowType = {quote(wire.Workflows.TASK)}"
         if owner is not None:
-            query += f" AND {wire.SearchAttributes.OWNER.name} = {_quote(owner)}"
+            query += f" AND {wire.SearchAttributes.OWNER.name} = {quote(owner)}"
         summaries: list[TaskSummary] = []
         async with self._errors(None):
             async for execution in self._client.list_workflows(query, limit=limit):
-                summaries.append(_summary(execution))
+                summaries.append(summary(execution))
         return summaries
 
     # ---- queries ----------------------------------------------------------------
@@ -222,34 +202,10 @@ class TaskService:
         return page
 
     async def watch(self, task_id: str, from_offset: int = 0) -> AsyncIterator[TaskEvent]:
-        """Events as they happen, until the task has ended and all are delivered.
-
-        Polls the events query: every 100 ms while events flow, backing off to
-        1 s when idle. When idle at the slowest rate it also checks that the
-        workflow is still running, so a terminated task ends the watch too.
-        """
-        offset = from_offset
-        delay = POLL_MIN_SECONDS
-        while True:
-            page = await self.events(task_id, offset, WATCH_PAGE)
-            for event in page.events:
-                yield event
-            offset = max(offset, page.next_offset)
-            full = len(page.events) >= WATCH_PAGE
-            if full:
-                continue
-            if page.final:
-                return
-            if page.events:
-                delay = POLL_MIN_SECONDS
-            else:
-                if delay >= POLL_MAX_SECONDS and not await self._is_running(task_id):
-                    last = await self.events(task_id, offset, WATCH_PAGE)
-                    for event in last.events:
-                        yield event
-                    return
-                delay = min(delay * 2, POLL_MAX_SECONDS)
-            await asyncio.sleep(delay)
+        """Events from `from_offset` as they happen, until the task has ended and all are
+        delivered (through this process's one follower of the task)."""
+        async for event in self.followers.watch(task_id, from_offset):
+            yield event
 
     async def diff(
         self, task_id: str, subagent: int | None = None, max_bytes: int = DEFAULT_MAX_BYTES
@@ -327,37 +283,27 @@ class TaskService:
     async def check_owner(self, task_id: str, user: str) -> None:
         """Raise `TaskNotFound` unless `user` owns the task (others' tasks look absent)."""
         if await self.owner_of(task_id) != user:
-            raise TaskNotFound(_not_found_message(task_id))
+            raise TaskNotFound(not_found_message(task_id))
 
     # ---- internals ----------------------------------------------------------------
 
     def _handle(self, task_id: str) -> WorkflowHandle[Any, Any]:
         if not task_id.startswith(wire.TASK_ID_PREFIX):
-            raise TaskNotFound(_not_found_message(task_id))
+            raise TaskNotFound(not_found_message(task_id))
         return self._client.get_workflow_handle(task_id)
 
     async def _describe(self, task_id: str) -> WorkflowExecutionDescription:
         handle = self._handle(task_id)
-        try:
+        async with self._translate.around(task_id):
             description = await handle.describe()
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                raise TaskNotFound(_not_found_message(task_id)) from exc
-            raise self._unavailable(exc) from exc
-        except RuntimeError as exc:
-            raise ServiceUnavailable.unreachable(self._settings.temporal_address) from exc
         if description.workflow_type != wire.Workflows.TASK:
-            raise TaskNotFound(_not_found_message(task_id))
+            raise TaskNotFound(not_found_message(task_id))
         return description
-
-    async def _is_running(self, task_id: str) -> bool:
-        description = await self._describe(task_id)
-        return description.status == WorkflowExecutionStatus.RUNNING
 
     async def _require_running(self, task_id: str) -> None:
         description = await self._describe(task_id)
         if description.status != WorkflowExecutionStatus.RUNNING:
-            raise WrongPhase(_ended_message(task_id, description))
+            raise WrongPhase(ended_message(task_id, description))
 
     async def _decide(self, task_id: str, update: str, decision: Any) -> ApprovalRecord:
         async with self._errors(task_id):
@@ -370,7 +316,7 @@ class TaskService:
         description = await self._describe(handle.id)
         if description.status == WorkflowExecutionStatus.RUNNING:
             return None
-        phase = _closed_phase(description)
+        phase = closed_phase(description)
         result: TaskResult | None = None
         error: str | None = None
         try:
@@ -397,101 +343,13 @@ class TaskService:
 
     @asynccontextmanager
     async def _errors(self, task_id: str | None) -> AsyncIterator[None]:
-        """Translate Temporal client errors into the service's exception family."""
+        """Translate Temporal client errors into the family (`switchboard.errors`)."""
         try:
-            yield
-        except WorkflowUpdateFailedError as exc:
-            raise _update_failure(task_id, exc) from exc
-        except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
-            raise ServiceUnavailable(_no_worker_message(task_id, UPDATE_TIMEOUT)) from exc
-        except WorkflowQueryFailedError as exc:
-            raise InvalidRequest(f"{task_id}: {exc}") from exc
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND and task_id is not None:
-                # Also what signals and updates to an ended workflow get back.
-                description = await self._describe(task_id)
-                raise WrongPhase(_ended_message(task_id, description)) from exc
-            if exc.status == RPCStatusCode.INVALID_ARGUMENT:
-                raise InvalidRequest(exc.message) from exc
-            raise self._unavailable(exc, task_id) from exc
-        except RuntimeError as exc:
-            if "connect" not in str(exc).lower():
+            async with self._translate.around(task_id):
+                yield
+        except NotFound as exc:
+            if task_id is None:
                 raise
-            raise ServiceUnavailable.unreachable(self._settings.temporal_address) from exc
-
-    def _unavailable(self, exc: RPCError, task_id: str | None = None) -> ServiceError:
-        if exc.status in (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED):
-            return ServiceUnavailable(_no_worker_message(task_id, QUERY_TIMEOUT))
-        if exc.status == RPCStatusCode.UNAVAILABLE:
-            return ServiceUnavailable.unreachable(self._settings.temporal_address)
-        if exc.status == RPCStatusCode.RESOURCE_EXHAUSTED or (
-            exc.status == RPCStatusCode.FAILED_PRECONDITION and "no poller" in exc.message
-        ):  # no worker polled the queue lately, or the server rate limits: retry later
-            return ServiceUnavailable(_no_worker_message(task_id, QUERY_TIMEOUT))
-        return ServiceError(f"Temporal refused the call: {exc.message}")
-
-
-def _update_failure(task_id: str | None, exc: WorkflowUpdateFailedError) -> ServiceError:
-    cause = exc.cause
-    if isinstance(cause, ApplicationError):
-        if cause.type == wire.Errors.WRONG_PHASE:
-            return WrongPhase(f"{task_id}: {cause.message}")
-        if cause.type == wire.Errors.INVALID_INPUT:
-            return InvalidRequest(f"{task_id}: {cause.message}")
-    return ServiceError(f"{task_id}: the task refused the update: {cause}")
-
-
-_PHASE_VALUES = frozenset(phase.value for phase in Phase)
-
-
-def _closed_phase(description: WorkflowExecutionDescription) -> Phase:
-    recorded = description.typed_search_attributes.get(wire.SearchAttributes.PHASE)
-    if recorded in _PHASE_VALUES and Phase(recorded).is_final:
-        return Phase(recorded)
-    if description.status == WorkflowExecutionStatus.CANCELED:
-        return Phase.CANCELLED
-    return Phase.FAILED
-
-
-def _summary(execution: Any) -> TaskSummary:
-    attributes = execution.typed_search_attributes
-    status = execution.status
-    phase = attributes.get(wire.SearchAttributes.PHASE) or ""
-    if status is not None and status != WorkflowExecutionStatus.RUNNING:
-        phase = _closed_phase(execution).value
-    return TaskSummary(
-        task_id=execution.id,
-        phase=phase,
-        owner=attributes.get(wire.SearchAttributes.OWNER) or "",
-        repo=attributes.get(wire.SearchAttributes.REPO) or "",
-        status=status.name.lower() if status is not None else "unknown",
-        started_at=execution.start_time,
-    )
-
-
-def _quote(value: str) -> str:
-    """A visibility-query string literal (backslash escapes quote and backslash)."""
-    escaped = value.replace("\\", "\\\\").replace("'", "\\'")
-    return f"'{escaped}'"
-
-
-def _one_line(text: str, limit: int) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def _not_found_message(task_id: str) -> str:
-    return f"no task {task_id!r}: list your tasks with `switchboard task list` or GET /v1/tasks"
-
-
-def _ended_message(task_id: str, description: WorkflowExecutionDescription) -> str:
-    phase = _closed_phase(description)
-    return f"{task_id} has already ended ({phase.value}); nothing can change it now"
-
-
-def _no_worker_message(task_id: str | None, timeout: timedelta) -> str:
-    subject = task_id or "the task"
-    return (
-        f"no worker answered for {subject} within {timeout.total_seconds():.0f} s: "
-        "is `switchboard worker` running against this Temporal server?"
-    )
+            # Signals and updates to an ended task get NOT_FOUND too: tell them apart.
+            description = await self._describe(task_id)
+            raise WrongPhase(ended_message(task_id, description)) from exc

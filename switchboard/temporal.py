@@ -19,7 +19,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import Runtime
 
 from switchboard import wire
-from switchboard.service import ServiceUnavailable
+from switchboard.errors import ServiceUnavailable
 from switchboard.settings import Settings
 
 __all__ = ["CONNECT_TIMEOUT", "connect", "ensure_search_attributes"]
@@ -50,14 +50,7 @@ async def connect(
             runtime=runtime,
         )
     except RuntimeError as exc:
-        raise ServiceUnavailable(unreachable_message(settings.temporal_address)) from exc
-
-
-def unreachable_message(address: str) -> str:
-    return (
-        f"Temporal is not reachable at {address}: start it with `switchboard up`, "
-        "or point SWITCHBOARD_TEMPORAL_ADDRESS at a running server"
-    )
+        raise ServiceUnavailable.unreachable(settings.temporal_address) from exc
 
 
 async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:

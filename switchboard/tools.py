@@ -58,8 +58,6 @@ CAPABILITIES: dict[Role, frozenset[ToolName]] = {
     ),
 }
 
-WRITES_WORKTREE = frozenset({ToolName.WRITE_FILE, ToolName.APPLY_PATCH, ToolName.RUN})
-
 
 class _Args(BaseModel):
     model_config = ConfigDict(extra="forbid")

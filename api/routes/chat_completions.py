@@ -27,7 +27,7 @@ from api.errors import status_for
 from api.routes.sessions import ChatGateway
 from chat_gateway import ModelCallFailed, ModelError
 from switchboard.conversation import MAX_MESSAGE_CHARS
-from switchboard.service import InvalidRequest, ServiceError
+from switchboard.errors import InvalidRequest, ServiceError
 
 __all__ = ["router"]
 

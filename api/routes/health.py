@@ -8,8 +8,8 @@ from fastapi import APIRouter, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from api.deps import AppSettings, TemporalClient
+from switchboard.errors import ServiceUnavailable
 from switchboard.models import Model
-from switchboard.service import ServiceUnavailable
 
 __all__ = ["router"]
 

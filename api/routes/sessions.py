@@ -37,8 +37,8 @@ from api.deps import CurrentUser
 from api.openapi import ErrorBody
 from chat_gateway import Gateway, SessionInfo, SessionSummary
 from switchboard.conversation import MAX_MESSAGE_CHARS, SessionState
+from switchboard.errors import ServiceError
 from switchboard.models import Model
-from switchboard.service import ServiceError
 
 __all__ = ["ChatGateway", "chat_gateway", "router"]
 

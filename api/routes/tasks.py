@@ -24,6 +24,7 @@ from api.schemas import (
     TaskCreate,
     TasksPublic,
 )
+from switchboard.errors import ServiceError, TaskNotFound
 from switchboard.models import (
     ApprovalRecord,
     ApproveInput,
@@ -34,7 +35,6 @@ from switchboard.models import (
     TaskStatus,
     TaskSubmitted,
 )
-from switchboard.service import ServiceError, TaskNotFound
 
 __all__ = ["router"]
 
