@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities._heartbeat import heartbeating
+from activities._transcripts import TranscriptIdError, remove_task_files
 from activities.repo import RepoActivities
 from activities.sandbox import Sandbox
 from switchboard.contracts import (
@@ -13,7 +17,7 @@ from switchboard.contracts import (
     FinishSubagentResult,
     SandboxInfo,
 )
-from switchboard.wire import Activities
+from switchboard.wire import Activities, Errors
 
 
 class LifecycleActivities:
@@ -42,6 +46,12 @@ class LifecycleActivities:
 
     @activity.defn(name=Activities.CLEANUP_TASK)
     async def cleanup_task(self, input: CleanupInput) -> None:
-        """Idempotent: sandboxes first (they hold the worktrees open), then worktrees."""
+        """Idempotent: sandboxes first (they hold the worktrees open), then worktrees,
+        then the task's transcripts, step journals and recorded planner replies."""
         await self._sandbox.remove_task(input.task_id)
         await self._repo.cleanup_worktrees(input)
+        root = self._repo.settings.transcripts_dir
+        try:
+            await asyncio.to_thread(remove_task_files, root, input.task_id)
+        except TranscriptIdError as exc:
+            raise ApplicationError(str(exc), type=Errors.INVALID_INPUT, non_retryable=True) from exc

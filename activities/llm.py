@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, cast
 
 import openai
@@ -44,6 +45,7 @@ from switchboard.contracts import (
 )
 from switchboard.models import Model, Role, SubtaskSpec
 from switchboard.settings import Settings
+from switchboard.step_heartbeat import StepHeartbeat, StepStage
 from switchboard.tools import openai_tool_schemas
 from switchboard.wire import Activities, Errors
 
@@ -147,10 +149,7 @@ class LlmActivities:
                 transcript; `ModelUnavailable` / `ModelOutputInvalid` (see
                 `_model_error`).
         """
-        try:
-            path = transcript_path(self._settings.transcripts_dir, input.transcript_id)
-        except TranscriptIdError as exc:
-            raise ApplicationError(str(exc), type=Errors.INVALID_INPUT, non_retryable=True) from exc
+        path = self._transcript(input.transcript_id)
         try:
             # Off the event loop: the worker's workflow tasks share it (fsync can stall).
             history = await asyncio.to_thread(load_transcript, path)
@@ -217,25 +216,47 @@ class LlmActivities:
             f"Plan at most {max_subtasks} subtasks."
         )
         info = activity.info()
-        completion = await self._complete(
-            model=self._settings.planner_model or self._settings.llm_model,
-            messages=[
-                ChatMessage(role="system", content=PLANNER_SYSTEM_PROMPT),
-                ChatMessage(role="user", content=user),
-            ],
-            tools=[submit_plan_schema(max_subtasks)],
-            tool_choice={"type": "function", "function": {"name": SUBMIT_PLAN_TOOL}},
-            headers={
-                ROLE_HEADER: PLANNER_ROLE,
-                # Stable across attempts of this activity, unique per workflow.
-                CALL_ID_HEADER: f"{info.workflow_id}/{info.activity_id}",
-                TASK_HEADER: input.task_id,
-            },
-        )
-        usage = _usage(completion)
-        _count_tokens(PLANNER_ROLE, self._settings.planner_model or self._settings.llm_model, usage)
-        subtasks = _parse_plan(_assistant_message(completion))
-        return Plan(subtasks=subtasks[:max_subtasks], tokens=usage.total_tokens)
+        messages = [
+            ChatMessage(role="system", content=PLANNER_SYSTEM_PROMPT),
+            ChatMessage(role="user", content=user),
+        ]
+        # One record per attempt series of this activity: a retry after a crash reuses it.
+        path = self._transcript(f"{input.task_id}/plan-{info.workflow_run_id}-{info.activity_id}")
+        recorded = _recorded_reply(await asyncio.to_thread(_load_or_empty, path), messages)
+        if recorded is not None:
+            reply, tokens = recorded, 0  # paid (and counted) by the attempt that recorded it
+        else:
+            model = self._settings.planner_model or self._settings.llm_model
+            completion = await self._complete(
+                model=model,
+                messages=messages,
+                tools=[submit_plan_schema(max_subtasks)],
+                tool_choice={"type": "function", "function": {"name": SUBMIT_PLAN_TOOL}},
+                headers={
+                    ROLE_HEADER: PLANNER_ROLE,
+                    # Stable across attempts of this activity, unique per workflow.
+                    CALL_ID_HEADER: f"{info.workflow_id}/{info.activity_id}",
+                    TASK_HEADER: input.task_id,
+                },
+            )
+            reply = _assistant_message(completion)
+            await asyncio.to_thread(save_transcript, path, [*messages, reply])
+            usage = _usage(completion)
+            _count_tokens(PLANNER_ROLE, model, usage)
+            tokens = usage.total_tokens
+        try:
+            subtasks = _parse_plan(reply)
+        except ApplicationError:
+            # A bad plan is retried for a better one: the next attempt asks again.
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+            raise
+        return Plan(subtasks=subtasks[:max_subtasks], tokens=tokens)
+
+    def _transcript(self, transcript_id: str) -> Path:
+        try:
+            return transcript_path(self._settings.transcripts_dir, transcript_id)
+        except TranscriptIdError as exc:
+            raise ApplicationError(str(exc), type=Errors.INVALID_INPUT, non_retryable=True) from exc
 
     async def _complete(
         self,
@@ -257,8 +278,11 @@ class LlmActivities:
             ),
             extra_headers=headers,
         )
+        # Say what the activity waits on: a hanging model shows as such, with its age.
+        waiting = StepHeartbeat.now(StepStage.MODEL, role=headers.get(ROLE_HEADER))
+        activity.heartbeat(waiting)
         try:
-            completion = await heartbeating(request)
+            completion = await heartbeating(request, waiting)
         except openai.OpenAIError as exc:
             raise _model_error(exc, model) from exc
         if not completion.choices:
@@ -267,6 +291,14 @@ class LlmActivities:
                 type=Errors.MODEL_OUTPUT_INVALID,
             )
         return completion
+
+
+def _load_or_empty(path: Path) -> list[ChatMessage]:
+    """A recorded exchange, or nothing when it is missing or unreadable (then ask again)."""
+    try:
+        return load_transcript(path)
+    except ValidationError:
+        return []
 
 
 def _recorded_reply(history: list[ChatMessage], messages: list[ChatMessage]) -> ChatMessage | None:

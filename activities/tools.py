@@ -104,6 +104,22 @@ class ToolActivities:
             ToolName.DIFF: self._diff,
         }
 
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    async def stop_everything(self, sandbox_id: str) -> None:
+        """Kill whatever may still run in a sandbox, a dead worker's commands included.
+
+        Raises:
+            ApplicationError: `SandboxUnavailable` (non-retryable).
+        """
+        try:
+            await self._sandbox.reap_dead_workers()
+            await self._sandbox.stop(sandbox_id)
+        except SandboxUnavailable as exc:
+            raise _unavailable(exc) from exc
+
     @activity.defn(name=Activities.START_SANDBOX)
     async def start_sandbox(self, spec: SandboxSpec) -> SandboxInfo:
         """Make a subagent's sandbox ready (idempotent)."""
