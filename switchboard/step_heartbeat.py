@@ -10,10 +10,16 @@ client's data converter.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from switchboard.models import Model
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from switchboard import wire
+from switchboard.models import Model, SubagentState, TaskStatus
 
 
 class StepStage(StrEnum):
@@ -46,3 +52,38 @@ class StepHeartbeat(Model):
             StepStage.ROLLBACK: "rolling back an interrupted tool call",
         }[self.stage]
         return f"{what} for {elapsed} s"
+
+
+async def step_wait(client: Client, workflow_id: str) -> str | None:
+    """What the running step of one subagent workflow waits on, if it says so."""
+    try:
+        described = await client.get_workflow_handle(workflow_id).describe()
+    except RPCError:
+        return None
+    for pending in described.raw_description.pending_activities:
+        started = pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+        if not started or not pending.heartbeat_details.payloads:
+            continue
+        try:
+            [beat] = await client.data_converter.decode(
+                pending.heartbeat_details.payloads[:1], [StepHeartbeat]
+            )
+        except Exception:  # another activity's details: nothing to show
+            continue
+        if isinstance(beat, StepHeartbeat):
+            return beat.describe()
+    return None
+
+
+async def fill_waits(client: Client, status: TaskStatus) -> TaskStatus:
+    """Set `waiting` on each running subagent of `status` (one describe each, at once)."""
+    running = [s for s in status.subagents if s.state is SubagentState.RUNNING]
+    waits = await asyncio.gather(
+        *(
+            step_wait(client, wire.subagent_workflow_id(status.task_id, s.index, s.round))
+            for s in running
+        )
+    )
+    for subagent, wait in zip(running, waits, strict=True):
+        subagent.waiting = wait
+    return status
