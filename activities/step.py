@@ -17,11 +17,14 @@ one activity on the subagent's host queue:
    its start (with a checkpoint of the worktree when the call may write) before
    it runs, its outcome after.
 
-A retried step never runs a tool call twice. A call with a journaled outcome is
+A retried step never runs a command twice. A call with a journaled outcome is
 not run again: its outcome is reused. A call that started but has no outcome was
-interrupted by the crash: whatever of it may still run is killed, the worktree is
-restored to the checkpoint taken just before it, and the model is told so; the
-calls after it run as usual. Read-only calls have no effects and simply run again.
+interrupted by the crash: whatever of it may still run is killed and the worktree
+is restored to the checkpoint taken just before it. An interrupted `run` is not
+run again (the model is told it was interrupted and rolled back); an interrupted
+file edit (`write_file`, `apply_patch`) is done again from the restored files, so
+it lands once. The calls after it run as usual. Read-only calls have no effects
+and simply run again.
 
 The result carries the model's turn and each call's verdict or outcome, so the
 workflow history still shows what the model asked for and what was refused.
@@ -60,6 +63,9 @@ from switchboard.wire import Activities, Errors
 
 MAY_WRITE = frozenset({ToolName.WRITE_FILE, ToolName.APPLY_PATCH, ToolName.RUN})
 """Tools whose call is checkpointed first; the others only read."""
+REDONE_AFTER_ROLLBACK = frozenset({ToolName.WRITE_FILE, ToolName.APPLY_PATCH})
+"""File edits, not commands: once the worktree is back at the checkpoint, doing the
+edit again makes it land exactly once. A `run` command is never run a second time."""
 
 INTERRUPTED = (
     "interrupted: the worker running this call crashed before it ended. Its effects "
@@ -195,6 +201,8 @@ class _JournaledCalls:
             "rolled back" if output is INTERRUPTED else "NOT rolled back",
         )
         await heartbeating(self._tools.start(spec), waiting)
+        if output is INTERRUPTED and call.name in REDONE_AFTER_ROLLBACK:
+            return await self._run(call)  # from the same files: its edit lands once
         return ToolOutcome(call_id=call.call_id, name=call.name.value, ok=False, output=output)
 
 

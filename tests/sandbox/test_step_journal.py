@@ -138,3 +138,28 @@ async def test_an_interrupted_call_is_rolled_back_and_not_run_again(
     journal = settings.transcripts_dir / checkout.task_id / "0" / "r1" / "0.tools.json"
     entries = json.loads(journal.read_text())["entries"]
     assert [e["outcome"]["ok"] for e in entries] == [True, False]
+
+
+async def test_an_interrupted_file_edit_is_redone_from_the_checkpoint(
+    steps: StepActivities, server: ModelServerHandle, checkout: Checkout, settings: Settings
+) -> None:
+    """A write cut short by a crash: rolled back, then written again, once."""
+    write = {"name": "write_file", "arguments": {"path": "notes/a.txt", "content": "whole\n"}}
+    server.set_scenario(Scenario.model_validate({"roles": {"worker": [{"tool_calls": [write]}]}}))
+    server.reset()
+    await ActivityEnvironment().run(steps.subagent_step, step_input(checkout))
+    # As a SIGKILL mid-write leaves it: the call journaled as started, a torn file.
+    journal = settings.transcripts_dir / checkout.task_id / "0" / "r1" / "0.tools.json"
+    document = json.loads(journal.read_text())
+    del document["entries"][0]["outcome"]
+    journal.write_text(json.dumps(document))
+    (checkout.worktree / "notes" / "a.txt").write_text("who")
+    (checkout.worktree / "notes" / "stray.txt").write_text("half-made\n")
+
+    retried = await ActivityEnvironment().run(steps.subagent_step, step_input(checkout))
+
+    assert [o.ok for o in retried.outcomes] == [True]
+    assert retried.outcomes[0].output == "wrote 6 bytes to notes/a.txt"
+    assert (checkout.worktree / "notes" / "a.txt").read_text() == "whole\n"
+    assert not (checkout.worktree / "notes" / "stray.txt").exists()
+    assert server.stats()["by_role"] == {"worker": 1}
