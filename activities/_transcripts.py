@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
 
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from switchboard.contracts import ChatMessage
 
@@ -88,3 +88,18 @@ def remove_task_files(root: Path, task_id: str) -> bool:
     else:
         shutil.rmtree(folder)
     return True
+
+
+def load_or_empty(path: Path) -> list[ChatMessage]:
+    """A recorded exchange, or nothing when it is missing or unreadable (then ask again)."""
+    try:
+        return load_transcript(path)
+    except ValidationError:
+        return []
+
+
+def recorded_reply(history: list[ChatMessage], messages: list[ChatMessage]) -> ChatMessage | None:
+    """The model's reply to exactly `messages`, if the transcript already holds it."""
+    if len(history) != len(messages) + 1 or history[-1].role != "assistant":
+        return None
+    return history[-1] if history[:-1] == messages else None
