@@ -90,6 +90,18 @@ def remove_task_files(root: Path, task_id: str) -> bool:
     return True
 
 
+def reap_task_files(root: Path, live_task_ids: set[str]) -> list[str]:
+    """Remove the files of every task under `root` that is not in `live_task_ids`."""
+    if not root.is_dir():
+        return []
+    reaped = []
+    for folder in sorted(root.iterdir()):
+        if folder.name not in live_task_ids and not folder.name.startswith("."):
+            remove_task_files(root, folder.name)
+            reaped.append(folder.name)
+    return reaped
+
+
 def load_or_empty(path: Path) -> list[ChatMessage]:
     """A recorded exchange, or nothing when it is missing or unreadable (then ask again)."""
     try:

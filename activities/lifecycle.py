@@ -8,7 +8,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities._heartbeat import heartbeating
-from activities._transcripts import TranscriptIdError, remove_task_files
+from activities._transcripts import TranscriptIdError, reap_task_files, remove_task_files
 from activities.repo import RepoActivities
 from activities.sandbox import Sandbox
 from switchboard.contracts import (
@@ -17,6 +17,7 @@ from switchboard.contracts import (
     FinishSubagentResult,
     SandboxInfo,
 )
+from switchboard.settings import Settings
 from switchboard.wire import Activities, Errors
 
 
@@ -55,3 +56,10 @@ class LifecycleActivities:
             await asyncio.to_thread(remove_task_files, root, input.task_id)
         except TranscriptIdError as exc:
             raise ApplicationError(str(exc), type=Errors.INVALID_INPUT, non_retryable=True) from exc
+
+
+def reap_orphan_transcripts(settings: Settings, live_task_ids: set[str]) -> list[str]:
+    """Remove this host's transcripts of tasks that no longer run (worker start-up:
+    a task whose cleanup never ran here, a planner record on another host); returns
+    the task ids reaped."""
+    return reap_task_files(settings.transcripts_dir, live_task_ids)
