@@ -8,8 +8,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from temporalio.client import Client
 
+from entrypoints._cli_render import status_view
 from switchboard.model_server import ModelServerHandle
 from switchboard.models import Role, SubtaskSpec, TaskRequest, TaskResult
 from switchboard.service import TaskService
@@ -47,5 +49,8 @@ async def test_status_shows_a_subagent_waiting_on_the_model(
         assert seen, "no subagent ever said what it waits on"
         assert re.fullmatch(r"waiting on the model for \d+ s", seen[0]), seen
         assert int(re.findall(r"\d+", seen[0])[0]) >= 2  # the time grows while it waits
+        console = Console(width=120, record=True)
+        console.print(status_view(status))
+        assert "#1 waiting on the model for" in console.export_text()
     finally:
         await handle.terminate("test over")
