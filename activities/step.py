@@ -19,12 +19,13 @@ one activity on the subagent's host queue:
 
 A retried step never runs a command twice. A call with a journaled outcome is
 not run again: its outcome is reused. A call that started but has no outcome was
-interrupted by the crash: whatever of it may still run is killed and the worktree
-is restored to the checkpoint taken just before it. An interrupted `run` is not
-run again (the model is told it was interrupted and rolled back); an interrupted
-file edit (`write_file`, `apply_patch`) is done again from the restored files, so
-it lands once. The calls after it run as usual. Read-only calls have no effects
-and simply run again.
+interrupted by the crash. For `run` and `apply_patch` (checkpointed before they
+start) whatever of it may still run is killed and the worktree is restored to the
+checkpoint; an interrupted `run` is not run again (the model is told it was
+interrupted and rolled back), an interrupted patch is applied again to the restored
+files, so it lands once. Read-only calls and `write_file` (which sets a file to
+given content) simply run again: doing them twice ends as doing them once. The
+calls after an interrupted one run as usual.
 
 The result carries the model's turn and each call's verdict or outcome, so the
 workflow history still shows what the model asked for and what was refused.
@@ -61,11 +62,12 @@ from switchboard.step_heartbeat import StepHeartbeat, StepStage
 from switchboard.tools import CheckedCall, DeniedCall, ToolName, check_call
 from switchboard.wire import Activities, Errors
 
-MAY_WRITE = frozenset({ToolName.WRITE_FILE, ToolName.APPLY_PATCH, ToolName.RUN})
-"""Tools whose call is checkpointed first; the others only read."""
-REDONE_AFTER_ROLLBACK = frozenset({ToolName.WRITE_FILE, ToolName.APPLY_PATCH})
-"""File edits, not commands: once the worktree is back at the checkpoint, doing the
-edit again makes it land exactly once. A `run` command is never run a second time."""
+CHECKPOINTED = frozenset({ToolName.APPLY_PATCH, ToolName.RUN})
+"""Calls whose effects depend on what they find: checkpointed first. The others only
+read, or (`write_file`) set a file to given content, so doing them again lands once."""
+REDONE_AFTER_ROLLBACK = frozenset({ToolName.APPLY_PATCH})
+"""An edit, not a command: once the worktree is back at the checkpoint, applying the
+patch again makes it land exactly once. A `run` command is never run a second time."""
 
 INTERRUPTED = (
     "interrupted: the worker running this call crashed before it ended. Its effects "
@@ -139,9 +141,9 @@ class _JournaledCalls:
             if entry is None:
                 entry = await self._begin(journal, position, call)
                 entry.outcome = await self._run(call)
-            elif call.name in MAY_WRITE:  # interrupted: never run it a second time
+            elif call.name in CHECKPOINTED:  # interrupted: undo what it may have done
                 entry.outcome = await self._roll_back(entry, call)
-            else:  # interrupted, but it only reads
+            else:  # interrupted, but doing it again changes nothing more
                 entry.outcome = await self._run(call)
             await asyncio.to_thread(save_journal, self._journal_path, journal)
             outcomes.append(entry.outcome)
@@ -158,9 +160,9 @@ class _JournaledCalls:
             ) from exc
 
     async def _begin(self, journal: StepJournal, position: int, call: CheckedCall) -> JournalEntry:
-        """Journal the call's start, with a checkpoint first if it may write."""
+        """Journal the call's start, with a checkpoint first where a rollback may be needed."""
         entry = JournalEntry(position=position, call_id=call.call_id)
-        if call.name in MAY_WRITE and self._checkpoints is not None:
+        if call.name in CHECKPOINTED and self._checkpoints is not None:
             try:
                 entry.checkpoint = await heartbeating(asyncio.to_thread(self._checkpoints.take))
             except CheckpointError as exc:
