@@ -30,6 +30,7 @@ from typing import Any
 import git
 from temporalio.exceptions import ApplicationError
 
+from activities._excludes import default_excludes_file
 from activities._reach import unreachable_reason
 from switchboard.contracts import (
     CommitInput,
@@ -253,7 +254,10 @@ def commit_worktree(settings: Settings, input: CommitInput) -> CommitResult:
     work_tree = Path(input.worktree_path).resolve()
     admin = _admin_dir(settings, work_tree)
     g = _git(work_tree)
-    g.set_persistent_git_options(git_dir=str(admin), work_tree=str(work_tree))
+    excludes = default_excludes_file(settings.data_dir)  # no build litter in commits
+    g.set_persistent_git_options(
+        git_dir=str(admin), work_tree=str(work_tree), c=f"core.excludesFile={excludes}"
+    )
     g.add("--all")
     # Exit 1 means "staged changes"; anything else odd surfaces from the commit itself.
     staged = g.diff("--cached", "--quiet", with_exceptions=False, with_extended_output=True)[0] != 0

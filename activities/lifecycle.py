@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities._heartbeat import heartbeating
+from activities._transcripts import TranscriptIdError, reap_task_files, remove_task_files
 from activities.repo import RepoActivities
 from activities.sandbox import Sandbox
 from switchboard.contracts import (
@@ -12,7 +16,8 @@ from switchboard.contracts import (
     FinishSubagentInput,
     FinishSubagentResult,
 )
-from switchboard.wire import Activities
+from switchboard.settings import Settings
+from switchboard.wire import Activities, Errors
 
 
 class LifecycleActivities:
@@ -37,6 +42,19 @@ class LifecycleActivities:
 
     @activity.defn(name=Activities.CLEANUP_TASK)
     async def cleanup_task(self, input: CleanupInput) -> None:
-        """Idempotent: sandboxes first (they hold the worktrees open), then worktrees."""
+        """Idempotent: sandboxes first (they hold the worktrees open), then worktrees,
+        then the task's transcripts, step journals and recorded planner replies."""
         await self._sandbox.remove_task(input.task_id)
         await self._repo.cleanup_worktrees(input)
+        root = self._repo.settings.transcripts_dir
+        try:
+            await asyncio.to_thread(remove_task_files, root, input.task_id)
+        except TranscriptIdError as exc:
+            raise ApplicationError(str(exc), type=Errors.INVALID_INPUT, non_retryable=True) from exc
+
+
+def reap_orphan_transcripts(settings: Settings, live_task_ids: set[str]) -> list[str]:
+    """Remove this host's transcripts of tasks that no longer run (worker start-up:
+    a task whose cleanup never ran here, a planner record on another host); returns
+    the task ids reaped."""
+    return reap_task_files(settings.transcripts_dir, live_task_ids)

@@ -11,7 +11,7 @@ reply cross history.
 from __future__ import annotations
 
 import asyncio
-import json
+from pathlib import Path
 from typing import Any, cast
 
 import openai
@@ -20,14 +20,22 @@ from openai.types.chat import (
     ChatCompletionToolChoiceOptionParam,
     ChatCompletionToolUnionParam,
 )
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities._heartbeat import heartbeating
+from activities._plan import (
+    PLANNER_SYSTEM_PROMPT,
+    SUBMIT_PLAN_TOOL,
+    parse_plan,
+    submit_plan_schema,
+)
 from activities._transcripts import (
     TranscriptIdError,
+    load_or_empty,
     load_transcript,
+    recorded_reply,
     save_transcript,
     transcript_path,
 )
@@ -42,14 +50,12 @@ from switchboard.contracts import (
     Usage,
 )
 from switchboard.llm_client import ACTIVITY_RETRIES, chat_messages, openai_client, to_openai
-from switchboard.models import Model, Role, SubtaskSpec
 from switchboard.settings import Settings
+from switchboard.step_heartbeat import StepHeartbeat, StepStage
 from switchboard.tools import openai_tool_schemas
 from switchboard.wire import Activities, Errors
 
 __all__ = ["PLANNER_SYSTEM_PROMPT", "SUBMIT_PLAN_TOOL", "LlmActivities", "submit_plan_schema"]
-
-SUBMIT_PLAN_TOOL = "submit_plan"
 
 # Header names the scripted model reads (the same as `switchboard.model_server`'s,
 # not imported from there to keep FastAPI out of workers); a real endpoint ignores them.
@@ -59,55 +65,7 @@ TASK_HEADER = "X-Switchboard-Task"
 SUBAGENT_HEADER = "X-Switchboard-Subagent"
 PLANNER_ROLE = "planner"
 
-PLANNER_SYSTEM_PROMPT = """\
-You plan coding tasks for a team of sandboxed subagents working on one git repository.
-Split the user's goal into independent subtasks that can run in parallel, each done by
-one subagent in its own copy of the repository. Roles:
-- worker: reads, writes and patches files and runs commands (tests, linters).
-- explorer: reads, lists and searches only; use it to survey code and report findings.
-- reviewer: reads files and the diff; use it only for a separate review of existing work.
-Prefer few, well-separated subtasks; two workers must not edit the same file.
-Give each subtask a short title and complete instructions (the subagent sees only its
-own subtask). Answer by calling the submit_plan tool once."""
-
 RETRYABLE_STATUS = frozenset({408, 409, 429})
-
-
-class _PlanArguments(Model):
-    subtasks: list[SubtaskSpec] = Field(min_length=1)
-
-
-def submit_plan_schema(max_subtasks: int) -> dict[str, Any]:
-    """The `submit_plan` tool, as the OpenAI `tools` parameter entry."""
-    return {
-        "type": "function",
-        "function": {
-            "name": SUBMIT_PLAN_TOOL,
-            "description": "Submit the plan: the subtasks to run, each for one subagent.",
-            "parameters": {
-                "type": "object",
-                "properties": {
-                    "subtasks": {
-                        "type": "array",
-                        "minItems": 1,
-                        "maxItems": max_subtasks,
-                        "items": {
-                            "type": "object",
-                            "properties": {
-                                "title": {"type": "string", "maxLength": 200},
-                                "instructions": {"type": "string"},
-                                "role": {"type": "string", "enum": [r.value for r in Role]},
-                            },
-                            "required": ["title", "instructions", "role"],
-                            "additionalProperties": False,
-                        },
-                    }
-                },
-                "required": ["subtasks"],
-                "additionalProperties": False,
-            },
-        },
-    }
 
 
 class LlmActivities:
@@ -132,10 +90,7 @@ class LlmActivities:
                 transcript; `ModelUnavailable` / `ModelOutputInvalid` (see
                 `_model_error`).
         """
-        try:
-            path = transcript_path(self._settings.transcripts_dir, input.transcript_id)
-        except TranscriptIdError as exc:
-            raise ApplicationError(str(exc), type=Errors.INVALID_INPUT, non_retryable=True) from exc
+        path = self._transcript(input.transcript_id)
         try:
             # Off the event loop: the worker's workflow tasks share it (fsync can stall).
             history = await asyncio.to_thread(load_transcript, path)
@@ -154,7 +109,7 @@ class LlmActivities:
                 non_retryable=True,
             )
         messages = [*history[: input.expected_length], *input.new_messages]
-        recorded = _recorded_reply(history, messages)
+        recorded = recorded_reply(history, messages)
         if recorded is not None:
             return LlmTurnResult(
                 content=recorded.content,
@@ -202,25 +157,47 @@ class LlmActivities:
             f"Plan at most {max_subtasks} subtasks."
         )
         info = activity.info()
-        completion = await self._complete(
-            model=self._settings.planner_model or self._settings.llm_model,
-            messages=[
-                ChatMessage(role="system", content=PLANNER_SYSTEM_PROMPT),
-                ChatMessage(role="user", content=user),
-            ],
-            tools=[submit_plan_schema(max_subtasks)],
-            tool_choice={"type": "function", "function": {"name": SUBMIT_PLAN_TOOL}},
-            headers={
-                ROLE_HEADER: PLANNER_ROLE,
-                # Stable across attempts of this activity, unique per workflow.
-                CALL_ID_HEADER: f"{info.workflow_id}/{info.activity_id}",
-                TASK_HEADER: input.task_id,
-            },
-        )
-        usage = _usage(completion)
-        _count_tokens(PLANNER_ROLE, self._settings.planner_model or self._settings.llm_model, usage)
-        subtasks = _parse_plan(_assistant_message(completion))
-        return Plan(subtasks=subtasks[:max_subtasks], tokens=usage.total_tokens)
+        messages = [
+            ChatMessage(role="system", content=PLANNER_SYSTEM_PROMPT),
+            ChatMessage(role="user", content=user),
+        ]
+        # One record per attempt series of this activity: a retry after a crash reuses it.
+        path = self._transcript(f"{input.task_id}/plan-{info.workflow_run_id}-{info.activity_id}")
+        recorded = recorded_reply(await asyncio.to_thread(load_or_empty, path), messages)
+        if recorded is not None:
+            reply, tokens = recorded, 0  # paid (and counted) by the attempt that recorded it
+        else:
+            model = self._settings.planner_model or self._settings.llm_model
+            completion = await self._complete(
+                model=model,
+                messages=messages,
+                tools=[submit_plan_schema(max_subtasks)],
+                tool_choice={"type": "function", "function": {"name": SUBMIT_PLAN_TOOL}},
+                headers={
+                    ROLE_HEADER: PLANNER_ROLE,
+                    # Stable across attempts of this activity, unique per workflow.
+                    CALL_ID_HEADER: f"{info.workflow_id}/{info.activity_id}",
+                    TASK_HEADER: input.task_id,
+                },
+            )
+            reply = _assistant_message(completion)
+            await asyncio.to_thread(save_transcript, path, [*messages, reply])
+            usage = _usage(completion)
+            _count_tokens(PLANNER_ROLE, model, usage)
+            tokens = usage.total_tokens
+        try:
+            subtasks = parse_plan(reply)
+        except ApplicationError:
+            # A bad plan is retried for a better one: the next attempt asks again.
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+            raise
+        return Plan(subtasks=subtasks[:max_subtasks], tokens=tokens)
+
+    def _transcript(self, transcript_id: str) -> Path:
+        try:
+            return transcript_path(self._settings.transcripts_dir, transcript_id)
+        except TranscriptIdError as exc:
+            raise ApplicationError(str(exc), type=Errors.INVALID_INPUT, non_retryable=True) from exc
 
     async def _complete(
         self,
@@ -242,8 +219,11 @@ class LlmActivities:
             ),
             extra_headers=headers,
         )
+        # Say what the activity waits on: a hanging model shows as such, with its age.
+        waiting = StepHeartbeat.now(StepStage.MODEL, role=headers.get(ROLE_HEADER))
+        activity.heartbeat(waiting)
         try:
-            completion = await heartbeating(request)
+            completion = await heartbeating(request, waiting)
         except openai.OpenAIError as exc:
             raise _model_error(exc, model) from exc
         if not completion.choices:
@@ -252,13 +232,6 @@ class LlmActivities:
                 type=Errors.MODEL_OUTPUT_INVALID,
             )
         return completion
-
-
-def _recorded_reply(history: list[ChatMessage], messages: list[ChatMessage]) -> ChatMessage | None:
-    """The model's reply to exactly `messages`, if the transcript already holds it."""
-    if len(history) != len(messages) + 1 or history[-1].role != "assistant":
-        return None
-    return history[-1] if history[:-1] == messages else None
 
 
 def _assistant_message(completion: ChatCompletion) -> ChatMessage:
@@ -298,32 +271,6 @@ def _usage(completion: ChatCompletion) -> Usage:
         prompt_tokens=completion.usage.prompt_tokens,
         completion_tokens=completion.usage.completion_tokens,
         total_tokens=completion.usage.total_tokens,
-    )
-
-
-def _parse_plan(reply: ChatMessage) -> list[SubtaskSpec]:
-    calls = [call for call in reply.tool_calls if call.name == SUBMIT_PLAN_TOOL]
-    if not calls:
-        said = (reply.content or "").strip()[:200]
-        why = f"no {SUBMIT_PLAN_TOOL} tool call" + (f" (it said: {said!r})" if said else "")
-        raise _no_plan(why)
-    try:
-        decoded = json.loads(calls[0].arguments or "{}")
-    except json.JSONDecodeError as exc:
-        raise _no_plan(f"the {SUBMIT_PLAN_TOOL} arguments are not valid JSON ({exc.msg})") from exc
-    try:
-        return _PlanArguments.model_validate(decoded).subtasks
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise _no_plan(problems) from exc
-
-
-def _no_plan(why: str) -> ApplicationError:
-    return ApplicationError(
-        f"the planner model returned no usable plan: {why}", type=Errors.MODEL_OUTPUT_INVALID
     )
 
 

@@ -41,6 +41,10 @@ class RepoActivities:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
 
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
     @activity.defn(name=Activities.PREPARE_REPO)
     async def prepare_repo(self, input: PrepareRepoInput) -> PreparedRepo:
         """Fetch the repository into its cached mirror and resolve the base commit."""

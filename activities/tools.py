@@ -101,6 +101,22 @@ class ToolActivities:
             ToolName.DIFF: self._diff,
         }
 
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    async def stop_everything(self, sandbox_id: str) -> None:
+        """Kill whatever may still run in a sandbox, a dead worker's commands included.
+
+        Raises:
+            ApplicationError: `SandboxUnavailable` (non-retryable).
+        """
+        try:
+            await self._sandbox.reap_dead_workers()
+            await self._sandbox.stop(sandbox_id)
+        except SandboxUnavailable as exc:
+            raise _unavailable(exc) from exc
+
     async def start(self, spec: SandboxSpec) -> SandboxInfo:
         """Start (or find running) a subagent's sandbox, timed in the start metric.
 

@@ -285,7 +285,9 @@ it back (`switchboard/recovery.py`, run as the new worker starts polling):
   error `WorkerLost`, retry delay 1 ms) when its worker identity (`pid@host`) is a
   process of this host that no longer exists, so Temporal retries it at once. A
   retried step finds its model reply in the transcript when the model had answered
-  before the kill, and does not pay for it again.
+  before the kill, and does not pay for it again; nor does it run a tool command
+  again (each call is journaled; an interrupted one is rolled back, see
+  docs/architecture.md, Durability).
 - *Workflow tasks queued on its sticky queue.* The new worker resets the sticky
   queue of this host's workflows; tasks already queued there move to the host queue
   after the sticky schedule-to-start timeout, which Switchboard sets to 2 s
@@ -296,6 +298,22 @@ it back (`switchboard/recovery.py`, run as the new worker starts polling):
   `START_TO_CLOSE` timeouts counted above. Shortening the workflow task timeout
   would bound them lower, at the risk of timing out a slow replay of a long history
   on a loaded machine, which would then never finish; it stays at 10 s.
+
+"In flight at the kills" is the model server's count of open requests, sampled
+just *before* each SIGKILL. A call is paid twice when the server answered it but
+the worker had not yet written the reply to its transcript when it died, and
+that window is wider than "open at the server": it includes a request that
+starts between the sample and the kill (at zero model latency it is answered at
+once) and a reply the server had already sent whose transcript write (an
+fsynced rewrite of a file that grows with every step) had not finished. These
+are the likely 2 of "20 paid twice, 18 in flight" (a re-run on 2026-12-03); this
+is an explanation from the code, not a call-by-call measurement, and both
+windows grow with the machine's load. A third possible cause, an attempt of a
+live worker retried after a missed heartbeat, would show as `HEARTBEAT` activity
+timeouts in the histories. To tell them apart, the server would record when it
+answered each call and the bench would compare with the kill times. What holds
+is that no reply that reached the transcript is paid again
+(`tests/integration/test_durability.py`).
 
 What is left of the ~2 s is the new worker's own start (~1 s: Python imports of
 `openai`, `temporalio`, GitPython, then connecting and reaping orphans) and the

@@ -107,6 +107,9 @@ def status_view(status: TaskStatus) -> Group:
     ]
     if status.subagents:
         lines.append(_subagents_table(status))
+    lines.extend(
+        Text(f"#{s.index} {s.waiting}", style="yellow") for s in status.subagents if s.waiting
+    )
     if status.diff_stat is not None:
         lines.append(Text(f"diff: {diff_stat_text(status.diff_stat)}"))
     if status.review is not None:

@@ -112,6 +112,7 @@ async def reap_orphans(client: Client, settings: Settings, sandbox: Sandbox) -> 
     A worker killed mid-task leaves them behind; the task itself, if still running,
     keeps its own (its next activity reuses them), so only ended tasks are reaped.
     """
+    from activities.lifecycle import reap_orphan_transcripts
     from activities.repo import reap_orphan_worktrees as reap_worktrees
 
     running = client.list_workflows(
@@ -126,6 +127,7 @@ async def reap_orphans(client: Client, settings: Settings, sandbox: Sandbox) -> 
         await sandbox.remove_task(task_id)
         reaped.add(task_id)
     reaped.update(await asyncio.to_thread(reap_worktrees, settings, live))
+    reaped.update(await asyncio.to_thread(reap_orphan_transcripts, settings, live))
     return sorted(reaped)
 
 

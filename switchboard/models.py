@@ -155,6 +155,9 @@ class SubagentStatus(Model):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     error: str | None = None
+    waiting: str | None = None
+    """What its running step waits on, with the time so far ("waiting on the model for
+    42 s"); filled in by `TaskService.status` from the step's heartbeat, not by the task."""
 
 
 class ReviewVerdict(Model):

@@ -74,6 +74,7 @@ from switchboard.models import (
     TaskSummary,
 )
 from switchboard.settings import Settings
+from switchboard.step_heartbeat import fill_waits
 
 # The error family is re-exported for callers written against this module; new code
 # imports it from `switchboard.errors`.
@@ -181,7 +182,7 @@ class TaskService:
                 status: TaskStatus = await handle.query(
                     wire.Queries.STATUS, result_type=TaskStatus, rpc_timeout=QUERY_TIMEOUT
                 )
-                return status
+                return await fill_waits(self._client, status)
         except (TaskNotFound, InvalidRequest, WrongPhase):
             raise
         except ServiceError:

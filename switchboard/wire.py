@@ -105,5 +105,9 @@ def task_branch(task_id: str) -> str:
     return f"{BRANCH_PREFIX}{task_id}"
 
 
+def subagent_workflow_id(task_id: str, index: int, round_number: int) -> str:
+    return f"{task_id}-sub{index}-r{round_number}"
+
+
 def subagent_branch(task_id: str, index: int) -> str:
     return f"{BRANCH_PREFIX}{task_id}/{index}"

@@ -251,3 +251,70 @@ async def test_a_restarted_worker_takes_back_its_dead_predecessors_attempts(
     finally:
         model.configure(latency_ms=0)
         _stop_worker(worker)
+
+
+async def test_a_command_interrupted_by_a_worker_kill_does_not_run_twice(
+    client: Client,
+    process_settings: Settings,
+    repo: Path,
+    model: ModelServerHandle,
+    tmp_path: Path,
+) -> None:
+    """SIGKILL during `echo once >> notes/append.txt && sleep 4`: the retried step rolls
+    the call back and does not run it again; the model, told so, appends the line if
+    it is missing. The merged file holds it once."""
+    from switchboard.model_server import Scenario
+
+    settings = process_settings
+    run = {"name": "run", "arguments": {"command": ""}}
+    commands = [
+        "mkdir -p notes && echo once >> notes/append.txt && sleep 4",
+        "mkdir -p notes && (grep -qx once notes/append.txt || echo once >> notes/append.txt)",
+    ]
+    turns = [{"tool_calls": [{**run, "arguments": {"command": c}}]} for c in commands]
+    model.set_scenario(Scenario.model_validate({"roles": {"worker": turns}}))
+    log = tmp_path / "worker.log"
+    worker = _spawn_worker(settings, log)
+    handle = await client.start_workflow(
+        Workflows.TASK,
+        TaskRequest(
+            goal="Append once",
+            repo=str(repo),
+            subtasks=[SubtaskSpec(title="Append", role=Role.WORKER)],
+            review=False,
+        ),
+        id=f"task-{uuid.uuid4().hex}",
+        task_queue=settings.task_queue,
+        result_type=TaskResult,
+    )
+    try:
+        worktrees = settings.worktrees_dir / handle.id
+        for _ in range(1200):  # the line is written; the command now sleeps
+            if list(worktrees.glob("*/notes/append.txt")):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the command never ran")
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+        worker = _spawn_worker(settings, log)
+
+        await wait_for_phase(handle, Phase.AWAITING_APPROVAL, timeout=120)
+        await handle.execute_update(
+            Updates.APPROVE, ApproveInput(by="ops"), result_type=ApprovalRecord
+        )
+        assert (await handle.result()).phase is Phase.COMPLETED
+        merged = git(repo, "show", f"switchboard/{handle.id}:notes/append.txt")
+        assert merged.splitlines() == ["once"]
+        # The kill landed mid-command: the retried step reported the call interrupted.
+        history = await client.get_workflow_handle(f"{handle.id}-sub1-r1").fetch_history()
+        results = b"".join(
+            payload.data
+            for event in history.events
+            if event.HasField("activity_task_completed_event_attributes")
+            for payload in event.activity_task_completed_event_attributes.result.payloads
+        )
+        assert b"interrupted: the worker running this call crashed" in results
+        assert model.stats()["by_role"].get("worker") == 3  # no model turn paid twice
+    finally:
+        _stop_worker(worker)

@@ -119,8 +119,9 @@ async def test_six_subagents_run_in_parallel_review_approve_and_merge(
     for i in range(1, 7):
         assert f"src/feature_{i}.py" in files
     assert git(repo, "rev-parse", "--abbrev-ref", "HEAD") == "main"  # user's checkout untouched
-    # Cleanup: no worktree of the task left on disk.
+    # Cleanup: no worktree, transcript or step journal of the task left on disk.
     assert not any((settings.worktrees_dir / handle.id).glob("*"))
+    assert not (settings.transcripts_dir / handle.id).exists()
 
     kinds = [e.kind for e in (await _events(handle)).events]
     for expected in (
@@ -237,12 +238,14 @@ async def test_cancel_mid_task_cleans_up(
     )
     await wait_for(handle, lambda s: any(x.steps >= 1 for x in s.subagents), what="a subagent step")
     assert any((settings.worktrees_dir / handle.id).iterdir())
+    assert any((settings.transcripts_dir / handle.id).iterdir())
     await handle.cancel()
     with pytest.raises(WorkflowFailureError):
         await handle.result()
     status = await wait_for_phase(handle, Phase.CANCELLED)
     assert status.phase is Phase.CANCELLED
     assert not any((settings.worktrees_dir / handle.id).glob("*"))
+    assert not (settings.transcripts_dir / handle.id).exists()
     kinds = [e.kind for e in (await _events(handle)).events]
     assert EventKind.CANCELLED in kinds
 

@@ -41,9 +41,15 @@ async def test_sandboxes_of_ended_tasks_are_reaped_and_running_ones_kept(
     )
     await sandbox.start(checkout.spec(Role.EXPLORER))
     await sandbox.start(orphan.spec(Role.EXPLORER))
+    for task_id in (checkout.task_id, orphan.task_id):  # transcripts of both
+        (settings.transcripts_dir / task_id / "1").mkdir(parents=True)
+        (settings.transcripts_dir / task_id / "1" / "r1.json").write_text("[]")
     try:
         reaped = await reap_orphans(client, settings, sandbox)
         left = await sandbox.task_ids()
+        assert orphan.task_id in reaped
+        assert not (settings.transcripts_dir / orphan.task_id).exists()
+        assert (settings.transcripts_dir / checkout.task_id / "1" / "r1.json").exists()
         if sandbox.name == "docker":
             assert orphan.task_id in reaped
             assert orphan.task_id not in left

@@ -23,6 +23,7 @@ from switchboard.contracts import ChatMessage, LlmTurnInput, PlanInput
 from switchboard.model_server import ModelServerHandle, Scenario, builtin_scenario
 from switchboard.models import Role
 from switchboard.settings import Settings
+from switchboard.step_heartbeat import StepHeartbeat, StepStage
 from switchboard.tools import CheckedCall, check_call
 from switchboard.wire import Errors
 
@@ -313,3 +314,53 @@ def test_header_names_match_the_model_server() -> None:
     assert llm.CALL_ID_HEADER == model_server.CALL_ID_HEADER
     assert llm.TASK_HEADER == model_server.TASK_HEADER
     assert llm.SUBAGENT_HEADER == model_server.SUBAGENT_HEADER
+
+
+async def test_a_retried_plan_reuses_the_recorded_reply(
+    acts: LlmActivities, model: ModelServerHandle, tmp_data_dir: Path
+) -> None:
+    """The worker died after the planner answered: the retry does not pay again."""
+    env = ActivityEnvironment()  # same workflow run and activity id: a retried attempt
+    plan_input = PlanInput(task_id="task-9", goal="Add slugify", repo="/tmp/repo")
+    first = await env.run(acts.plan_subtasks, plan_input)
+    retried = await env.run(acts.plan_subtasks, plan_input)
+
+    assert retried.subtasks == first.subtasks
+    assert first.tokens > 0 and retried.tokens == 0  # counted by the first attempt
+    assert model.stats()["by_role"] == {"planner": 1}
+    assert len(list((tmp_data_dir / "transcripts" / "task-9").glob("plan-*.json"))) == 1
+
+    another_run = ActivityEnvironment()
+    another_run.info = dataclasses.replace(env.info, workflow_run_id="another-run")
+    await another_run.run(acts.plan_subtasks, plan_input)
+    assert model.stats()["by_role"] == {"planner": 2}
+
+
+async def test_a_bad_plan_is_not_reused_by_the_retry(
+    acts: LlmActivities, model: ModelServerHandle
+) -> None:
+    model.add_fault("malformed_tool_json", role="planner")
+    env = ActivityEnvironment()
+    plan_input = PlanInput(task_id="task-8", goal="Add slugify", repo="/tmp/repo")
+    error = await expect_error(env.run(acts.plan_subtasks, plan_input))
+    assert error.type == Errors.MODEL_OUTPUT_INVALID
+    plan = await env.run(acts.plan_subtasks, plan_input)  # asks again, gets a good plan
+    assert len(plan.subtasks) == 3
+    assert model.stats()["by_role"] == {"planner": 2}
+
+
+async def test_heartbeats_say_the_activity_waits_on_the_model(
+    acts: LlmActivities, model: ModelServerHandle
+) -> None:
+    model.configure(latency_ms=1_300)
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, heartbeat_timeout=timedelta(milliseconds=400))
+    beats: list[tuple[Any, ...]] = []
+    env.on_heartbeat = lambda *details: beats.append(details)
+    await env.run(acts.turn, first_turn())
+    waits = [d[0] for d in beats if d and isinstance(d[0], StepHeartbeat)]
+    assert len(waits) >= 2 and all(w.stage is StepStage.MODEL for w in waits)
+    assert waits[0].role == "worker"
+    assert waits[-1].describe(waits[-1].since + timedelta(seconds=42)) == (
+        "waiting on the model for 42 s"
+    )
