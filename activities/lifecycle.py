@@ -29,15 +29,17 @@ class LifecycleActivities:
 
     @activity.defn(name=Activities.FINISH_SUBAGENT)
     async def finish_subagent(self, input: FinishSubagentInput) -> FinishSubagentResult:
-        """Commit (a worker's) work, then stop the sandbox: one round trip, not two.
+        """Stop the sandbox, then commit (a worker's) work: one round trip, not two.
 
-        Both halves are idempotent, so a retry after a crash between them is harmless.
+        Stopped first, so nothing left running in the sandbox can change the worktree
+        while the host reads it. Both halves are idempotent, so a retry after a crash
+        between them is harmless.
         """
         done = FinishSubagentResult()
+        # A task parked at the approval gate keeps no sandbox.
+        await heartbeating(self._sandbox.stop(input.sandbox_id))
         if input.commit is not None:
             done.commit = await self._repo.commit_worktree(input.commit)
-        # The work is committed: a task parked at the approval gate keeps no sandbox.
-        await heartbeating(self._sandbox.stop(input.sandbox_id))
         return done
 
     @activity.defn(name=Activities.CLEANUP_TASK)

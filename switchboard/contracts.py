@@ -67,6 +67,8 @@ class CommitResult(Model):
     head: str
     committed: bool
     diff_stat: DiffStat
+    notes: list[str] = Field(default_factory=list)
+    """What the host changed before committing (nested repositories made plain files)."""
 
 
 class FinishSubagentInput(Model):

@@ -16,12 +16,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 __all__ = [
     "NOT_ALLOWED",
     "has_control_chars",
     "is_remote",
     "normalise_repo",
+    "redact_repo",
+    "split_credentials",
     "validate_repo_reference",
 ]
 
@@ -51,6 +54,33 @@ def is_remote(repo: str) -> bool:
     """Whether `repo` is a git URL (`scheme://...` or `user@host:path`) rather than a path."""
     repo = repo.strip()
     return "://" in repo or bool(_SCP_LIKE.match(repo))
+
+
+def split_credentials(repo: str) -> tuple[str, str | None, str | None]:
+    """(URL without credentials, user, password) of an http(s) URL with `user:token@`.
+
+    Any other reference comes back unchanged with no credentials (an ssh user name
+    is no secret). Git is then given the credentials only at fetch or push time.
+    """
+    if not re.match(r"^https?://", repo.strip(), re.IGNORECASE):
+        return repo, None, None
+    try:
+        parts = urlsplit(repo.strip())
+        user, password, host = parts.username, parts.password, parts.hostname
+        port = parts.port
+    except ValueError:
+        return repo, None, None
+    if (user is None and password is None) or host is None:
+        return repo, None, None
+    netloc = f"[{host}]" if ":" in host else host
+    netloc += f":{port}" if port is not None else ""
+    bare = urlunsplit(parts._replace(netloc=netloc))
+    return bare, unquote(user) if user else None, unquote(password) if password else None
+
+
+def redact_repo(repo: str) -> str:
+    """`repo` fit to store, show or log: an http(s) URL's credentials removed."""
+    return split_credentials(repo)[0]
 
 
 def normalise_repo(repo: str) -> str:

@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         WorktreeInfo,
         WorktreeInput,
     )
+    from switchboard.repo_refs import redact_repo
     from switchboard.wire import Activities
     from workflows import _policy as policy
 
@@ -39,7 +40,7 @@ async def prepare_repo(inp: PrepareRepoInput) -> PreparedRepo:
         start_to_close_timeout=policy.PREPARE_REPO_TIMEOUT,
         heartbeat_timeout=policy.LONG_HEARTBEAT_TIMEOUT,
         retry_policy=policy.TRANSIENT_RETRY,
-        summary=f"mirror {inp.repo}",
+        summary=f"mirror {redact_repo(inp.repo)}",
     )
     return result
 

@@ -83,6 +83,8 @@ class SubagentWorkflow:
         if ended.commit is not None:
             result.head = ended.commit.head
             result.diff_stat = ended.commit.diff_stat
+            if ended.commit.notes:  # what the host changed in the work before committing it
+                result.summary = "\n".join([result.summary or "", *ended.commit.notes]).strip()
         self._send(self._batcher.release())  # the parent reads the end from the result
         await self._flush_reports()
         return result

@@ -46,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
         TaskResult,
         TaskStatus,
     )
+    from switchboard.repo_refs import redact_repo
     from switchboard.wire import (
         Errors,
         Queries,
@@ -84,7 +85,7 @@ class DelegatedTaskWorkflow:
         workflow.upsert_search_attributes(
             [
                 SearchAttributes.OWNER.value_set(request.owner),
-                SearchAttributes.REPO.value_set(request.repo[:250]),
+                SearchAttributes.REPO.value_set(redact_repo(request.repo)[:250]),
                 SearchAttributes.PHASE.value_set(Phase.PREPARING.value),
             ]
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import shutil
 import subprocess
 import threading
 import time
@@ -304,7 +305,7 @@ async def test_worktree_recreated_from_branch_keeps_commits(
     branch = await work_on(acts, prepared, 2, {"kept.txt": "round 1\n"})
     head = git(Path(prepared.mirror_path), "rev-parse", branch)
     info = await worktree(acts, prepared, 2)
-    _git._rmtree(Path(info.path))  # the host lost the directory
+    shutil.rmtree(info.path)  # the host lost the directory
 
     again = await worktree(acts, prepared, 2)
     assert again.path == info.path and again.head == head != prepared.base_commit
@@ -376,6 +377,41 @@ async def test_remote_is_pushed_only_when_asked(acts: RepoActivities, source: Pa
     )
     assert pushed.result.pushed and pushed.result.branch == wire.task_branch(TASK)
     assert git(source, "rev-parse", wire.task_branch(TASK)) == pushed.result.commit
+
+
+async def test_publish_never_overwrites_a_branch_switchboard_did_not_write(
+    acts: RepoActivities, source: Path
+) -> None:
+    target = wire.task_branch(TASK)
+    git(source, "branch", target)  # the user's own branch under our name
+    theirs = git(source, "rev-parse", target)
+    local = await prepare(acts, source)
+    branch = await work_on(acts, local, 0, {"ours.txt": "o\n"})
+
+    kept = await run(acts.integrate_branches, integrate_input(local, [branch], publish=True))
+    assert kept.result.merged and kept.result.branch == f"switchboard/{TASK}/merged"
+    assert "Switchboard did not write: it was not overwritten" in kept.result.message
+    assert git(source, "rev-parse", target) == theirs
+
+    remote = await prepare(acts, f"file://{source}")
+    pushed = await work_on(acts, remote, 2, {"pushed.txt": "p\n"})
+    await expect_error(
+        run(acts.integrate_branches, integrate_input(remote, [pushed], publish=True, push=True)),
+        wire.Errors.INVALID_INPUT,
+        retryable=False,
+        contains=f"branch {target} already exists",
+    )
+    assert git(source, "rev-parse", target) == theirs
+
+    # A branch Switchboard published itself is moved on by a retry or a later publish.
+    git(source, "branch", "-D", target)
+    first = await run(acts.integrate_branches, integrate_input(local, [branch], publish=True))
+    later = await work_on(acts, local, 1, {"later.txt": "l\n"})
+    again = await run(
+        acts.integrate_branches, integrate_input(local, [branch, later], publish=True)
+    )
+    assert first.result.branch == again.result.branch == target
+    assert git(source, "rev-parse", target) == again.result.commit != first.result.commit
 
 
 async def test_conflict_is_reported_not_resolved(acts: RepoActivities, source: Path) -> None:
