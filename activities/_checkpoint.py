@@ -84,7 +84,7 @@ class Checkpoints:
             CheckpointError: git failed.
         """
         self._seed_index()
-        self._git("add", "--all", "--", ".")
+        self._git("add", "--all", "--", ".", *self._skip_nested())
         return self._git("write-tree").strip()
 
     def restore(self, tree: str) -> None:
@@ -96,8 +96,26 @@ class Checkpoints:
             CheckpointError: git failed.
         """
         self._seed_index()
-        self._git("add", "--all", "--", ".")  # the index must know every present file
+        # The index must know every present file.
+        self._git("add", "--all", "--", ".", *self._skip_nested())
         self._git("read-tree", "--reset", "-u", tree)
+
+    def _skip_nested(self) -> list[str]:
+        """Pathspecs leaving out every nested repository (a `.git` below the top).
+
+        `git add` on a nested repository already in the index runs `git status`
+        inside it, which reads that repository's own config, filters included: a
+        subagent could make the host run a command (tests/sandbox/test_escape_task.py).
+        """
+        skip = []
+        for parent, dirs, files in os.walk(self._work_tree):
+            here = Path(parent)
+            if here != self._work_tree and (".git" in dirs or ".git" in files):
+                skip.append(f":(top,literal,exclude){here.relative_to(self._work_tree)}")
+                dirs[:] = []
+            else:
+                dirs[:] = [d for d in dirs if d != ".git"]
+        return skip
 
     def _seed_index(self) -> None:
         # A fresh index hashes every file once; start from the worktree's own index
