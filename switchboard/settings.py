@@ -84,6 +84,21 @@ class Settings(BaseSettings):
     sandbox_memory_mb: int = Field(default=1024, ge=64)
     sandbox_pids_limit: int = Field(default=256, ge=16)
     sandbox_cpus: float = Field(default=1.0, gt=0)
+    sandbox_uid: int = Field(default=65534, ge=1)
+    """The uid commands run as when root owns the worktree (never root's own)."""
+    sandbox_gid: int = Field(default=65534, ge=1)
+    sandbox_disk_bytes: int = Field(default=1024**3, ge=1024 * 1024)
+    """What one subagent's worktree may hold (apparent size of its files)."""
+    sandbox_disk_files: int = Field(default=20_000, ge=100)
+    """How many files and directories one subagent's worktree may hold."""
+    sandbox_file_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024)
+    """The largest file a command may write (RLIMIT_FSIZE)."""
+
+    # Maintenance
+    mirror_gc_interval_hours: float = Field(default=24.0, gt=0)
+    """How often each host runs `git gc` in its mirrors (a Temporal Schedule)."""
+    mirror_gc_prune_hours: int = Field(default=24, ge=1)
+    """Unreachable objects younger than this survive a gc (a task may still use them)."""
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

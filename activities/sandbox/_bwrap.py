@@ -21,8 +21,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from activities.sandbox import _seccomp
 from activities.sandbox._base import (
-    MAX_FILE_WRITE_BYTES,
     MAX_OPEN_FILES,
     SANDBOX_ENV,
     WORKSPACE,
@@ -37,12 +37,14 @@ from activities.sandbox._base import (
 )
 from activities.sandbox._capture import kill_group, run_captured
 from activities.sandbox._cgroup import Cgroups, CommandCgroup, Counters
+from activities.sandbox._owner import STAGE, STAGE_ROOT, hand_over, sandbox_identity, stage_sources
 from switchboard.contracts import SandboxInfo, SandboxSpec
 from switchboard.recovery import process_alive
 from switchboard.settings import Settings
 
 NOBODY = 65534
-"""The uid/gid a command has inside; bwrap maps it back to the launcher's own."""
+"""The uid/gid a command has inside; bwrap maps it back to the launcher's own, which
+is never root (see `_owner`)."""
 
 SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 """Mounted read-only when they are directories, recreated when they are symlinks."""
@@ -110,6 +112,11 @@ class BwrapSandbox(Sandbox):
                 "daemon with the sandbox image answers; refusing to run tools unsandboxed"
             )
         self._bwrap = found
+        try:
+            _seccomp.filter_bpf()
+        except _seccomp.SeccompUnavailable as exc:
+            raise SandboxUnavailable(str(exc)) from exc
+        self._unshare = shutil.which("unshare")
         self._prlimit = shutil.which("prlimit")
         self._setpriv = shutil.which("setpriv")
         self._settings = settings
@@ -121,13 +128,25 @@ class BwrapSandbox(Sandbox):
     def check(self) -> None:
         """Smoke run: a command in a sandbox around an empty directory must succeed."""
         with tempfile.TemporaryDirectory(prefix="switchboard-smoke-") as empty:
-            argv = self._sandbox_argv(Path(empty), [], ["true"], writable_worktree=False)
+            os.chmod(empty, 0o755)  # readable by the sandbox uid
+            identity = self._launch_identity(Path(empty))
+            seccomp = _seccomp.filter_fd()
             try:
+                argv = self._sandbox_argv(
+                    Path(empty), [], ["true"], writable_worktree=False, seccomp_fd=seccomp
+                )
+                argv = self._launcher(None, identity, argv) + argv
                 done = subprocess.run(
-                    argv, capture_output=True, timeout=30, env={"PATH": LAUNCHER_PATH}
+                    argv,
+                    capture_output=True,
+                    timeout=30,
+                    env={"PATH": LAUNCHER_PATH},
+                    pass_fds=(seccomp,),
                 )
             except (OSError, subprocess.TimeoutExpired) as exc:
                 raise SandboxUnavailable(f"bubblewrap smoke run failed: {exc}") from exc
+            finally:
+                os.close(seccomp)
         if done.returncode != 0:
             raise SandboxUnavailable(
                 "bubblewrap smoke run failed (are user namespaces allowed?): "
@@ -135,8 +154,10 @@ class BwrapSandbox(Sandbox):
             )
 
     async def start(self, spec: SandboxSpec) -> SandboxInfo:
-        resolve_worktree(spec)
+        worktree = resolve_worktree(spec)
         mirror_mounts(spec)
+        if writable(spec.role):  # files host-side git wrote since the last round
+            await asyncio.to_thread(hand_over, worktree, self._settings)
         return SandboxInfo(sandbox_id=spec.sandbox_id, backend=self.name)
 
     async def stop(self, sandbox_id: str) -> None:
@@ -175,7 +196,10 @@ class BwrapSandbox(Sandbox):
                 "filesystem": "read-only root: system dirs and an /etc allowlist; the "
                 "worktree the only writable mount (read-only for explorer and reviewer); "
                 "tmpfs /tmp; the worktree's .git pinned read-only",
-                "non_root": f"uid {NOBODY} inside (mapped to the worktree owner), no capabilities",
+                "non_root": f"uid {NOBODY} inside, mapped to the worktree owner or, when root "
+                f"owns it, to uid {self._settings.sandbox_uid} (never root); no capabilities; "
+                "no user namespaces inside (--disable-userns)",
+                "seccomp": _seccomp.describe(),
                 "environment": "cleared; " + ", ".join(sorted(SANDBOX_ENV)) + " only",
                 "time_limit": "per command; its PID namespace is killed",
                 "output_limit": "per command",
@@ -184,6 +208,8 @@ class BwrapSandbox(Sandbox):
                 or "none (no usable cgroup); the PID namespace ends with the command",
                 "cpu_limit": via if cg and cg.limits_cpu else "none",
                 "file_size_limit": "RLIMIT_FSIZE" if rlimits else "none (no prlimit)",
+                "disk_limit": "worktree size and file count checked after every tool call "
+                "and before the commit",
             },
         }
 
@@ -201,10 +227,13 @@ class BwrapSandbox(Sandbox):
     ) -> ExecResult:
         worktree = resolve_worktree(spec)
         mirrors = mirror_mounts(spec)
+        if writable(spec.role) and _unprepared(worktree, self._settings):
+            await asyncio.to_thread(hand_over, worktree, self._settings)  # exec without start
         owner = self._launch_identity(worktree)
         cgroup = self._new_cgroup(spec.sandbox_id)
         running = self._running[spec.sandbox_id]
         status_read, status_write = os.pipe()
+        seccomp = _seccomp.filter_fd()
         pid = 0
 
         def started(new_pid: int) -> None:
@@ -213,13 +242,15 @@ class BwrapSandbox(Sandbox):
             running[new_pid] = cgroup
 
         try:
-            command = self._launcher(cgroup, owner) + self._sandbox_argv(
+            command = self._sandbox_argv(
                 worktree,
                 mirrors,
                 argv,
                 writable_worktree=writable(spec.role),
                 status_fd=status_write,
+                seccomp_fd=seccomp,
             )
+            command = self._launcher(cgroup, owner, command) + command
             try:
                 captured = await run_captured(
                     command,
@@ -228,11 +259,12 @@ class BwrapSandbox(Sandbox):
                     output_limit=output_limit,
                     merge_stderr=merge_stderr,
                     env={"PATH": LAUNCHER_PATH},
-                    pass_fds=(status_write,),
+                    pass_fds=(status_write, seccomp),
                     on_start=started,
                 )
             finally:
                 os.close(status_write)
+                os.close(seccomp)
             status = _read_status(status_read)
         finally:
             os.close(status_read)
@@ -279,32 +311,38 @@ class BwrapSandbox(Sandbox):
             raise SandboxUnavailable(f"cannot create the command's cgroup: {exc}") from exc
 
     def _launch_identity(self, worktree: Path) -> tuple[int, int] | None:
-        """The worktree's owner, when we are root and it is someone else.
+        """Who the launcher drops to when we are root: never root itself.
 
         bwrap maps the sandbox uid to the launcher's uid, so the launcher drops
-        to the owner: files the worker writes belong to the owner, not root.
+        to the worktree's owner, or to the sandbox uid when root owns it.
         """
         if os.geteuid() != 0:
             return None
-        info = worktree.stat()
-        if info.st_uid == 0:
-            return None
-        return info.st_uid, info.st_gid
+        return sandbox_identity(worktree, self._settings)
 
-    def _launcher(self, cgroup: CommandCgroup | None, owner: tuple[int, int] | None) -> list[str]:
-        """Join the cgroups (as root), drop to the owner, set rlimits, then exec bwrap."""
+    def _launcher(
+        self, cgroup: CommandCgroup | None, owner: tuple[int, int] | None, bwrap: list[str]
+    ) -> list[str]:
+        """Join the cgroups and stage the binds (as root), drop to the owner, set
+        rlimits, then exec bwrap; `bwrap`'s bind sources are rewritten to the stage."""
         argv: list[str] = []
         if cgroup is not None:
             argv += ["/bin/sh", "-c", JOIN_CGROUP, "join-cgroup", *cgroup.procs_files, "--"]
         if owner is not None:
-            if not self._setpriv:
-                raise SandboxUnavailable("setpriv (util-linux) is needed to run as the owner")
+            if not self._setpriv or not self._unshare:
+                raise SandboxUnavailable(
+                    "setpriv and unshare (util-linux) are needed to run as an unprivileged uid"
+                )
+            staged, bwrap[:] = stage_sources(bwrap)
+            os.makedirs(STAGE_ROOT, mode=0o755, exist_ok=True)
+            argv += [self._unshare, "--mount", "--propagation", "private", "--"]
+            argv += ["/bin/sh", "-c", STAGE, "stage", STAGE_ROOT, *staged, "--"]
             uid, gid = owner
             argv += [self._setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
         if self._prlimit:
             argv += [
                 self._prlimit,
-                f"--fsize={MAX_FILE_WRITE_BYTES}",
+                f"--fsize={self._settings.sandbox_file_bytes}",
                 f"--nofile={MAX_OPEN_FILES}",
                 "--core=0",
             ]
@@ -320,6 +358,7 @@ class BwrapSandbox(Sandbox):
         argv: list[str],
         *,
         writable_worktree: bool,
+        seccomp_fd: int,
         status_fd: int | None = None,
     ) -> list[str]:
         bw = [
@@ -337,6 +376,9 @@ class BwrapSandbox(Sandbox):
             "--cap-drop",
             "ALL",
             "--clearenv",
+            "--disable-userns",
+            "--seccomp",
+            str(seccomp_fd),
         ]
         if status_fd is not None:
             bw += ["--json-status-fd", str(status_fd)]
@@ -377,3 +419,9 @@ def _read_status(fd: int) -> dict[str, Any]:
             if isinstance(value, dict):
                 merged.update(value)
     return merged
+
+
+def _unprepared(worktree: Path, settings: Settings) -> bool:
+    """A root-owned worktree not yet handed to the sandbox uid (a cheap stat)."""
+    info = worktree.stat()
+    return os.geteuid() == 0 and info.st_uid == 0 and info.st_gid != settings.sandbox_gid

@@ -120,6 +120,9 @@ async def test_read_only_roles_cannot_write_even_when_asked(
     tools: ToolActivities, checkout: Checkout
 ) -> None:
     """The workflow refuses these first; here they are forced through to the mount."""
+    # A worker ran first, as in a task: the files are the sandbox uid's, not root's.
+    [first] = await run(tools, checkout, Role.WORKER, call(ToolName.LIST_FILES, path="."))
+    assert first.ok
     for role in (Role.EXPLORER, Role.REVIEWER):
         [outcome] = await run(
             tools, checkout, role, call(ToolName.WRITE_FILE, path="x.txt", content="x")
