@@ -48,6 +48,7 @@ from activities._merge import (
     parse_numstat,
 )
 from activities._mirror import mirror_path_for, prepare_mirror
+from activities.sandbox import WorktreeLimits, check_worktree_bounds
 from switchboard.contracts import CommitInput, CommitResult, WorktreeInfo, WorktreeInput
 from switchboard.repo_refs import is_remote, validate_repo_reference
 from switchboard.settings import Settings
@@ -119,6 +120,10 @@ def commit_worktree(settings: Settings, input: CommitInput) -> CommitResult:
     """
     work_tree = Path(input.worktree_path).resolve()
     admin = _admin_dir(settings, work_tree)
+    limits = WorktreeLimits.from_settings(settings, str(admin.parent.parent), input.base_commit)
+    violation = check_worktree_bounds(work_tree, limits)
+    if violation is not None:
+        raise fail(f"the subagent's work was not committed: {violation}", Errors.DISK_LIMIT)
     excludes = default_excludes_file(settings.data_dir)  # no build litter in commits
     g = WorktreeGit(work_tree, admin, admin.parent.parent, excludes=excludes)
     notes = neutralise_nested(work_tree)

@@ -8,6 +8,8 @@ fails the activity (non-retryable `SandboxUnavailable`).
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,19 +17,32 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.sandbox import ExecResult, Limit, Sandbox, SandboxUnavailable
+from activities.sandbox import (
+    ExecResult,
+    Limit,
+    Sandbox,
+    SandboxUnavailable,
+    WorktreeLimits,
+    check_worktree_bounds,
+)
 from switchboard import metrics
 from switchboard.contracts import (
     SandboxInfo,
     SandboxSpec,
     ToolOutcome,
 )
+from switchboard.models import Role
 from switchboard.settings import Settings
 from switchboard.tools import CheckedCall, ToolName, safe_relative_path
 from switchboard.wire import Errors
 
 MAX_LISTED_FILES = 2_000
 QUICK_TOOL_TIMEOUT_SECONDS = 30.0
+WRITING_TOOLS = frozenset({ToolName.WRITE_FILE, ToolName.APPLY_PATCH, ToolName.RUN})
+"""A worker's calls after which its worktree's disk bounds are checked."""
+DISK_LIMIT = "disk"
+FILE_TOO_LARGE_EXIT = 128 + signal.SIGXFSZ
+"""A shell's exit status for a command killed by RLIMIT_FSIZE."""
 """Listing, reading, searching, writing, patching and diffing: never long."""
 
 LIST_FILES = r"""
@@ -175,7 +190,16 @@ class ToolActivities:
             )
         if call.name is ToolName.DIFF:
             args["base_commit"] = base_commit
-        return await self._handlers[call.name](spec, call.call_id, args)
+        outcome = await self._handlers[call.name](spec, call.call_id, args)
+        if spec.role is Role.WORKER and call.name in WRITING_TOOLS:
+            limits = WorktreeLimits.from_settings(self._settings)
+            violation = await asyncio.to_thread(check_worktree_bounds, spec.worktree_path, limits)
+            if violation is not None:
+                outcome.ok, outcome.limit = False, DISK_LIMIT
+                outcome.output += (
+                    f"\n[disk limit: {violation}. A worktree over the limit is not committed.]"
+                )
+        return outcome
 
     # ---- tools ---------------------------------------------------------------------
 
@@ -244,6 +268,9 @@ class ToolActivities:
         elif outcome.limit == Limit.PIDS:
             pids = self._settings.sandbox_pids_limit
             outcome.output += f"\n[process limit reached: at most {pids} processes; forks failed]"
+        elif outcome.exit_code == FILE_TOO_LARGE_EXIT:
+            limit = self._settings.sandbox_file_bytes // (1024 * 1024)
+            outcome.output += f"\n[killed: a file grew past {limit} MiB, the limit per file]"
         elif outcome.exit_code not in (0, None):
             outcome.output += f"\n[exit code {outcome.exit_code}]"
         return outcome

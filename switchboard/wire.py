@@ -79,6 +79,7 @@ class Errors:
     WRONG_PHASE: Final = "WrongPhase"
     TASK_FAILED: Final = "TaskFailed"
     WORKER_LOST: Final = "WorkerLost"
+    DISK_LIMIT: Final = "DiskLimitExceeded"
 
 
 NON_RETRYABLE_ERRORS: Final = (
@@ -86,6 +87,7 @@ NON_RETRYABLE_ERRORS: Final = (
     Errors.REPO_UNREACHABLE,
     Errors.REPO_NOT_FOUND,
     Errors.SANDBOX_UNAVAILABLE,
+    Errors.DISK_LIMIT,
 )
 
 

@@ -23,6 +23,7 @@ from activities.sandbox._base import (
     SandboxUnavailable,
 )
 from activities.sandbox._bwrap import BwrapSandbox
+from activities.sandbox._disk import WorktreeLimits, check_worktree_bounds
 from switchboard.settings import Settings
 
 __all__ = [
@@ -33,6 +34,8 @@ __all__ = [
     "Limit",
     "Sandbox",
     "SandboxUnavailable",
+    "WorktreeLimits",
+    "check_worktree_bounds",
     "select_backend",
 ]
 

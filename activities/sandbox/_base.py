@@ -29,9 +29,6 @@ SANDBOX_ENV: dict[str, str] = {
 }
 """The whole environment of a sandboxed command: nothing of the host leaks in."""
 
-MAX_FILE_WRITE_BYTES = 256 * 1024 * 1024
-"""RLIMIT_FSIZE: one runaway file cannot fill the host's disk in one go."""
-
 MAX_OPEN_FILES = 1024
 
 

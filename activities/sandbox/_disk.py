@@ -65,6 +65,6 @@ def _human(size: int) -> str:
     value = float(size)
     for unit in ("bytes", "KiB", "MiB"):
         if value < 1024:
-            return f"{value:g} {unit}"
+            return f"{value:.4g} {unit}"
         value /= 1024
-    return f"{value:g} GiB"
+    return f"{value:.4g} GiB"

@@ -38,6 +38,7 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import Mount, Ulimit
 
+from activities.sandbox import _seccomp
 from activities.sandbox._agent_link import (
     AGENT_ARGV,
     RUN_MOUNT,
@@ -48,7 +49,6 @@ from activities.sandbox._agent_link import (
     remove_directory,
 )
 from activities.sandbox._base import (
-    MAX_FILE_WRITE_BYTES,
     MAX_OPEN_FILES,
     SANDBOX_ENV,
     WORKSPACE,
@@ -61,6 +61,7 @@ from activities.sandbox._base import (
     writable,
 )
 from activities.sandbox._capture import DRAIN_FACTOR, MIN_DRAIN_BYTES
+from activities.sandbox._owner import hand_over, sandbox_identity
 from switchboard.contracts import SandboxInfo, SandboxSpec
 from switchboard.settings import Settings
 
@@ -147,6 +148,10 @@ class DockerSandbox(Sandbox):
         self._agents: dict[str, _Agent] = {}
         self._removals: dict[str, asyncio.Future[None]] = {}
         self._runtime = Path(os.path.abspath(settings.data_dir)) / RUNTIME_DIR
+        try:
+            self._seccomp = _seccomp.docker_profile()
+        except _seccomp.SeccompUnavailable as exc:
+            raise SandboxUnavailable(str(exc)) from exc
 
     def check(self) -> None:
         """The daemon answers and the sandbox image exists (blocking)."""
@@ -164,6 +169,8 @@ class DockerSandbox(Sandbox):
     # ---- lifecycle -------------------------------------------------------------------
 
     async def start(self, spec: SandboxSpec) -> SandboxInfo:
+        if writable(spec.role):  # files host-side git wrote since the last round
+            await asyncio.to_thread(hand_over, resolve_worktree(spec), self._settings)
         async with self._locks[spec.sandbox_id]:
             agent = await self._agent(spec)
             with contextlib.suppress(_Stopped):
@@ -239,10 +246,11 @@ class DockerSandbox(Sandbox):
                 "network": "none (network_mode=none)",
                 "filesystem": "read-only root; tmpfs /tmp; the worktree the only writable "
                 "mount (read-only for explorer and reviewer); mirror and .git read-only",
-                "non_root": "runs as the worktree owner's uid:gid, all capabilities "
-                "dropped, no-new-privileges (uid 0 without capabilities when root owns "
-                "the worktree); the exec agent is PID 1 and non-dumpable, so commands "
+                "non_root": "runs as the worktree owner's uid:gid, or the sandbox uid "
+                f"({s.sandbox_uid}) when root owns the worktree; all capabilities dropped, "
+                "no-new-privileges; the exec agent is PID 1 and non-dumpable, so commands "
                 "can neither signal nor trace it",
+                "seccomp": _seccomp.describe() + " (this profile replaces Docker's default)",
                 "environment": "only " + ", ".join(sorted(SANDBOX_ENV)),
                 "time_limit": "per command; at expiry every other process in the container "
                 "is killed (as after every command)",
@@ -252,6 +260,8 @@ class DockerSandbox(Sandbox):
                 "pids_limit": f"{s.sandbox_pids_limit} per container",
                 "cpu_limit": f"{s.sandbox_cpus:g} CPUs per container",
                 "file_size_limit": "RLIMIT_FSIZE",
+                "disk_limit": "worktree size and file count checked after every tool call "
+                "and before the commit",
             },
         }
 
@@ -329,7 +339,7 @@ class DockerSandbox(Sandbox):
 
     async def _agent(self, spec: SandboxSpec) -> _Agent:
         """This sandbox's agent, launching a container when there is none that fits."""
-        labels = _labels(spec)
+        labels = _labels(spec, self._settings)
         agent = self._agents.get(spec.sandbox_id)
         if agent is not None and agent.labels == labels and agent.usable():
             return agent
@@ -401,6 +411,8 @@ class DockerSandbox(Sandbox):
     def _launch(self, spec: SandboxSpec, labels: dict[str, str], directory: Path) -> socket.socket:
         """Make the runtime directory and start the container; the listening socket."""
         self._runtime.mkdir(mode=0o700, parents=True, exist_ok=True)  # other users: keep out
+        if writable(spec.role):
+            hand_over(Path(labels[LABEL_WORKTREE]), self._settings)
         listener = listen(directory)
         try:
             self._create_container(spec, labels, directory)
@@ -429,7 +441,7 @@ class DockerSandbox(Sandbox):
             host_config = api.create_host_config(
                 network_mode="none",
                 cap_drop=["ALL"],
-                security_opt=["no-new-privileges"],
+                security_opt=["no-new-privileges", f"seccomp={self._seccomp}"],
                 read_only=True,
                 tmpfs={"/tmp": f"rw,nosuid,nodev,size={TMPFS_SIZE},mode=1777"},
                 mounts=mounts,
@@ -438,7 +450,7 @@ class DockerSandbox(Sandbox):
                 nano_cpus=int(s.sandbox_cpus * 1e9),
                 pids_limit=s.sandbox_pids_limit,
                 ulimits=[
-                    Ulimit(name="fsize", soft=MAX_FILE_WRITE_BYTES, hard=MAX_FILE_WRITE_BYTES),
+                    Ulimit(name="fsize", soft=s.sandbox_file_bytes, hard=s.sandbox_file_bytes),
                     Ulimit(name="nofile", soft=MAX_OPEN_FILES, hard=MAX_OPEN_FILES),
                     Ulimit(name="core", soft=0, hard=0),
                 ],
@@ -533,16 +545,16 @@ class DockerSandbox(Sandbox):
         return {entry.name.rpartition(".")[0]: entry for entry in entries}
 
 
-def _labels(spec: SandboxSpec) -> dict[str, str]:
+def _labels(spec: SandboxSpec, settings: Settings) -> dict[str, str]:
     """What a container is for: a running one is reused only when all of it still holds."""
     worktree = resolve_worktree(spec)
-    owner = worktree.stat()
+    uid, gid = sandbox_identity(worktree, settings)
     return {
         LABEL_TASK: _task_of(spec.sandbox_id),
         LABEL_SANDBOX: spec.sandbox_id,
         LABEL_WORKTREE: str(worktree),
         LABEL_ROLE: spec.role.value,
-        LABEL_OWNER: f"{owner.st_uid}:{owner.st_gid}",
+        LABEL_OWNER: f"{uid}:{gid}",
     }
 
 

@@ -33,6 +33,8 @@ def settings(tmp_path: Path) -> Settings:
         sandbox_output_limit_bytes=16 * 1024,
         sandbox_memory_mb=512,
         sandbox_pids_limit=64,
+        sandbox_file_bytes=2 * 1024 * 1024,
+        sandbox_disk_files=500,
     )
 
 
