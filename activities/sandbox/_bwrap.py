@@ -9,8 +9,6 @@ milliseconds per command (namespace and mount setup), no daemon.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import os
 import re
 import shutil
@@ -35,9 +33,9 @@ from activities.sandbox._base import (
     task_prefix,
     writable,
 )
-from activities.sandbox._capture import kill_group, run_captured
-from activities.sandbox._cgroup import Cgroups, CommandCgroup, Counters
-from activities.sandbox._owner import STAGE, STAGE_ROOT, hand_over, sandbox_identity, stage_sources
+from activities.sandbox._capture import kill_group, read_status, run_captured
+from activities.sandbox._cgroup import JOIN_CGROUP, Cgroups, CommandCgroup, Counters
+from activities.sandbox._owner import drop_to, hand_over, sandbox_identity, unprepared
 from switchboard.contracts import SandboxInfo, SandboxSpec
 from switchboard.recovery import process_alive
 from switchboard.settings import Settings
@@ -82,14 +80,8 @@ ETC_ALLOWED = (
 the launcher's, so when that is root it could read root-only files such as
 /etc/shadow or SSH host keys."""
 
+STOPPED = "[sandbox] the sandbox was stopped while the command started\n"
 LAUNCHER_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-STATUS_FD_READ_LIMIT = 64 * 1024
-
-
-JOIN_CGROUP = (
-    'pid=$$; while [ "$1" != -- ]; do echo "$pid" > "$1" || exit 125; shift; done; shift; exec "$@"'
-)
-"""The launcher's first step: join the command's cgroups, then exec the rest of argv."""
 
 
 class BwrapSandbox(Sandbox):
@@ -227,7 +219,7 @@ class BwrapSandbox(Sandbox):
     ) -> ExecResult:
         worktree = resolve_worktree(spec)
         mirrors = mirror_mounts(spec)
-        if writable(spec.role) and _unprepared(worktree, self._settings):
+        if writable(spec.role) and unprepared(worktree, self._settings):
             await asyncio.to_thread(hand_over, worktree, self._settings)  # exec without start
         owner = self._launch_identity(worktree)
         cgroup = self._new_cgroup(spec.sandbox_id)
@@ -240,6 +232,10 @@ class BwrapSandbox(Sandbox):
             nonlocal pid
             pid = new_pid
             running[new_pid] = cgroup
+            if self._running.get(spec.sandbox_id) is not running:  # stopped while spawning
+                kill_group(new_pid)
+                if cgroup is not None:
+                    cgroup.kill()
 
         try:
             command = self._sandbox_argv(
@@ -265,7 +261,7 @@ class BwrapSandbox(Sandbox):
             finally:
                 os.close(status_write)
                 os.close(seccomp)
-            status = _read_status(status_read)
+            status = read_status(status_read)
         finally:
             os.close(status_read)
             running.pop(pid, None)
@@ -275,6 +271,8 @@ class BwrapSandbox(Sandbox):
                 # rmdir waits for exiting processes; keep that off the event loop.
                 await asyncio.shield(asyncio.to_thread(cgroup.remove))
         if "child-pid" not in status and captured.limit is None:
+            if self._running.get(spec.sandbox_id) is not running:  # `stop` killed the set-up
+                return ExecResult(exit_code=None, stdout="", stderr=STOPPED, duration=0.0)
             raise SandboxUnavailable(
                 "bubblewrap could not set up the sandbox: "
                 + (captured.stderr or captured.stdout).decode(errors="replace").strip()
@@ -333,12 +331,7 @@ class BwrapSandbox(Sandbox):
                 raise SandboxUnavailable(
                     "setpriv and unshare (util-linux) are needed to run as an unprivileged uid"
                 )
-            staged, bwrap[:] = stage_sources(bwrap)
-            os.makedirs(STAGE_ROOT, mode=0o755, exist_ok=True)
-            argv += [self._unshare, "--mount", "--propagation", "private", "--"]
-            argv += ["/bin/sh", "-c", STAGE, "stage", STAGE_ROOT, *staged, "--"]
-            uid, gid = owner
-            argv += [self._setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
+            argv += drop_to(owner, bwrap, unshare=self._unshare, setpriv=self._setpriv)
         if self._prlimit:
             argv += [
                 self._prlimit,
@@ -403,25 +396,3 @@ class BwrapSandbox(Sandbox):
             bw += ["--ro-bind", str(dot_git), f"{WORKSPACE}/.git"]
         bw += ["--remount-ro", "/", "--chdir", WORKSPACE, "--", *argv]
         return bw
-
-
-def _read_status(fd: int) -> dict[str, Any]:
-    """Merge bwrap's JSON status lines; the writer end is closed, so this cannot block."""
-    os.set_blocking(fd, False)
-    data = b""
-    with contextlib.suppress(BlockingIOError):
-        while len(data) < STATUS_FD_READ_LIMIT and (chunk := os.read(fd, 4096)):
-            data += chunk
-    merged: dict[str, Any] = {}
-    for line in data.decode(errors="replace").splitlines():
-        with contextlib.suppress(json.JSONDecodeError):
-            value = json.loads(line)
-            if isinstance(value, dict):
-                merged.update(value)
-    return merged
-
-
-def _unprepared(worktree: Path, settings: Settings) -> bool:
-    """A root-owned worktree not yet handed to the sandbox uid (a cheap stat)."""
-    info = worktree.stat()
-    return os.geteuid() == 0 and info.st_uid == 0 and info.st_gid != settings.sandbox_gid

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from activities.sandbox._base import Limit
 
@@ -156,3 +158,22 @@ async def run_captured(
         limit=limit,
         duration=time.monotonic() - started,
     )
+
+
+STATUS_FD_READ_LIMIT = 64 * 1024
+
+
+def read_status(fd: int) -> dict[str, Any]:
+    """Merge bwrap's JSON status lines; the writer end is closed, so this cannot block."""
+    os.set_blocking(fd, False)
+    data = b""
+    with contextlib.suppress(BlockingIOError):
+        while len(data) < STATUS_FD_READ_LIMIT and (chunk := os.read(fd, 4096)):
+            data += chunk
+    merged: dict[str, Any] = {}
+    for line in data.decode(errors="replace").splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            value = json.loads(line)
+            if isinstance(value, dict):
+                merged.update(value)
+    return merged

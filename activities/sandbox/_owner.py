@@ -109,3 +109,24 @@ def _staged(source: str, staged: list[str]) -> str:
         return f"{STAGE_ROOT}/{len(staged) - 1}"
     parent, name = os.path.split(source)
     return f"{_staged(parent, staged)}/{name}"
+
+
+def unprepared(worktree: Path, settings: Settings) -> bool:
+    """A root-owned worktree not yet handed to the sandbox uid (a cheap stat)."""
+    info = worktree.stat()
+    return os.geteuid() == 0 and info.st_uid == 0 and info.st_gid != settings.sandbox_gid
+
+
+def drop_to(owner: tuple[int, int], bwrap: list[str], *, unshare: str, setpriv: str) -> list[str]:
+    """The launcher steps that stage the binds (as root) and drop to `owner`.
+
+    `bwrap`'s bind sources are rewritten in place to come from the stage.
+    """
+    staged, bwrap[:] = stage_sources(bwrap)
+    os.makedirs(STAGE_ROOT, mode=0o755, exist_ok=True)
+    uid, gid = owner
+    return [
+        *(unshare, "--mount", "--propagation", "private", "--"),
+        *("/bin/sh", "-c", STAGE, "stage", STAGE_ROOT, *staged, "--"),
+        *(setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups"),
+    ]
