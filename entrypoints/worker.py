@@ -47,12 +47,18 @@ def build_workers(
     """Both workers of one process: the shared queue and this host's queue."""
     from activities.lifecycle import LifecycleActivities
     from activities.llm import LlmActivities
+    from activities.maintenance import MaintenanceActivities
     from activities.repo import RepoActivities
     from activities.sandbox import select_backend
     from activities.step import StepActivities
     from activities.tools import ToolActivities
     from switchboard.conversation import conversation_queue
-    from workflows import ConversationWorkflow, DelegatedTaskWorkflow, SubagentWorkflow
+    from workflows import (
+        ConversationWorkflow,
+        DelegatedTaskWorkflow,
+        MirrorMaintenanceWorkflow,
+        SubagentWorkflow,
+    )
 
     box = sandbox or select_backend(settings)
     repo = RepoActivities(settings)
@@ -64,7 +70,7 @@ def build_workers(
     shared = Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[DelegatedTaskWorkflow, SubagentWorkflow],
+        workflows=[DelegatedTaskWorkflow, SubagentWorkflow, MirrorMaintenanceWorkflow],
         activities=[repo.prepare_repo, llm.plan_subtasks],
         workflow_runner=workflow_runner(),
         max_cached_workflows=settings.worker_max_cached_workflows,
@@ -85,6 +91,7 @@ def build_workers(
             step.subagent_step,
             lifecycle.finish_subagent,
             lifecycle.cleanup_task,
+            MaintenanceActivities(settings).gc_mirrors,
         ],
     )
     # Chats on their own queue and pollers: a chat turn never waits behind task work.
@@ -134,7 +141,11 @@ async def reap_orphans(client: Client, settings: Settings, sandbox: Sandbox) -> 
 async def serve(settings: Settings) -> None:
     from activities.sandbox import select_backend
     from switchboard.recovery import reclaim_host
-    from switchboard.temporal import connect, ensure_search_attributes
+    from switchboard.temporal import (
+        connect,
+        ensure_mirror_gc_schedule,
+        ensure_search_attributes,
+    )
 
     runtime = None
     if settings.worker_metrics_port:
@@ -149,6 +160,7 @@ async def serve(settings: Settings) -> None:
             ) from exc
     client = await connect(settings, runtime=runtime)
     await ensure_search_attributes(client, settings.temporal_namespace)
+    await ensure_mirror_gc_schedule(client, settings)
     sandbox = select_backend(settings)
     reaped = await reap_orphans(client, settings, sandbox)
     if reaped:

@@ -107,6 +107,22 @@ class CleanupInput(Model):
     delete_branches: bool = False
 
 
+class GcMirrorsInput(Model):
+    """One host's mirror maintenance: `git gc`, keeping unreachable objects this young."""
+
+    host_queue: str
+    prune_hours: int = Field(default=24, ge=1)
+
+
+class GcMirrorsResult(Model):
+    mirrors: int = 0
+    """Mirrors collected."""
+    failed: list[str] = Field(default_factory=list)
+    """Mirrors whose gc failed (with git's words), left for the next run."""
+    bytes_before: int = 0
+    bytes_after: int = 0
+
+
 # ---- planning and model turns -------------------------------------------------------
 
 

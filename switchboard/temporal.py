@@ -76,3 +76,42 @@ async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
             AddSearchAttributesRequest(search_attributes=missing, namespace=namespace)
         )
     return sorted(missing)
+
+
+async def ensure_mirror_gc_schedule(client: Client, settings: Settings) -> bool:
+    """Create this host's mirror gc schedule unless it exists; whether it was created.
+
+    Idempotent: every worker of a host calls it at start, and the first one wins.
+    Changing the interval later needs the schedule deleted (`temporal schedule delete`).
+    """
+    from temporalio.client import (
+        Schedule,
+        ScheduleActionStartWorkflow,
+        ScheduleAlreadyRunningError,
+        ScheduleIntervalSpec,
+        ScheduleOverlapPolicy,
+        SchedulePolicy,
+        ScheduleSpec,
+    )
+
+    from switchboard.contracts import GcMirrorsInput
+
+    schedule_id = wire.mirror_gc_schedule_id(settings.host_id)
+    every = timedelta(hours=settings.mirror_gc_interval_hours)
+    schedule = Schedule(
+        action=ScheduleActionStartWorkflow(
+            wire.Workflows.MIRROR_MAINTENANCE,
+            GcMirrorsInput(
+                host_queue=settings.host_queue, prune_hours=settings.mirror_gc_prune_hours
+            ),
+            id=f"{schedule_id}-run",
+            task_queue=settings.task_queue,
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+    try:
+        await client.create_schedule(schedule_id, schedule)
+    except ScheduleAlreadyRunningError:
+        return False
+    return True

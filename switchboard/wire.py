@@ -23,6 +23,7 @@ BRANCH_PREFIX: Final = "switchboard/"
 class Workflows:
     TASK: Final = "DelegatedTaskWorkflow"
     SUBAGENT: Final = "SubagentWorkflow"
+    MIRROR_MAINTENANCE: Final = "MirrorMaintenanceWorkflow"
 
 
 class Updates:
@@ -64,6 +65,7 @@ class Activities:
     FINISH_SUBAGENT: Final = "finish_subagent"
     INTEGRATE_BRANCHES: Final = "integrate_branches"
     CLEANUP_TASK: Final = "cleanup_task"
+    GC_MIRRORS: Final = "gc_mirrors"
 
 
 class Errors:
@@ -97,6 +99,11 @@ class SearchAttributes:
     REPO: Final = SearchAttributeKey.for_keyword("SwitchboardRepo")
 
     ALL: Final = (OWNER, PHASE, REPO)
+
+
+def mirror_gc_schedule_id(host_id: str) -> str:
+    """The Temporal Schedule that collects garbage in one host's mirrors."""
+    return f"switchboard-mirror-gc-{host_id}"
 
 
 def host_queue(host_id: str) -> str:

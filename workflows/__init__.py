@@ -17,14 +17,21 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from workflows.conversation import ConversationWorkflow
+    from workflows.maintenance import MirrorMaintenanceWorkflow
     from workflows.subagent import SubagentWorkflow
     from workflows.task import DelegatedTaskWorkflow
 
-__all__ = ["ConversationWorkflow", "DelegatedTaskWorkflow", "SubagentWorkflow"]
+__all__ = [
+    "ConversationWorkflow",
+    "DelegatedTaskWorkflow",
+    "MirrorMaintenanceWorkflow",
+    "SubagentWorkflow",
+]
 
 _MODULES = {
     "ConversationWorkflow": "workflows.conversation",
     "DelegatedTaskWorkflow": "workflows.task",
+    "MirrorMaintenanceWorkflow": "workflows.maintenance",
     "SubagentWorkflow": "workflows.subagent",
 }
 
