@@ -21,6 +21,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from switchboard.text import visible
+
 if TYPE_CHECKING:
     from entrypoints.api_client import SessionClient
     from switchboard.conversation import SessionEntry, SessionTask
@@ -110,7 +112,7 @@ async def _chat(
             if messages:
                 for text in messages:
                     accepted = await client.post(session_id, text)
-                    console.print(f"{user}> {escape(text)}")
+                    console.print(f"{user}> {escape(visible(text))}")
                     await view.turn_ended(accepted["turn"])
             else:
                 console.print("type a message, or /help", style="dim")
@@ -233,7 +235,7 @@ class _View:
             self._console.print("switchboard> ", end="", style="bold")
             self._streaming = (turn, step)
             self._streamed.add((turn, step))
-        self._console.print(escape(text), end="")
+        self._console.print(escape(visible(text)), end="")
         self._printed[(turn, step)] = self._printed.get((turn, step), 0) + len(text)
 
     def _end_stream(self) -> None:
@@ -273,7 +275,7 @@ class _View:
         self._line(_task_line(status), "magenta")
 
     def _line(self, text: str, style: str) -> None:
-        self._console.print(escape(text), style=style or None)
+        self._console.print(escape(visible(text)), style=style or None)
 
 
 def _task_line(status: object) -> str:

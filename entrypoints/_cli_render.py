@@ -22,6 +22,7 @@ from switchboard.models import (
     TaskStatus,
     TaskSummary,
 )
+from switchboard.text import visible
 
 __all__ = [
     "approval_line",
@@ -68,10 +69,10 @@ def summaries_table(tasks: Sequence[TaskSummary]) -> Table:
         table.add_row(
             task.task_id,
             Text(task.phase or "-", style=style),
-            task.status,
-            task.owner,
+            visible(task.status),
+            visible(task.owner),
             started,
-            task.repo,
+            visible(task.repo),
         )
     return table
 
@@ -83,10 +84,10 @@ def summaries_lines(tasks: Sequence[TaskSummary]) -> list[str]:
             (
                 task.task_id,
                 task.phase or "-",
-                task.status,
-                task.owner or "-",
+                visible(task.status),
+                visible(task.owner) or "-",
                 task.started_at.strftime("%Y-%m-%dT%H:%M:%SZ") if task.started_at else "-",
-                task.repo or "-",
+                visible(task.repo) or "-",
             )
         )
         for task in tasks
@@ -97,12 +98,15 @@ def status_view(status: TaskStatus) -> Group:
     """A heading, the subagents table and the review/approval/merge lines."""
     phase = Text(status.phase.value, style=_PHASE_STYLE.get(status.phase, "bold cyan"))
     heading = Text.assemble(
-        (status.task_id, "bold"), "  ", phase, f"  round {status.round}  owner {status.owner}"
+        (status.task_id, "bold"),
+        "  ",
+        phase,
+        f"  round {status.round}  owner {visible(status.owner)}",
     )
     lines: list[Any] = [
         heading,
         Text(f"goal: {_clip(status.goal, 300)}"),
-        Text(f"repo: {status.repo}"),
+        Text(f"repo: {visible(status.repo)}"),
         Text(f"updated: {status.updated_at:%Y-%m-%d %H:%M:%S} UTC"),
     ]
     if status.subagents:
@@ -123,7 +127,7 @@ def status_view(status: TaskStatus) -> Group:
             pushed = ", pushed" if merge.pushed else ""
             lines.append(Text(f"merge: {merge.branch} at {(merge.commit or '')[:12]}{pushed}"))
         else:
-            conflicts = ", ".join(merge.conflicts) or merge.message
+            conflicts = visible(", ".join(merge.conflicts) or merge.message)
             lines.append(Text(f"merge: conflicts in {conflicts}", style="red"))
     if status.phase is Phase.AWAITING_APPROVAL:
         lines.append(
@@ -134,7 +138,7 @@ def status_view(status: TaskStatus) -> Group:
             )
         )
     if status.error:
-        lines.append(Text(f"error: {status.error}", style="red"))
+        lines.append(Text(f"error: {visible(status.error)}", style="red"))
     return Group(*lines)
 
 
@@ -161,7 +165,7 @@ def _subagents_table(status: TaskStatus) -> Table:
 def event_line(event: TaskEvent) -> str:
     """One event per line: offset, time, kind, subagent, message (markup-safe)."""
     who = f"#{event.subagent} " if event.subagent is not None else ""
-    message = " ".join(event.message.split())
+    message = " ".join(visible(event.message).split())
     return f"{event.offset:>5}  {event.at:%H:%M:%S}  {event.kind.value:<17} {who}{escape(message)}"
 
 
@@ -180,13 +184,14 @@ def render_diff(console: Console, view: DiffView, *, stat_only: bool) -> None:
         highlight=False,
     )
     for name in view.stat.files:
-        console.print(f"  {escape(name)}", highlight=False)
+        console.print(f"  {escape(visible(name))}", highlight=False)
     if stat_only or not view.patch:
         return
+    patch = visible(view.patch)  # --json has the raw bytes
     if console.is_terminal:
-        console.print(Panel(Syntax(view.patch, "diff", word_wrap=True), expand=True))
+        console.print(Panel(Syntax(patch, "diff", word_wrap=True), expand=True))
     else:
-        console.out(view.patch, end="" if view.patch.endswith("\n") else "\n", highlight=False)
+        console.out(patch, end="" if patch.endswith("\n") else "\n", highlight=False)
     if view.truncated:
         console.print(
             "[yellow]patch truncated; read the rest with git in the repository mirror[/yellow]"
@@ -203,5 +208,5 @@ def validation_message(errors: Sequence[Any]) -> str:
 
 
 def _clip(text: str, limit: int) -> str:
-    line = " ".join(text.split())
+    line = " ".join(visible(text).split())
     return line if len(line) <= limit else line[: limit - 1] + "…"

@@ -15,6 +15,19 @@ const state = {
   retry: 0,
 };
 
+// Controls shown, not sent (as switchboard/text.py): escape sequences, carriage returns
+// and bidi overrides in text a subagent wrote become visible stand-ins; \n and \t stay.
+const INVISIBLE = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060\u2066-\u2069\ufeff]/g;
+function visible(text) {
+  return String(text).replace(INVISIBLE, (c) => {
+    const code = c.charCodeAt(0);
+    if (code < 0x20) return String.fromCharCode(0x2400 + code);
+    if (code === 0x7f) return "\u2421";
+    if (code < 0xa0) return "\\x" + code.toString(16);
+    return "<U+" + code.toString(16).toUpperCase().padStart(4, "0") + ">";
+  });
+}
+
 function headers(extra = {}) {
   return { "X-Switchboard-User": state.user, ...extra };
 }
@@ -110,7 +123,7 @@ function scrollDown() {
 function addLine(kind, text, extra = "") {
   const el = document.createElement("div");
   el.className = `msg ${kind} ${extra}`.trim();
-  el.textContent = text;
+  el.textContent = visible(text);
   $("#messages").appendChild(el);
   scrollDown();
   return el;
@@ -127,7 +140,7 @@ function applyEntry(entry) {
     const tag = document.createElement("span");
     tag.className = "tag";
     tag.textContent = `${entry.task_id.slice(0, 13)}… ${entry.event.replace(/_/g, " ")}`;
-    el.append(tag, entry.content);
+    el.append(tag, visible(entry.content));
     if (entry.phase) mergeTask(entry.task_id, { phase: entry.phase });
     return;
   }
@@ -145,7 +158,7 @@ function applyEntry(entry) {
     state.drafts.delete(key);
     if (!entry.content) { if (draft) draft.el.remove(); return; }
     if (draft) {
-      draft.el.textContent = entry.content;
+      draft.el.textContent = visible(entry.content);
       draft.el.classList.remove("draft");
       return;
     }
@@ -163,7 +176,7 @@ function applyToken(token) {
     state.drafts.set(key, draft);
   }
   if (token.seq !== draft.seq + 1) return; // out of step: the next draft event fixes it
-  draft.el.textContent += token.text;
+  draft.el.textContent += visible(token.text);
   draft.seq = token.seq;
   scrollDown();
 }
@@ -176,7 +189,7 @@ function applyDraft(draft) {
     known = { el: addLine("assistant", "", "draft"), seq: -1 };
     state.drafts.set(key, known);
   }
-  known.el.textContent = draft.text;
+  known.el.textContent = visible(draft.text);
   known.seq = draft.seq;
 }
 
@@ -231,7 +244,7 @@ function renderTask(id) {
   head.querySelector(".phase").textContent = phase.replace(/_/g, " ");
   const goal = document.createElement("div");
   goal.className = "goal";
-  goal.textContent = status.goal || "";
+  goal.textContent = visible(status.goal || "");
   const meta = document.createElement("div");
   meta.className = "meta";
   task.meta = meta;
@@ -246,7 +259,7 @@ function renderTask(id) {
     item.innerHTML = `<span class="role"></span><span class="title"></span><span class="meta"></span>`
       + `<div class="bar"><span style="width:${width}%"></span></div>`;
     item.querySelector(".role").textContent = sub.role;
-    item.querySelector(".title").textContent = sub.title;
+    item.querySelector(".title").textContent = visible(sub.title);
     item.querySelector(".meta").textContent = `${sub.state} · ${sub.steps} steps · ${sub.tokens} tok`;
     list.appendChild(item);
   }
@@ -306,7 +319,7 @@ async function showDiff(id) {
       if (line.startsWith("+") && !line.startsWith("+++")) span.className = "add";
       else if (line.startsWith("-") && !line.startsWith("---")) span.className = "del";
       else if (line.startsWith("@@")) span.className = "hunk";
-      span.textContent = line + "\n";
+      span.textContent = visible(line) + "\n";
       body.appendChild(span);
     }
   } catch (error) {
