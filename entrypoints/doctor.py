@@ -77,6 +77,10 @@ def _checks(settings: Settings) -> tuple[list[Check], dict[str, object] | None]:
         checks.append(Check("data dir", False, f"{settings.data_dir}: {exc}"))
 
     guarantees: dict[str, object] | None = None
+    from activities.sandbox import seccomp_status
+
+    # bwrap refuses to start without it; Docker's daemon applies the profile itself.
+    checks.append(Check("seccomp filter (bwrap)", *seccomp_status(), required=False))
     try:
         from activities.sandbox import select_backend
 

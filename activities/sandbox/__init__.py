@@ -36,8 +36,20 @@ __all__ = [
     "SandboxUnavailable",
     "WorktreeLimits",
     "check_worktree_bounds",
+    "seccomp_status",
     "select_backend",
 ]
+
+
+def seccomp_status() -> tuple[bool, str]:
+    """Whether the seccomp filter can be built here, and what it refuses or why not."""
+    from activities.sandbox import _seccomp
+
+    try:
+        _seccomp.filter_bpf()
+    except _seccomp.SeccompUnavailable as exc:
+        return False, str(exc)
+    return True, _seccomp.describe()
 
 
 def select_backend(settings: Settings) -> Sandbox:

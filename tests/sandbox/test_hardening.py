@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -227,3 +229,29 @@ def test_a_commit_over_the_disk_bound_is_refused(checkout: Checkout) -> None:
     (checkout.worktree / "one.txt").write_text("fine\n")
     done = commit_worktree(settings, commit)
     assert done.committed and done.head != checkout.base_commit
+
+
+def test_without_libseccomp_no_sandbox_starts(tmp_path: Path) -> None:
+    """Never silently unfiltered: bwrap refuses and the doctor says why. Docker's daemon
+    applies the profile with its own libseccomp, so Docker does not need the bindings."""
+    script = (
+        "import sys; sys.modules['pyseccomp'] = None  # as if it were not installed\n"
+        "from activities.sandbox import BwrapSandbox, SandboxUnavailable, seccomp_status\n"
+        "from activities.sandbox._docker import DockerSandbox\n"
+        "from switchboard.settings import Settings\n"
+        f"settings = Settings(data_dir={str(tmp_path)!r})\n"
+        "print('doctor', seccomp_status())\n"
+        "for backend in (BwrapSandbox, DockerSandbox):\n"
+        "    try:\n"
+        "        backend(settings)\n"
+        "        print('STARTED', backend.__name__)\n"
+        "    except SandboxUnavailable as exc:\n"
+        "        print('REFUSED', backend.__name__, exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "doctor (False, 'the seccomp filter cannot be built" in done.stdout, done.stdout
+    assert "REFUSED BwrapSandbox the seccomp filter cannot be built" in done.stdout
+    assert "Refusing to run sandboxes without it" in done.stdout
+    assert "STARTED DockerSandbox" in done.stdout
