@@ -120,7 +120,8 @@ def commit_worktree(settings: Settings, input: CommitInput) -> CommitResult:
     """
     work_tree = Path(input.worktree_path).resolve()
     admin = _admin_dir(settings, work_tree)
-    limits = WorktreeLimits.from_settings(settings, str(admin.parent.parent), input.base_commit)
+    mirror = str(admin.parent.parent)  # <mirror>/worktrees/<name>
+    limits = WorktreeLimits.from_settings(settings, mirror, input.base_commit)
     violation = check_worktree_bounds(work_tree, limits)
     if violation is not None:
         raise fail(f"the subagent's work was not committed: {violation}", Errors.DISK_LIMIT)

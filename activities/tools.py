@@ -192,7 +192,7 @@ class ToolActivities:
             args["base_commit"] = base_commit
         outcome = await self._handlers[call.name](spec, call.call_id, args)
         if spec.role is Role.WORKER and call.name in WRITING_TOOLS:
-            limits = WorktreeLimits.from_settings(self._settings)
+            limits = WorktreeLimits.from_settings(self._settings, spec.mirror_path, base_commit)
             violation = await asyncio.to_thread(check_worktree_bounds, spec.worktree_path, limits)
             if violation is not None:
                 outcome.ok, outcome.limit = False, DISK_LIMIT

@@ -1,4 +1,8 @@
-"""Disk bounds of a subagent's worktree: total size and number of entries.
+"""Disk bounds of a subagent's worktree: what it may add to its base commit.
+
+The bound is the base commit's own footprint (apparent size and entries, read
+from the mirror, which sandboxes cannot write) plus `sandbox_disk_bytes` and
+`sandbox_disk_files`, so a large repository is not refused for being large.
 
 Checked after every tool call of a worker (the model gets the violation back as
 the call's error) and before its work is committed (the commit is refused). A
@@ -9,8 +13,10 @@ wrote stays visible to the next check.
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
+import subprocess
 from dataclasses import dataclass
 
 from switchboard.settings import Settings
@@ -24,8 +30,45 @@ class WorktreeLimits:
     max_files: int
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> WorktreeLimits:
-        return cls(max_bytes=settings.sandbox_disk_bytes, max_files=settings.sandbox_disk_files)
+    def from_settings(
+        cls, settings: Settings, mirror: str | None = None, base_commit: str | None = None
+    ) -> WorktreeLimits:
+        """The settings' allowance on top of the base commit's footprint (when known)."""
+        size, entries = 0, 0
+        if mirror and base_commit:
+            size, entries = base_footprint(os.path.realpath(mirror), base_commit)
+        return cls(
+            max_bytes=size + settings.sandbox_disk_bytes,
+            max_files=entries + settings.sandbox_disk_files,
+        )
+
+
+@functools.lru_cache(maxsize=256)
+def base_footprint(mirror: str, commit: str) -> tuple[int, int]:
+    """Apparent size and entry count (files and directories) of a commit's tree.
+
+    Read with git from the mirror (ours; never from a worktree). (0, 0) when git
+    cannot tell, which only makes the bound stricter.
+    """
+    try:
+        done = subprocess.run(
+            ["git", "--git-dir", mirror, "ls-tree", "-r", "-t", "-l", "-z", commit, "--"],
+            capture_output=True,
+            timeout=60,
+            check=True,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GIT_CONFIG_NOSYSTEM": "1"},
+        )
+    except (OSError, subprocess.SubprocessError):
+        return 0, 0
+    size = entries = 0
+    for record in done.stdout.split(b"\0"):
+        if not record:
+            continue
+        entries += 1
+        fields = record.split(b"\t", 1)[0].split()
+        if len(fields) == 4 and fields[3].isdigit():
+            size += int(fields[3])
+    return size, entries
 
 
 def check_worktree_bounds(path: str | os.PathLike[str], limits: WorktreeLimits) -> str | None:

@@ -188,8 +188,19 @@ async def test_a_tool_call_over_the_disk_bound_is_told(
     small, over, cleaned = (await ActivityEnvironment().run(tools.run_tools, request)).outcomes
     assert small.ok and small.limit is None
     assert not over.ok and over.limit == "disk"
-    assert f"more than {settings.sandbox_disk_files:,} files" in over.output
+    # The base commit's 3 entries (README.md, src, src/calc.py) plus the allowance.
+    assert f"more than {settings.sandbox_disk_files + 3:,} files" in over.output
     assert cleaned.ok and cleaned.limit is None
+
+
+def test_the_bound_is_on_top_of_the_base_commit(checkout: Checkout, settings: Settings) -> None:
+    readme = len("# demo\n")
+    calc = len("def add(a, b):\n    return a + b\n")
+    limits = WorktreeLimits.from_settings(settings, str(checkout.mirror), checkout.base_commit)
+    assert limits.max_files == 3 + settings.sandbox_disk_files
+    assert limits.max_bytes == readme + calc + settings.sandbox_disk_bytes
+    unknown = WorktreeLimits.from_settings(settings, str(checkout.mirror), "0" * 40)
+    assert unknown.max_files == settings.sandbox_disk_files  # stricter, never looser
 
 
 async def test_size_bound_counts_apparent_size(tmp_path: Path) -> None:
@@ -223,7 +234,7 @@ def test_a_commit_over_the_disk_bound_is_refused(checkout: Checkout) -> None:
     with pytest.raises(ApplicationError) as refused:
         commit_worktree(settings, commit)
     assert refused.value.type == Errors.DISK_LIMIT and refused.value.non_retryable
-    assert "not committed" in str(refused.value) and "more than 100 files" in str(refused.value)
+    assert "not committed" in str(refused.value) and "more than 103 files" in str(refused.value)
     assert git(checkout.worktree, "rev-parse", "HEAD") == checkout.base_commit
     shutil.rmtree(many)
     (checkout.worktree / "one.txt").write_text("fine\n")
