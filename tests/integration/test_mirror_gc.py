@@ -19,7 +19,7 @@ from switchboard import wire
 from switchboard.contracts import GcMirrorsInput, GcMirrorsResult
 from switchboard.settings import Settings
 from switchboard.temporal import ensure_mirror_gc_schedule
-from tests.helpers import make_repo
+from testkit import make_repo
 
 
 def git(cwd: Path, *args: str, stdin: str | None = None) -> str:

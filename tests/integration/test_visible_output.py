@@ -18,7 +18,7 @@ from switchboard.models import Phase, RejectInput, SubtaskSpec, TaskRequest
 from switchboard.settings import Settings
 from switchboard.text import visible
 from switchboard.wire import Updates, Workflows
-from tests.helpers import wait_for_phase
+from testkit import wait_for_phase
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +51,7 @@ def cli_env(settings: Settings, temporal_env: WorkflowEnvironment) -> dict[str, 
 
 async def run_cli(env: dict[str, str], *args: str) -> bytes:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "switchboard", *args,
+        sys.executable, "-m", "entrypoints", *args,
         env={**os.environ, **env},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
