@@ -22,7 +22,7 @@ from temporalio.testing import ActivityEnvironment
 from activities._git import commit_worktree
 from activities.sandbox import ExecResult, Sandbox, WorktreeLimits, check_worktree_bounds
 from activities.tools import ToolActivities
-from switchboard.contracts import CommitInput, RunToolsInput, SandboxSpec
+from switchboard.contracts import CommitInput, SandboxSpec, ToolOutcome
 from switchboard.models import Role
 from switchboard.settings import Settings
 from switchboard.tools import CheckedCall, ToolName
@@ -160,17 +160,23 @@ async def test_a_file_over_the_size_limit_is_cut(
     assert "File size limit exceeded" in result.stdout or "File too large" in result.stdout
     assert (checkout.worktree / "big.bin").stat().st_size == 2 * 1024 * 1024
     tools = ToolActivities(settings, sandbox)
-    request = RunToolsInput(
-        sandbox=spec,
-        base_commit=checkout.base_commit,
-        calls=[call(ToolName.RUN, command="head -c 3000000 /dev/zero > big2.bin")],
-    )
-    [told] = (await ActivityEnvironment().run(tools.run_tools, request)).outcomes
+    calls = [call(ToolName.RUN, command="head -c 3000000 /dev/zero > big2.bin")]
+    [told] = await run_calls(tools, spec, checkout.base_commit, calls)
     assert not told.ok and "a file grew past 2 MiB, the limit per file" in told.output
 
 
 def call(name: ToolName, **arguments: object) -> CheckedCall:
     return CheckedCall(call_id=f"c-{name.value}", name=name, arguments=arguments)
+
+
+async def run_calls(
+    tools: ToolActivities, spec: SandboxSpec, base: str, calls: list[CheckedCall]
+) -> list[ToolOutcome]:
+    """The tool runner of `subagent_step`, as the step activity calls it."""
+    outcomes: list[ToolOutcome] = await ActivityEnvironment().run(
+        tools.run_calls, spec, base, calls
+    )
+    return outcomes
 
 
 async def test_a_tool_call_over_the_disk_bound_is_told(
@@ -184,8 +190,7 @@ async def test_a_tool_call_over_the_disk_bound_is_told(
         call(ToolName.RUN, command=f"mkdir many && cd many && seq {many} | xargs touch"),
         call(ToolName.RUN, command="rm -r many"),
     ]
-    request = RunToolsInput(sandbox=spec, base_commit=checkout.base_commit, calls=calls)
-    small, over, cleaned = (await ActivityEnvironment().run(tools.run_tools, request)).outcomes
+    small, over, cleaned = await run_calls(tools, spec, checkout.base_commit, calls)
     assert small.ok and small.limit is None
     assert not over.ok and over.limit == "disk"
     # The base commit's 3 entries (README.md, src, src/calc.py) plus the allowance.
