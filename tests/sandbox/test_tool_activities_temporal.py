@@ -78,10 +78,14 @@ def step_input(spec: SandboxSpec, base_commit: str) -> StepInput:
 
 
 @pytest.fixture
-async def steps(settings: Settings, sandbox: Sandbox) -> AsyncIterator[StepActivities]:
+async def steps(
+    settings: Settings, sandbox: Sandbox, checkout: Checkout
+) -> AsyncIterator[StepActivities]:
+    # The step checkpoints only worktrees of its own host: the checkout's data dir.
+    host = settings.model_copy(update={"data_dir": checkout.worktree.parents[2]})
     with running_model_server(WRITE_THEN_RUN) as model:
-        llm = LlmActivities(settings.model_copy(update={"llm_base_url": model.base_url}))
-        yield StepActivities(llm, ToolActivities(settings, sandbox))
+        llm = LlmActivities(host.model_copy(update={"llm_base_url": model.base_url}))
+        yield StepActivities(llm, ToolActivities(host, sandbox))
         await llm.close()
 
 
