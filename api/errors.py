@@ -15,7 +15,9 @@ from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException
 
+from api.openai_errors import is_openai_path, openai_error, openai_validation_error
 from chat_gateway import TooManySessions
 from switchboard.errors import (
     InvalidRequest,
@@ -45,6 +47,15 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    # Unknown routes and methods on the OpenAI surface answer in OpenAI's shape.
+    assert isinstance(exc, HTTPException)
+    if is_openai_path(request.url.path):
+        return openai_error(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
 def status_for(exc: Exception) -> int:
@@ -55,16 +66,20 @@ def status_for(exc: Exception) -> int:
     )
 
 
-async def _service_error(_: Request, exc: Exception) -> JSONResponse:
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     code = status_for(exc)
+    if is_openai_path(request.url.path):
+        return openai_error(code, str(exc), error_code=type(exc).__name__)
     headers = {"Retry-After": "5"} if code == status.HTTP_503_SERVICE_UNAVAILABLE else None
     return JSONResponse({"detail": str(exc)}, status_code=code, headers=headers)
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     errors: Sequence[Any] = (
         exc.errors() if isinstance(exc, RequestValidationError | ValidationError) else []
     )
+    if is_openai_path(request.url.path):
+        return openai_validation_error(errors, validation_detail(errors))
     return JSONResponse(
         {"detail": validation_detail(errors), "errors": _jsonable(errors)},
         status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,

@@ -12,6 +12,7 @@ from api.middleware import BodyLimit, RequestMetrics
 from api.openapi import install_openapi
 from api.routes import api_router
 from switchboard import __version__
+from switchboard.llm_client import GATEWAY_RETRIES, openai_client
 from switchboard.service import TaskService
 from switchboard.settings import Settings
 from switchboard.temporal import connect
@@ -36,7 +37,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.task_service = TaskService(
             client, settings, remote_callers=not settings.api_is_loopback
         )
-        yield
+        # Frontends' own background requests (titles, tags) go straight to the model.
+        app.state.plain_llm = openai_client(settings, max_retries=GATEWAY_RETRIES)
+        try:
+            yield
+        finally:
+            await app.state.plain_llm.close()
 
     app = FastAPI(
         title="Switchboard",

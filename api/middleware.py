@@ -14,6 +14,8 @@ import time
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.openai_errors import is_openai_path
+
 __all__ = ["MAX_BODY_BYTES", "BodyLimit", "RequestMetrics"]
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
@@ -43,7 +45,7 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers", ())).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+            await self._refuse(send, scope.get("path", ""))
             return
         if declared is not None:
             await self.app(scope, receive, send)
@@ -57,7 +59,7 @@ class BodyLimit:
                 return  # the client went away
             body += message.get("body", b"")
             if len(body) > self.max_bytes:
-                await self._refuse(send)
+                await self._refuse(send, scope.get("path", ""))
                 return
             more = message.get("more_body", False)
         replayed = False
@@ -71,10 +73,19 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {"detail": f"request body over {self.max_bytes} bytes: send a smaller request"}
-        ).encode()
+    async def _refuse(self, send: Send, path: str) -> None:
+        message = f"request body over {self.max_bytes} bytes: send a smaller request"
+        shaped: dict[str, object] = {"detail": message}
+        if is_openai_path(path):
+            shaped = {
+                "error": {
+                    "message": message,
+                    "type": "invalid_request_error",
+                    "code": "request_too_large",
+                    "param": None,
+                }
+            }
+        body = json.dumps(shaped).encode()
         await send(
             {
                 "type": "http.response.start",

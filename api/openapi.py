@@ -22,6 +22,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
+from api.openai_errors import is_openai_path, openai_error
+
 __all__ = ["COMMON_RESPONSES", "ErrorBody", "install_openapi"]
 
 
@@ -92,6 +94,8 @@ async def _method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
     if methods:
         headers["Allow"] = ", ".join(sorted(methods))
     detail = exc.detail if isinstance(exc, HTTPException) else "Method Not Allowed"
+    if is_openai_path(request.url.path):
+        return openai_error(405, str(detail), headers=headers or None)
     return JSONResponse({"detail": detail}, status_code=405, headers=headers or None)
 
 

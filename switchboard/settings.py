@@ -16,6 +16,7 @@ from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from switchboard import wire
+from switchboard.frontends import DEFAULT_BACKGROUND_MARKERS, PUBLIC_MODEL
 
 
 def _default_host_id() -> str:
@@ -75,6 +76,13 @@ class Settings(BaseSettings):
     """Open chat sessions one user may hold; the next create answers 429."""
     session_idle_hours: float = Field(default=72.0, gt=0)
     """A chat session with no message for this long closes itself (history kept)."""
+    openai_models: dict[str, str] = Field(default_factory=dict)
+    """Model ids the OpenAI-compatible surface lists, each mapped to an upstream model
+    (`{"switchboard-large": "gpt-4.1"}`); `switchboard` is always listed and maps to
+    `llm_model` unless named here. A client's `model` is never passed on raw."""
+    background_markers: list[str] = Field(default_factory=lambda: list(DEFAULT_BACKGROUND_MARKERS))
+    """Text that marks a frontend's own request (title, tags, follow-ups): answered as a
+    plain completion outside any session, never with a tool."""
 
     # Sandbox
     sandbox: Literal["auto", "docker", "bwrap"] = "auto"
@@ -125,6 +133,16 @@ class Settings(BaseSettings):
     @property
     def uses_scripted_model(self) -> bool:
         return self.llm_api_key is None and self.llm_base_url is None
+
+    def upstream_model(self, public: str) -> str | None:
+        """The upstream model behind a public model id; None when it is not offered."""
+        if public in self.openai_models:
+            return self.openai_models[public]
+        return self.llm_model if public == PUBLIC_MODEL else None
+
+    @property
+    def public_models(self) -> list[str]:
+        return [PUBLIC_MODEL, *(m for m in self.openai_models if m != PUBLIC_MODEL)]
 
     @property
     def api_is_loopback(self) -> bool:

@@ -4,10 +4,13 @@ as its model.
 The conversation lives in the session, not in the request: Switchboard answers
 the last user message of `messages` and keeps its own history (so a client that
 resends the whole history does not duplicate it). The session is the header
-`X-Switchboard-Session`, else one per caller and `user` field (made on first
-use). Task updates since the previous answer open the next answer, so a client
-that only sees answers still hears about approvals and merges. `model` picks
-the conversation model (`switchboard` means the configured one).
+`X-Switchboard-Session`, else one per caller and frontend conversation (its
+`chat_id`/`metadata` id, else the `user` field, else its first user message:
+`switchboard.frontends.conversation_key`), made on first use. Task updates since
+the previous answer open the next answer, so a client that only sees answers
+still hears about approvals and merges. `model` is one of `GET /v1/models`,
+mapped to a configured upstream model. A frontend's own background requests
+(titles, tags, ...) are answered by the model directly, outside any session.
 """
 
 from __future__ import annotations
@@ -16,14 +19,25 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Header, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from api.deps import CurrentUser
+from api.deps import AppSettings, CurrentUser
 from api.errors import status_for
+from api.frontend import (
+    PlainModel,
+    Refusal,
+    advisory,
+    background_answer,
+    check_params,
+    frontend_session,
+    is_background,
+    upstream_model,
+)
+from api.openai_errors import openai_error, openai_responses
 from api.routes.sessions import ChatGateway
 from chat_gateway import ModelCallFailed, ModelError
 from switchboard.conversation import MAX_MESSAGE_CHARS
@@ -35,7 +49,6 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 
 SESSION_HEADER = "X-Switchboard-Session"
 REPO_HEADER = "X-Switchboard-Repo"
-DEFAULT_MODEL = "switchboard"
 CHARS_PER_TOKEN = 4
 
 
@@ -59,8 +72,10 @@ class ChatMessageIn(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    """The fields read; the rest of OpenAI's request (temperature, tools, ...) is ignored:
-    the conversation model's parameters are Switchboard's."""
+    """The fields read. Of the rest of OpenAI's request, those that would change the
+    answer's shape (`tools`, `n`, `response_format`, ...) are refused with a 400;
+    sampling hints are accepted, checked for range, and named in the
+    `X-Switchboard-Ignored` header (the conversation model's sampling is Switchboard's)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -74,6 +89,10 @@ class ChatCompletionRequest(BaseModel):
         """The message to answer: the last user message."""
         return next((m.text() for m in reversed(self.messages) if m.role == "user"), "")
 
+    def first_question(self) -> str:
+        """The conversation's first user message (the same each turn a frontend replays)."""
+        return next((m.text() for m in self.messages if m.role == "user"), "")
+
     @model_validator(mode="after")
     def _question_fits(self) -> ChatCompletionRequest:
         length = len(self.question())
@@ -85,21 +104,23 @@ class ChatCompletionRequest(BaseModel):
         return self
 
 
-class OpenAIError(BaseModel):
-    message: str
-    type: str
-    code: str | None = None
-    param: str | None = None
-
-
-class OpenAIErrorBody(BaseModel):
-    """OpenAI's error shape: the `openai` client raises the matching exception."""
-
-    error: OpenAIError
-
-
-def _model_failure(description: str) -> dict[str, Any]:
-    return {"description": description, "model": OpenAIErrorBody}
+REFUSED: Final = {
+    "n": "Switchboard writes one answer per message; send n=1 or leave it out",
+    "tools": "the conversation uses Switchboard's own tools (delegate, approve, ...) and "
+    "cannot call a client's functions; leave tools out",
+    "functions": "the conversation cannot call a client's functions; leave functions out",
+    "tool_choice": "there are no client tools to choose from; leave tool_choice out",
+    "function_call": "there are no client functions to call; leave function_call out",
+    "response_format": "the answer is plain text (no json_object or json_schema output); "
+    "leave response_format out or use {'type': 'text'}",
+    "logprobs": "the answer carries no log probabilities",
+    "top_logprobs": "the answer carries no log probabilities",
+    "audio": "the answer is text only",
+    "modalities": "the answer is text only",
+    "prediction": "predicted outputs are not supported",
+}
+"""Parameters that would change what the client gets back: refused with a 400 naming
+them unless their value asks for nothing more than one text answer."""
 
 
 @router.post(
@@ -111,73 +132,110 @@ def _model_failure(description: str) -> dict[str, Any]:
             "failure after the first chunk arrives as an `error` chunk, then the stream ends).",
             "content": {"text/event-stream": {}},
         },
-        400: {
-            "description": "No user message, or the model refused the request (OpenAI's "
-            "`error` shape), or a body that cannot be parsed (`detail`)."
-        },
-        404: _model_failure("The session in X-Switchboard-Session is not yours."),
-        409: _model_failure("The session is closed."),
-        429: _model_failure("The model is rate limited, or too many open sessions."),
-        502: _model_failure("The conversation model failed."),
-        503: _model_failure("The model, Temporal or the workers are not answering."),
-        504: _model_failure("The conversation model timed out."),
+        **openai_responses(
+            _400="No user message, a parameter Switchboard does not support or a value out "
+            "of range (`param` names it), a body that cannot be parsed, or the model "
+            "refused the request.",
+            _404="The model is not offered (`model_not_found`), or the session in "
+            "X-Switchboard-Session is not yours.",
+            _409="The session is closed.",
+            _429="The model is rate limited, or too many open sessions.",
+            _502="The conversation model failed.",
+            _503="The model, Temporal or the workers are not answering.",
+            _504="The conversation model timed out.",
+        ),
     },
 )
 async def chat_completions(
     body: ChatCompletionRequest,
     gateway: ChatGateway,
     user: CurrentUser,
+    settings: AppSettings,
+    llm: PlainModel,
     x_switchboard_session: Annotated[str | None, Header(max_length=100)] = None,
     x_switchboard_repo: Annotated[str | None, Header(max_length=2000)] = None,
+    x_openwebui_chat_id: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Response:
-    """Answer the last user message in the caller's session.
+    """Answer the last user message in the caller's session (a frontend's own
+    background request, such as a title, outside any session).
 
-    Every error past request validation is OpenAI's `{"error": {...}}`, so the
-    `openai` client raises the matching exception."""
+    Every error is OpenAI's `{"error": {...}}`, so the `openai` client raises the
+    matching exception."""
     try:
-        return await _complete(body, gateway, user, x_switchboard_session, x_switchboard_repo)
+        fields = body.model_dump(exclude_unset=True)
+        check_params(fields, REFUSED)
+        upstream = upstream_model(settings, body.model)
+        question = body.question()
+        if not question.strip():
+            raise InvalidRequest("messages hold no user message to answer")
+        headers = advisory(fields)
+        if is_background(question, settings.background_markers):
+            text = await background_answer(
+                llm, upstream, [(m.role, m.text()) for m in body.messages]
+            )
+            return _reply(body, question, _once(text), text, headers)
+        ids = _conversation_ids(fields, x_openwebui_chat_id)
+        session_id = await frontend_session(
+            gateway,
+            user,
+            header_session=x_switchboard_session,
+            repo=x_switchboard_repo,
+            user_field=body.user,
+            ids=ids,
+            first_user_message=body.first_question(),
+        )
+        headers[SESSION_HEADER] = session_id
+        return await _answer(body, gateway, user, session_id, upstream, headers)
+    except Refusal as exc:
+        return exc.response()
     except ModelCallFailed as exc:
         return _error_response(exc.error, {})
     except ServiceError as exc:
-        code = status_for(exc)
-        kind = "invalid_request_error" if code < 500 else "server_error"
-        error = ModelError(message=str(exc)[:2000], type=kind, code=type(exc).__name__, status=code)
-        return _error_response(error, {})
+        return openai_error(status_for(exc), str(exc), error_code=type(exc).__name__)
 
 
-async def _complete(
+def _conversation_ids(fields: dict[str, Any], chat_id_header: str | None) -> dict[str, object]:
+    metadata = fields.get("metadata")
+    ids: dict[str, object] = dict(metadata) if isinstance(metadata, dict) else {}
+    ids.update({k: v for k, v in fields.items() if k != "metadata"})
+    if chat_id_header:
+        ids.setdefault("chat_id", chat_id_header)
+    return ids
+
+
+async def _answer(
     body: ChatCompletionRequest,
     gateway: ChatGateway,
     user: str,
-    x_switchboard_session: str | None,
-    x_switchboard_repo: str | None,
+    session_id: str,
+    upstream: str,
+    headers: dict[str, str],
 ) -> Response:
     question = body.question()
-    if not question.strip():
-        raise InvalidRequest("messages hold no user message to answer")
-    if x_switchboard_session is not None:
-        session_id = x_switchboard_session
-        await gateway.open(session_id, user)
-    else:
-        key = f"openai:{body.user or 'default'}"
-        session_id = await gateway.session_for_key(user, key, repo=x_switchboard_repo)
-        await gateway.open(session_id, user)
-    model = None if body.model == DEFAULT_MODEL else body.model
-    answer = gateway.ask(session_id, user, question, model=model)
-    completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-    created = int(time.time())
-    headers = {SESSION_HEADER: session_id}
+    answer = gateway.ask(session_id, user, question, model=upstream)
     try:
         # Wait for the first piece before answering, so a model that fails at once
         # gets its own status rather than a 200 stream that carries the error.
         first = await anext(answer, "")
+        text = ""
         if not body.stream:
             text = first + "".join([piece async for piece in answer])
     except ModelCallFailed as exc:
         return _error_response(exc.error, headers)
+    return _reply(body, question, _prepend(first, answer), text, headers)
+
+
+def _reply(
+    body: ChatCompletionRequest,
+    question: str,
+    pieces: AsyncIterator[str],
+    text: str,
+    headers: dict[str, str],
+) -> Response:
+    completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+    created = int(time.time())
     if body.stream:
         usage = bool((body.stream_options or {}).get("include_usage"))
-        pieces = _prepend(first, answer)
         chunks = _chunks(pieces, completion_id, created, body.model, question, usage)
         return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
     return JSONResponse(
@@ -198,6 +256,10 @@ async def _complete(
         },
         headers=headers,
     )
+
+
+async def _once(text: str) -> AsyncIterator[str]:
+    yield text
 
 
 async def _chunks(

@@ -1,0 +1,72 @@
+"""What a chat frontend's request means, before it reaches a session: which model it
+names, whether it is the frontend's own housekeeping, and which conversation it is.
+
+Pure functions over the request's text (no I/O), shared by the OpenAI-compatible
+routes (chat completions and responses).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Final
+
+__all__ = [
+    "DEFAULT_BACKGROUND_MARKERS",
+    "PUBLIC_MODEL",
+    "conversation_key",
+    "is_background",
+]
+
+PUBLIC_MODEL: Final = "switchboard"
+"""The model id every client sees: the conversation that can delegate tasks."""
+
+DEFAULT_BACKGROUND_MARKERS: Final = (
+    # Open WebUI's task templates (title, tags, follow-ups, autocomplete, queries,
+    # emoji, image prompt) all start with this heading and quote the chat history.
+    "### Task:",
+    "<chat_history>",
+    # LibreChat's and LobeChat's title prompts.
+    "Please generate a concise, 5-word-or-less title",
+    "Summarize the conversation as a title",
+    # Continue's and other IDE panels' session titles.
+    "Given the following conversation, generate a short title",
+)
+"""Markers of a frontend's own requests; `Settings.background_markers` replaces them."""
+
+CONVERSATION_FIELDS: Final = ("chat_id", "conversation_id", "session_id", "thread_id")
+"""Fields (in the body or its `metadata`) a frontend may name its conversation with."""
+
+
+def is_background(question: str, markers: Sequence[str]) -> bool:
+    """Whether the message to answer is a frontend's housekeeping (title, tags, ...).
+
+    Such a request quotes the conversation inside a template; answering it in the
+    session would take the quote as the user's words.
+    """
+    return any(marker and marker in question for marker in markers)
+
+
+def conversation_key(
+    *,
+    user_field: str | None,
+    ids: Mapping[str, object],
+    first_user_message: str,
+) -> str:
+    """The session key of a frontend conversation (one session per user and key).
+
+    The frontend's own conversation id where it sends one (`chat_id`, `metadata`
+    ...), else the `user` field (a client that keeps one conversation per user),
+    else the conversation's first user message: a frontend that replays the
+    whole history each turn sends the same first message every turn. Two
+    conversations that open with the same words share a session that way; a
+    frontend that sends an id never does.
+    """
+    for name in CONVERSATION_FIELDS:
+        value = ids.get(name)
+        if isinstance(value, str | int) and str(value).strip():
+            return f"openai:{user_field or '-'}:{name}:{str(value)[:200]}"
+    if user_field:
+        return f"openai:{user_field}"
+    digest = hashlib.sha256(first_user_message.encode()).hexdigest()[:32]
+    return f"openai:first:{digest}"
