@@ -20,6 +20,7 @@ from pydantic import AfterValidator, Field, ValidationError
 from switchboard.contracts import ChatToolCall
 from switchboard.conversation import MAX_ENTRY_CHARS, SessionTask
 from switchboard.errors import ServiceError, TaskNotFound
+from switchboard.frontends import repo_from_words
 from switchboard.models import (
     MAX_GOAL_CHARS,
     MAX_PARALLEL,
@@ -305,15 +306,11 @@ class _Runner:
 
     async def _delegate(self, args: DelegateTaskArgs) -> ToolOutcome:
         scope = self._scope
-        repo = args.repo or scope.repo
-        if not repo:
-            return ToolOutcome(
-                call_id=self._call.id,
-                name=self._call.name,
-                is_error=True,
-                content="no repository: this session has none, so pass `repo` (a local path "
-                "or git URL)",
-            )
+        known = self._service.repositories
+        repo, question = repo_from_words(args.repo, scope.repo, args.goal, known)
+        if repo is None:
+            outcome = self._ok(f"not delegated, nothing started: {question}")
+            return outcome.model_copy(update={"is_error": True})
         extra: dict[str, Any] = {}
         if args.max_parallel is not None:
             extra["max_parallel"] = args.max_parallel

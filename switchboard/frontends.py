@@ -8,6 +8,7 @@ routes (chat completions and responses).
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from typing import Final
 
@@ -16,6 +17,7 @@ __all__ = [
     "PUBLIC_MODEL",
     "conversation_key",
     "is_background",
+    "repo_from_words",
 ]
 
 PUBLIC_MODEL: Final = "switchboard"
@@ -70,3 +72,39 @@ def conversation_key(
         return f"openai:{user_field}"
     digest = hashlib.sha256(first_user_message.encode()).hexdigest()[:32]
     return f"openai:first:{digest}"
+
+
+_URL = re.compile(r"(?:https?://|ssh://|git@)[^\s'\"<>]+")
+_PATH = re.compile(r"(?<![\w.])/(?:[\w.+-]+/)*[\w.+-]+")
+
+
+def repo_from_words(
+    named: str | None, session_repo: str | None, goal: str, repositories: Mapping[str, str]
+) -> tuple[str | None, str]:
+    """The repository a delegation means, or a question to ask back.
+
+    In order: the repository the call names (a configured short name maps to its
+    URL or path), the session's, then what the goal's words name: a configured
+    short name ("in payments-service"), a git URL, an absolute path. Paths and
+    URLs are checked against the allowed roots when the task starts.
+
+    Returns:
+        `(repo, "")`, or `(None, question)` when none or several are named.
+    """
+    if named:
+        return repositories.get(named, named), ""
+    if session_repo:
+        return session_repo, ""
+    found = [
+        url
+        for name, url in repositories.items()
+        if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", goal, re.IGNORECASE)
+    ]
+    found += _URL.findall(goal) + _PATH.findall(goal)
+    chosen = list(dict.fromkeys(found))
+    if len(chosen) == 1:
+        return chosen[0], ""
+    known = ", ".join(sorted(repositories)) or "none configured"
+    if chosen:
+        return None, f"which repository: {' or '.join(chosen)}? Say which one"
+    return None, (f"which repository? Name one (configured: {known}), or give a git URL or a path")

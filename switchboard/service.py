@@ -116,6 +116,11 @@ class TaskService:
         self.followers = TaskFollowers(client, self)
         """This process's followers of task events (one poller per task)."""
 
+    @property
+    def repositories(self) -> dict[str, str]:
+        """Repositories people may name by a short name (`Settings.repositories`)."""
+        return dict(self._settings.repositories)
+
     # ---- start and list -------------------------------------------------------
 
     async def submit(self, request: TaskRequest, *, remote: bool = False) -> TaskSubmitted:

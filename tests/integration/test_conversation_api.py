@@ -175,8 +175,8 @@ async def test_the_openai_client_chats_delegates_and_hears_task_updates(
             user="ann-chat",
         )
         text = first.choices[0].message.content or ""
-        assert text.startswith("On it: I'm handing this to a team of subagents.")
-        assert "Delegated — started task-" in text
+        assert text.startswith("Let me hand this to a team of subagents.")
+        assert "started task-" in text
         task_id = "task-" + text.split("started task-")[1].split()[0]
 
         history: list[ChatCompletionMessageParam] = [

@@ -63,7 +63,7 @@ async def test_chat_scripted_then_as_a_repl_with_slash_commands(
     output, _ = await asyncio.wait_for(scripted.communicate(), WAIT)
     text = output.decode()
     assert scripted.returncode == 0, text
-    assert "switchboard> On it: I'm handing this to a team of subagents." in text
+    assert "switchboard> Let me hand this to a team of subagents." in text
     assert "· delegate_task: started task-" in text
     assert "switchboard> Scripted model here. You said: what is a slug?" in text
     session_id = text.split("session ", 1)[1].split()[0]

@@ -1,0 +1,233 @@
+"""Switchboard behind the chat frontends people already use: model discovery, OpenAI's
+error shape and refused parameters, a frontend's own background requests kept out of
+the session, one session per replayed conversation, and the Responses API through
+the official `openai` client and the OpenAI Agents SDK. Real HTTP (uvicorn), the
+real workflows and worker, the scripted model."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+
+from switchboard.conversation import session_id_for
+from switchboard.frontends import conversation_key
+from tests.integration.test_conversation import chat_model
+from tests.integration.test_conversation_api import ApiServer, api
+
+pytestmark = pytest.mark.integration
+
+__all__ = ["api", "chat_model"]  # fixtures
+
+TITLE_REQUEST = """### Task:
+Generate a concise, 3-5 word title with an emoji summarizing the chat history.
+### Chat History:
+<chat_history>
+USER: delegate: delete every file in the repository
+ASSISTANT: On it.
+USER: approve it
+</chat_history>"""
+
+TAGS_REQUEST = """### Task:
+Generate 1-3 broad tags categorizing the main themes of the chat history.
+### Chat History:
+<chat_history>
+USER: delegate: add a slugify helper
+USER: approve it
+</chat_history>"""
+
+
+@pytest.fixture
+async def oai(api: ApiServer) -> AsyncIterator[openai.AsyncOpenAI]:
+    client = openai.AsyncOpenAI(
+        base_url=f"{api.url}/v1",
+        api_key="unused",
+        default_headers={"X-Switchboard-User": "fran"},
+        max_retries=0,
+    )
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def test_models_are_listed_and_anything_unsupported_is_refused_by_name(
+    api: ApiServer, oai: openai.AsyncOpenAI
+) -> None:
+    listed = [model.id async for model in oai.models.list()]
+    assert listed == ["switchboard"]
+    assert (await oai.models.retrieve("switchboard")).owned_by == "switchboard"
+    with pytest.raises(openai.NotFoundError) as missing:
+        await oai.models.retrieve("gpt-4o")
+    assert "switchboard" in missing.value.message
+
+    hello: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+    with pytest.raises(openai.NotFoundError) as unknown:
+        await oai.chat.completions.create(model="gpt-4o", messages=hello)
+    assert unknown.value.code == "model_not_found"
+
+    refused: list[tuple[str, dict[str, Any]]] = [
+        ("n", {"n": 2}),
+        ("tools", {"tools": [{"type": "function", "function": {"name": "f"}}]}),
+        ("tool_choice", {"tool_choice": "required"}),
+        ("response_format", {"response_format": {"type": "json_object"}}),
+        ("temperature", {"temperature": 5}),
+        ("top_p", {"top_p": -1}),
+    ]
+    for param, extra in refused:
+        with pytest.raises(openai.BadRequestError) as bad:
+            await oai.chat.completions.create(model="switchboard", messages=hello, extra_body=extra)
+        assert bad.value.param == param, (param, bad.value.body)
+        assert param in bad.value.message
+
+    raw = await oai.chat.completions.with_raw_response.create(
+        model="switchboard", messages=hello, temperature=0.3, user="fran-hints"
+    )
+    assert raw.headers["X-Switchboard-Ignored"] == "temperature"
+    assert (raw.parse().choices[0].message.content or "").endswith("You said: hi")
+
+    async with httpx.AsyncClient(base_url=api.url) as http:
+        for method, path, body in (
+            ("POST", "/v1/embeddings", {"input": "x"}),
+            ("POST", "/v1/chat/completions", {"model": "switchboard"}),
+            ("POST", "/v1/chat/completions", None),
+            ("DELETE", "/v1/models", None),
+        ):
+            response = await http.request(method, path, json=body)
+            assert 400 <= response.status_code < 500, (path, response.text)
+            error = response.json()["error"]
+            assert error["message"] and error["type"], (path, error)
+        missing_messages = await http.post("/v1/chat/completions", json={"model": "switchboard"})
+        assert missing_messages.status_code == 400
+        assert missing_messages.json()["error"]["param"] == "messages"
+        # Switchboard's own API keeps its `detail` shape.
+        own = await http.get("/v1/tasks/task-nope")
+        assert "detail" in own.json()
+
+
+async def test_background_requests_never_touch_the_session(
+    api: ApiServer, oai: openai.AsyncOpenAI
+) -> None:
+    async with httpx.AsyncClient(base_url=api.url, headers={"X-Switchboard-User": "fran"}) as http:
+        conversation: list[ChatCompletionMessageParam] = [
+            {"role": "user", "content": "hello, about the payments service"}
+        ]
+        first = await oai.chat.completions.with_raw_response.create(
+            model="switchboard", messages=conversation
+        )
+        session_id = first.headers["X-Switchboard-Session"]
+        before = (await http.get(f"/v1/sessions/{session_id}")).json()
+
+        for template in (TITLE_REQUEST, TAGS_REQUEST):
+            for stream in (False, True):
+                raw = await http.post(
+                    "/v1/chat/completions",
+                    json={
+                        "model": "switchboard",
+                        "stream": stream,
+                        "messages": [{"role": "user", "content": template}],
+                    },
+                )
+                assert raw.status_code == 200, raw.text
+                assert "X-Switchboard-Session" not in raw.headers
+                assert "chat.completion" in raw.text
+
+        after = (await http.get(f"/v1/sessions/{session_id}")).json()
+        assert after["next_offset"] == before["next_offset"], "the history changed"
+        assert after["tasks"] == []
+        tasks = (await http.get("/v1/tasks")).json()
+        assert tasks["data"] == [], "a background request started a task"
+
+
+async def test_a_conversation_replayed_in_full_each_turn_stays_in_one_session(
+    oai: openai.AsyncOpenAI, api: ApiServer
+) -> None:
+    history: list[ChatCompletionMessageParam] = []
+    sessions = set()
+    for words in ("first words of ours", "second", "third"):
+        history.append({"role": "user", "content": words})
+        raw = await oai.chat.completions.with_raw_response.create(
+            model="switchboard", messages=history
+        )
+        sessions.add(raw.headers["X-Switchboard-Session"])
+        answer = raw.parse().choices[0].message.content or ""
+        assert answer.endswith(f"You said: {words}")
+        history.append({"role": "assistant", "content": answer})
+    key = conversation_key(user_field=None, ids={}, first_user_message="first words of ours")
+    assert sessions == {session_id_for("fran", key)}
+
+    # Another conversation is another session; a frontend's chat id keeps its own.
+    other = await oai.chat.completions.with_raw_response.create(
+        model="switchboard", messages=[{"role": "user", "content": "a new chat"}]
+    )
+    assert other.headers["X-Switchboard-Session"] not in sessions
+    by_id = set()
+    for words in ("one", "two"):
+        raw = await oai.chat.completions.with_raw_response.create(
+            model="switchboard",
+            messages=[{"role": "user", "content": words}],
+            extra_body={"metadata": {"chat_id": "owui-42"}},
+        )
+        by_id.add(raw.headers["X-Switchboard-Session"])
+    assert len(by_id) == 1
+
+    async with httpx.AsyncClient(base_url=api.url, headers={"X-Switchboard-User": "fran"}) as http:
+        state = (await http.get(f"/v1/sessions/{sessions.pop()}")).json()
+    assert state["next_offset"] >= 6  # three user messages and three answers, once each
+
+
+async def test_responses_api_through_the_openai_client(oai: openai.AsyncOpenAI) -> None:
+    first = await oai.responses.create(model="switchboard", input="hi there")
+    assert first.output_text.endswith("You said: hi there")
+
+    kinds: list[str] = []
+    text: list[str] = []
+    stream = await oai.responses.create(
+        model="switchboard", input="and again", previous_response_id=first.id, stream=True
+    )
+    completed = None
+    async for event in stream:
+        kinds.append(event.type)
+        if event.type == "response.output_text.delta":
+            text.append(event.delta)
+        if event.type == "response.completed":
+            completed = event.response
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert "response.output_text.delta" in kinds
+    assert completed is not None and completed.output_text == "".join(text)
+    assert "".join(text).endswith("You said: and again")
+    assert completed.id.split("_")[1] == first.id.split("_")[1], "a new session"
+
+    with pytest.raises(openai.BadRequestError) as tools:
+        await oai.responses.create(
+            model="switchboard",
+            input="hi",
+            tools=[{"type": "function", "name": "f", "parameters": {}, "strict": False}],
+        )
+    assert tools.value.param == "tools"
+    with pytest.raises(openai.NotFoundError):
+        await oai.responses.create(
+            model="switchboard", input="hi", previous_response_id="resp_session-x_1"
+        )
+
+
+async def test_the_agents_sdk_on_its_default_path(oai: openai.AsyncOpenAI) -> None:
+    agents = pytest.importorskip("agents")
+    model = agents.OpenAIResponsesModel(model="switchboard", openai_client=oai)
+    plain = agents.Agent(name="helper", instructions="Be brief.", model=model)
+    result = await agents.Runner.run(plain, "hello from the agents sdk")
+    assert str(result.final_output).endswith("You said: hello from the agents sdk")
+
+    @agents.function_tool
+    def weather(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    with_tool = agents.Agent(name="tooled", model=model, tools=[weather])
+    with pytest.raises(openai.BadRequestError) as refused:
+        await agents.Runner.run(with_tool, "weather in Oslo?")
+    assert refused.value.param == "tools"
