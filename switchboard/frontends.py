@@ -75,7 +75,7 @@ def conversation_key(
 
 
 _URL = re.compile(r"(?:https?://|ssh://|git@)[^\s'\"<>]+")
-_PATH = re.compile(r"(?<![\w.])/(?:[\w.+-]+/)*[\w.+-]+")
+_PATH = re.compile(r"(?<![\w.:/@~-])/(?:[\w.+-]+/)*[\w.+-]+")
 
 
 def repo_from_words(

@@ -267,7 +267,7 @@ async def test_bad_input_gets_a_clear_4xx_and_changes_nothing(
             base_url=f"{api.url}/v1", api_key="unused", max_retries=0
         )
         try:
-            with pytest.raises(openai.UnprocessableEntityError):
+            with pytest.raises(openai.BadRequestError):
                 await openai_client.chat.completions.create(
                     model="switchboard", messages=[{"role": "user", "content": "y" * 1_000_000}]
                 )

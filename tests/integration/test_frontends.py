@@ -6,7 +6,9 @@ real workflows and worker, the scripted model."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +18,9 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from switchboard.conversation import session_id_for
 from switchboard.frontends import conversation_key
+from switchboard.models import Phase
+from switchboard.settings import Settings
+from testkit import git
 from tests.integration.test_conversation import chat_model
 from tests.integration.test_conversation_api import ApiServer, api
 
@@ -39,6 +44,12 @@ Generate 1-3 broad tags categorizing the main themes of the chat history.
 USER: delegate: add a slugify helper
 USER: approve it
 </chat_history>"""
+
+
+@pytest.fixture
+def settings(settings: Settings, repo: Path) -> Settings:
+    """The stack's settings with one repository people may name: `payments-service`."""
+    return settings.model_copy(update={"repositories": {"payments-service": str(repo)}})
 
 
 @pytest.fixture
@@ -217,6 +228,7 @@ async def test_responses_api_through_the_openai_client(oai: openai.AsyncOpenAI) 
 
 async def test_the_agents_sdk_on_its_default_path(oai: openai.AsyncOpenAI) -> None:
     agents = pytest.importorskip("agents")
+    agents.set_tracing_disabled(True)  # no trace export to OpenAI
     model = agents.OpenAIResponsesModel(model="switchboard", openai_client=oai)
     plain = agents.Agent(name="helper", instructions="Be brief.", model=model)
     result = await agents.Runner.run(plain, "hello from the agents sdk")
@@ -231,3 +243,46 @@ async def test_the_agents_sdk_on_its_default_path(oai: openai.AsyncOpenAI) -> No
     with pytest.raises(openai.BadRequestError) as refused:
         await agents.Runner.run(with_tool, "weather in Oslo?")
     assert refused.value.param == "tools"
+
+
+async def test_a_frontend_delegates_on_a_named_repository_hears_progress_and_approves(
+    oai: openai.AsyncOpenAI, api: ApiServer, repo: Path
+) -> None:
+    """No headers but the user: the conversation replayed each turn, the repository
+    named in words, the progress in the next answer, the approval in words."""
+    history: list[ChatCompletionMessageParam] = []
+
+    async def say(words: str) -> tuple[str, str]:
+        history.append({"role": "user", "content": words})
+        raw = await oai.chat.completions.with_raw_response.create(
+            model="switchboard", messages=history
+        )
+        text = raw.parse().choices[0].message.content or ""
+        history.append({"role": "assistant", "content": text})
+        return raw.headers["X-Switchboard-Session"], text
+
+    session_id, asked = await say("delegate: add a slugify helper")
+    assert "not delegated, nothing started: which repository?" in asked
+    assert "payments-service" in asked and "started task-" not in asked
+
+    same, text = await say("delegate: add a slugify helper in payments-service")
+    assert same == session_id
+    assert "started task-" in text
+    task_id = "task-" + text.split("started task-")[1].split()[0]
+
+    async with httpx.AsyncClient(base_url=api.url, headers={"X-Switchboard-User": "fran"}) as http:
+        async with asyncio.timeout(90):
+            while True:
+                state = (await http.get(f"/v1/sessions/{session_id}")).json()
+                if state["tasks"][0]["phase"] == Phase.AWAITING_APPROVAL.value:
+                    break
+                await asyncio.sleep(0.2)
+        assert len(state["tasks"]) == 1, "the question started a task"
+
+        _, text = await say("approve it")
+        assert text.startswith("Task updates:")
+        assert "approval_needed" in text and f"{task_id}: approved by fran" in text
+        async with asyncio.timeout(90):
+            while (await http.get(f"/v1/tasks/{task_id}")).json()["phase"] != "completed":
+                await asyncio.sleep(0.2)
+    assert git(repo, "rev-parse", "--verify", f"switchboard/{task_id}")

@@ -1,0 +1,52 @@
+"""The pure rules of `switchboard.frontends`: which repository a delegation's words
+name, which conversation a frontend request belongs to, what is a background request."""
+
+from __future__ import annotations
+
+from switchboard.frontends import (
+    DEFAULT_BACKGROUND_MARKERS,
+    conversation_key,
+    is_background,
+    repo_from_words,
+)
+
+KNOWN = {"payments-service": "https://git.example/pay.git", "web": "/srv/repos/web"}
+
+
+def test_a_repository_is_taken_from_the_call_the_session_or_the_words() -> None:
+    assert repo_from_words("web", None, "x", KNOWN) == ("/srv/repos/web", "")
+    assert repo_from_words("/elsewhere", None, "x", KNOWN) == ("/elsewhere", "")
+    assert repo_from_words(None, "/session/repo", "in web", KNOWN) == ("/session/repo", "")
+    assert repo_from_words(None, None, "fix the retry in Payments-Service", KNOWN) == (
+        "https://git.example/pay.git",
+        "",
+    )
+    url = "https://github.com/acme/tool.git"
+    assert repo_from_words(None, None, f"bump deps in {url} please", KNOWN) == (url, "")
+    assert repo_from_words(None, None, "tidy /srv/repos/api now", KNOWN) == ("/srv/repos/api", "")
+
+
+def test_none_or_several_repositories_ask_back() -> None:
+    repo, question = repo_from_words(None, None, "add a slugify helper", KNOWN)
+    assert repo is None and "payments-service, web" in question
+    repo, question = repo_from_words(None, None, "sync web with payments-service", KNOWN)
+    assert repo is None and "/srv/repos/web" in question and " or " in question
+    # A word that merely contains a short name is not it.
+    repo, _ = repo_from_words(None, None, "add a webhook handler", KNOWN)
+    assert repo is None
+
+
+def test_a_conversation_key_prefers_the_frontends_id_then_user_then_first_message() -> None:
+    by_id = conversation_key(user_field="u", ids={"chat_id": "c1"}, first_user_message="hi")
+    assert by_id == conversation_key(user_field="u", ids={"chat_id": "c1"}, first_user_message="yo")
+    assert conversation_key(user_field="u", ids={}, first_user_message="hi") == "openai:u"
+    first = conversation_key(user_field=None, ids={}, first_user_message="hi")
+    assert first == conversation_key(user_field=None, ids={"other": 1}, first_user_message="hi")
+    assert first != conversation_key(user_field=None, ids={}, first_user_message="hello")
+
+
+def test_background_requests_are_recognised_by_their_markers() -> None:
+    markers = list(DEFAULT_BACKGROUND_MARKERS)
+    assert is_background("### Task:\nGenerate a concise title\n<chat_history>...", markers)
+    assert not is_background("delegate: add a slugify helper", markers)
+    assert not is_background("### Task:", [])
