@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
 from openai.types.chat import ChatCompletionMessageParam
 
 from switchboard.conversation import session_id_for
@@ -227,21 +228,20 @@ async def test_responses_api_through_the_openai_client(oai: openai.AsyncOpenAI) 
 
 
 async def test_the_agents_sdk_on_its_default_path(oai: openai.AsyncOpenAI) -> None:
-    agents = pytest.importorskip("agents")
-    agents.set_tracing_disabled(True)  # no trace export to OpenAI
-    model = agents.OpenAIResponsesModel(model="switchboard", openai_client=oai)
-    plain = agents.Agent(name="helper", instructions="Be brief.", model=model)
-    result = await agents.Runner.run(plain, "hello from the agents sdk")
+    set_tracing_disabled(True)  # no trace export to OpenAI
+    model = OpenAIResponsesModel(model="switchboard", openai_client=oai)
+    plain = Agent(name="helper", instructions="Be brief.", model=model)
+    result = await Runner.run(plain, "hello from the agents sdk")
     assert str(result.final_output).endswith("You said: hello from the agents sdk")
 
-    @agents.function_tool
+    @function_tool
     def weather(city: str) -> str:
         """The weather in a city."""
         return f"sunny in {city}"
 
-    with_tool = agents.Agent(name="tooled", model=model, tools=[weather])
+    with_tool = Agent(name="tooled", model=model, tools=[weather])
     with pytest.raises(openai.BadRequestError) as refused:
-        await agents.Runner.run(with_tool, "weather in Oslo?")
+        await Runner.run(with_tool, "weather in Oslo?")
     assert refused.value.param == "tools"
 
 
