@@ -15,7 +15,9 @@ import httpx
 import openai
 import pytest
 from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
+from langchain_openai import ChatOpenAI
 from openai.types.chat import ChatCompletionMessageParam
+from pydantic import BaseModel, SecretStr
 
 from switchboard.conversation import session_id_for
 from switchboard.frontends import conversation_key
@@ -286,3 +288,31 @@ async def test_a_frontend_delegates_on_a_named_repository_hears_progress_and_app
             while (await http.get(f"/v1/tasks/{task_id}")).json()["phase"] != "completed":
                 await asyncio.sleep(0.2)
     assert git(repo, "rev-parse", "--verify", f"switchboard/{task_id}")
+
+
+class Title(BaseModel):
+    title: str
+
+
+async def test_langchain_chats_and_structured_output_fails_clearly(api: ApiServer) -> None:
+    chat = ChatOpenAI(
+        base_url=f"{api.url}/v1",
+        api_key=SecretStr("unused"),
+        model="switchboard",
+        max_retries=0,
+        default_headers={"X-Switchboard-User": "lang"},
+    )
+    answer = await chat.ainvoke("hello from langchain")
+    assert str(answer.content).endswith("You said: hello from langchain")
+    pieces = [str(chunk.content) async for chunk in chat.astream("streamed please")]
+    assert "".join(pieces).endswith("You said: streamed please")
+
+    for structured, param in (
+        (chat.with_structured_output(Title, method="json_schema"), "response_format"),
+        (chat.with_structured_output(Title, method="json_mode"), "response_format"),
+        (chat.with_structured_output(Title, method="function_calling"), "tools"),
+    ):
+        with pytest.raises(openai.BadRequestError) as refused:
+            await structured.ainvoke("title this")
+        assert refused.value.param == param
+        assert f"{param} is not supported" in refused.value.message
