@@ -2,7 +2,8 @@
 
 - Validation errors (422) are `{"detail": "<one sentence>", "errors": [...]}`
   (see `api.errors`), not FastAPI's default `{"detail": [...]}`: the document
-  says so.
+  says so. The OpenAI surface (`api.openai_errors`) answers them as OpenAI's
+  400 instead, and its operations document no 422.
 - Every operation may answer 400 (a body that cannot be parsed), 413 (body too
   large, `api.middleware.BodyLimit`), 502 (Temporal refused a call) and 503
   (Temporal or the workers not answering), all as `{"detail": "..."}`.
@@ -74,11 +75,20 @@ def install_openapi(app: FastAPI) -> None:
             schemas["ValidationIssue"] = issue
             schemas["HTTPValidationError"] = body
             schemas.pop("ValidationError", None)
+            _openai_surface_has_no_422(document)
             app.openapi_schema = document
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_exception_handler(405, _method_not_allowed)
+
+
+def _openai_surface_has_no_422(document: dict[str, Any]) -> None:
+    # The OpenAI surface answers a body that does not validate with OpenAI's 400.
+    for path, operations in document.get("paths", {}).items():
+        if is_openai_path(path):
+            for operation in operations.values():
+                operation.get("responses", {}).pop("422", None)
 
 
 async def _method_not_allowed(request: Request, exc: Exception) -> JSONResponse:

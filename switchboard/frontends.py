@@ -40,13 +40,16 @@ CONVERSATION_FIELDS: Final = ("chat_id", "conversation_id", "session_id", "threa
 """Fields (in the body or its `metadata`) a frontend may name its conversation with."""
 
 
-def is_background(question: str, markers: Sequence[str]) -> bool:
-    """Whether the message to answer is a frontend's housekeeping (title, tags, ...).
+def is_background(messages: Sequence[tuple[str, str]], markers: Sequence[str]) -> bool:
+    """Whether a request is a frontend's housekeeping (title, tags, ...): its last user
+    message, or a system/developer message, holds one of `markers`.
 
     Such a request quotes the conversation inside a template; answering it in the
     session would take the quote as the user's words.
     """
-    return any(marker and marker in question for marker in markers)
+    last_user = next((text for role, text in reversed(messages) if role == "user"), "")
+    texts = [last_user, *(text for role, text in messages if role in ("system", "developer"))]
+    return any(marker and marker in text for text in texts for marker in markers)
 
 
 def conversation_key(

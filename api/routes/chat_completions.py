@@ -169,10 +169,9 @@ async def chat_completions(
         if not question.strip():
             raise InvalidRequest("messages hold no user message to answer")
         headers = advisory(fields)
-        if is_background(question, settings.background_markers):
-            text = await background_answer(
-                llm, upstream, [(m.role, m.text()) for m in body.messages]
-            )
+        messages = [(m.role, m.text()) for m in body.messages]
+        if is_background(messages, settings.background_markers):
+            text = await background_answer(llm, upstream, messages)
             return _reply(body, question, _once(text), text, headers)
         ids = _conversation_ids(fields, x_openwebui_chat_id)
         session_id = await frontend_session(

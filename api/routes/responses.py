@@ -135,6 +135,7 @@ async def create_response(
     user: CurrentUser,
     settings: AppSettings,
     llm: PlainModel,
+    x_switchboard_repo: Annotated[str | None, Header(max_length=2000)] = None,
     x_openwebui_chat_id: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Response:
     """Answer the last user message of `input` in the caller's session (a frontend's
@@ -148,14 +149,14 @@ async def create_response(
         if not question.strip():
             raise InvalidRequest("input holds no user message to answer")
         headers = _ignored(fields)
-        if is_background(question, settings.background_markers):
+        if is_background(messages, settings.background_markers):
             text = await background_answer(llm, upstream, messages)
             return _reply(body, _BACKGROUND, _once(text), text, headers)
         session_id = await frontend_session(
             gateway,
             user,
             header_session=_session_of(body.previous_response_id),
-            repo=None,
+            repo=x_switchboard_repo,
             user_field=body.user or fields.get("safety_identifier"),
             ids=_conversation_ids(body, fields, x_openwebui_chat_id),
             first_user_message=next((t for r, t in messages if r == "user"), ""),

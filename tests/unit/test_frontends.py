@@ -47,6 +47,11 @@ def test_a_conversation_key_prefers_the_frontends_id_then_user_then_first_messag
 
 def test_background_requests_are_recognised_by_their_markers() -> None:
     markers = list(DEFAULT_BACKGROUND_MARKERS)
-    assert is_background("### Task:\nGenerate a concise title\n<chat_history>...", markers)
-    assert not is_background("delegate: add a slugify helper", markers)
-    assert not is_background("### Task:", [])
+    title = "### Task:\nGenerate a concise title\n<chat_history>...</chat_history>"
+    assert is_background([("user", title)], markers)
+    system = ("system", "Summarize the conversation as a title")
+    assert is_background([system, ("user", "x")], markers)
+    assert not is_background([("user", "delegate: add a slugify helper")], markers)
+    # Only the message being answered counts: a quote of an earlier one does not.
+    assert not is_background([("user", title), ("assistant", "t"), ("user", "hi")], markers)
+    assert not is_background([("user", title)], [])
