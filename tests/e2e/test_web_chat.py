@@ -87,9 +87,9 @@ async def test_chat_delegate_watch_approve_and_see_the_merge(
     await page.wait_for_selector(".msg.user >> text=delegate: add a slugify helper")
     card = page.locator(".task-card")
     await card.wait_for(timeout=WAIT_MS)
-    await page.wait_for_selector(".msg.assistant >> text=Delegated", timeout=WAIT_MS)
+    await page.wait_for_selector(".msg.assistant >> text=Keep talking to me", timeout=WAIT_MS)
     drafts: list[str] = await page.evaluate("window.draftTexts")
-    partial = [t for t in drafts if t and "handing this to a team" not in t]
+    partial = [t for t in drafts if t and "hand this to a team" not in t]
     assert len(set(drafts)) > 3 and partial, f"no streamed tokens were shown: {drafts}"
     chat_model.configure(token_rate=0)
 

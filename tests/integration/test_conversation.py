@@ -113,7 +113,7 @@ async def test_delegate_keep_chatting_approve_and_see_the_merge(
         assert first.claimed and first.turn == 1
         await stream.wait_for(turn_ended(1), "the delegation turn")
         reply = answer(stream, 1)
-        assert "handing this to a team of subagents" in reply
+        assert "hand this to a team of subagents" in reply
         started = [e for e in stream.entries if e.role == "tool" and e.tool_name == "delegate_task"]
         assert len(started) == 1 and not started[0].is_error
         task_id = started[0].task_id
