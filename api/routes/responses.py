@@ -38,6 +38,7 @@ from api.frontend import (
 from api.openai_errors import openai_error, openai_responses
 from api.routes.sessions import ChatGateway
 from chat_gateway import ModelCallFailed
+from switchboard.conversation import MAX_MESSAGE_CHARS
 from switchboard.errors import InvalidRequest, ServiceError
 
 __all__ = ["router"]
@@ -148,6 +149,14 @@ async def create_response(
         question = next((text for role, text in reversed(messages) if role == "user"), "")
         if not question.strip():
             raise InvalidRequest("input holds no user message to answer")
+        if len(question) > MAX_MESSAGE_CHARS:
+            raise Refusal(
+                400,
+                f"the last user message has {len(question)} characters; the limit is "
+                f"{MAX_MESSAGE_CHARS}: send a shorter message",
+                param="input",
+                code="string_above_max_length",
+            )
         headers = _ignored(fields)
         if is_background(messages, settings.background_markers):
             text = await background_answer(llm, upstream, messages)

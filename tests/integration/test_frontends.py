@@ -227,6 +227,15 @@ async def test_responses_api_through_the_openai_client(oai: openai.AsyncOpenAI) 
         await oai.responses.create(
             model="switchboard", input="hi", previous_response_id="resp_session-x_1"
         )
+    with pytest.raises(openai.BadRequestError) as long:
+        await oai.responses.create(model="switchboard", input="y" * 100_000)
+    assert long.value.param == "input"
+    with pytest.raises(openai.BadRequestError) as foreign_item:
+        await oai.responses.create(
+            model="switchboard",
+            input=[{"type": "function_call_output", "call_id": "c1", "output": "42"}],
+        )
+    assert foreign_item.value.param == "input[0]"
 
 
 async def test_the_agents_sdk_on_its_default_path(oai: openai.AsyncOpenAI) -> None:
