@@ -90,7 +90,9 @@ def _command(url: str, work: Path) -> list[str]:
         "--exclude-path-regex",
         STREAMS,
         "--request-timeout",
-        "30",
+        # Longer than the API's own bound on an update (30 s, then a documented 503),
+        # so a slow worker is seen as the 503 it gets, not as a client-side timeout.
+        "75",
         "--seed",
         "1",
         "--suppress-health-check",
