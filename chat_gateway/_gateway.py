@@ -10,25 +10,22 @@ live tasks from their recorded cursors, and resumes any turn left unanswered.
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import AsyncIterator, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator
 
 import openai
 from temporalio.client import Client
 
 from chat_gateway._active import ActiveSession
-from chat_gateway._hub import SessionHub, StreamItem
-from chat_gateway._store import SessionNotFound, SessionStore, SessionSummary, TooManySessions
+from chat_gateway._background import Background, consume
+from chat_gateway._hub import StreamItem
+from chat_gateway._store import SessionNotFound, SessionStore, SessionSummary
 from chat_gateway._streams import SessionStreams, answer_text
 from chat_gateway._turns import Prefetch, TurnRunner
 from chat_gateway._watch import TaskWatcher
 from switchboard.conversation import (
-    CONTEXT_ENTRIES,
     NewEntry,
     PostMessage,
     PostResult,
-    SessionEntry,
     SessionStart,
     SessionState,
     SessionTask,
@@ -36,7 +33,7 @@ from switchboard.conversation import (
     new_session_id,
     session_id_for,
 )
-from switchboard.errors import ServiceUnavailable, WrongPhase
+from switchboard.errors import WrongPhase
 from switchboard.llm_client import GATEWAY_RETRIES, openai_client
 from switchboard.models import Model, TaskEvent, TaskStatus
 from switchboard.service import TaskService
@@ -44,7 +41,6 @@ from switchboard.settings import Settings
 
 __all__ = ["Gateway", "SessionInfo"]
 
-log = logging.getLogger(__name__)
 
 CATCH_UP_SECONDS = 1.0
 """Before the first turn after activation, let watchers record what the tasks did
@@ -93,7 +89,7 @@ class Gateway:
         )
         self._sessions: dict[str, ActiveSession] = {}
         self._activating: dict[str, asyncio.Future[ActiveSession]] = {}
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background = Background()
         self._closed = False
 
     @property
@@ -109,10 +105,7 @@ class Gateway:
         self._closed = True
         for active in self._sessions.values():
             active.hub.close()
-        tasks = list(self._background)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._background.aclose()
         if self._owns_llm:
             await self._llm.close()
 
@@ -133,7 +126,8 @@ class Gateway:
             TooManySessions: The owner holds `max_open_sessions_per_user` open sessions.
         """
         session_id = session_id_for(owner, key) if key is not None else new_session_id()
-        await self._check_quota(owner, session_id if key is not None else None)
+        limit = self._settings.max_open_sessions_per_user
+        await self._store.check_quota(owner, limit, session_id if key is not None else None)
         start = SessionStart(
             owner=owner,
             repo=repo,
@@ -144,17 +138,6 @@ class Gateway:
             start.max_history_events = max_history_events
         await self._store.start(session_id, start)
         return SessionInfo(session_id=session_id, owner=owner, repo=repo, title=title)
-
-    async def _check_quota(self, owner: str, keyed: str | None) -> None:
-        limit = self._settings.max_open_sessions_per_user
-        if await self._store.count_open(owner) < limit:
-            return
-        if keyed is not None and await self._store.is_open(keyed):
-            return  # reusing the key's open session adds none
-        raise TooManySessions(
-            f"{owner} has {limit} open sessions, the most allowed: close one "
-            "(DELETE /v1/sessions/{id}) or wait for an idle one to close itself"
-        )
 
     async def session_for_key(self, owner: str, key: str, *, repo: str | None = None) -> str:
         """The owner's session for a client key (made on first use; then one lookup)."""
@@ -237,7 +220,7 @@ class Gateway:
         elif prefetch is not None:
             prefetch.cancel()
             prefetch = None
-        self._spawn(self._answer(active, result.turn, context, prefetch))
+        self._background.spawn(self._answer(active, result.turn, context, prefetch))
         return result
 
     async def _closed_meanwhile(self, session_id: str) -> None:
@@ -277,7 +260,7 @@ class Gateway:
             posting = asyncio.ensure_future(
                 self.post(session_id, user, content, model=model, request_id=request_id)
             )
-            posting.add_done_callback(_consume)
+            posting.add_done_callback(consume)
             result = await asyncio.shield(posting)
             updates = await self._streams.updates_before(session_id, result.stamp.first_offset)
             if updates:
@@ -340,22 +323,14 @@ class Gateway:
         state = await self._store.state(session_id)
         if state.closed:
             raise WrongPhase(f"{session_id} is closed: start a new session")
-
-        async def fill(start: int, stop: int) -> list[SessionEntry]:
-            return [e async for e in self._streams.backlog(session_id, start, stop)]
-
-        # The newest entries seed the hub, so a turn's context needs no query.
-        start = max(state.first_offset, state.next_offset - CONTEXT_ENTRIES)
-        recent = [e async for e in self._streams.backlog(session_id, start, None)]
-        next_offset = recent[-1].offset + 1 if recent else state.next_offset
-        hub = SessionHub(next_offset, fill, [e for e in recent if e.kind != "gap"])
+        hub = await self._streams.hub(session_id, state)
         active = ActiveSession(session_id, state, hub, tasks={t.task_id: t for t in state.tasks})
         self._sessions[session_id] = active
         for task in state.tasks:
             if not task.phase.is_final:
                 self._watch(active, task.task_id, task.cursor)
         if state.turns:
-            self._spawn(self._resume(active))
+            self._background.spawn(self._resume(active))
         return active
 
     async def _resume(self, active: ActiveSession) -> None:
@@ -403,7 +378,7 @@ class Gateway:
             finally:
                 active.watchers.pop(task_id, None)
 
-        self._spawn(run())
+        self._background.spawn(run())
 
     def _started(self, active: ActiveSession, task: SessionTask) -> None:
         active.tasks.setdefault(task.task_id, task)
@@ -411,22 +386,3 @@ class Gateway:
 
     async def _task_status(self, task_id: str) -> TaskStatus:
         return await self._service.status(task_id)
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work)
-        self._background.add(task)
-
-        def done(finished: asyncio.Task[Any]) -> None:
-            self._background.discard(finished)
-            if not finished.cancelled() and finished.exception() is not None:
-                error = finished.exception()
-                level = logging.WARNING if isinstance(error, ServiceUnavailable) else logging.ERROR
-                log.log(level, "gateway task failed: %s", error, exc_info=error)
-
-        task.add_done_callback(done)
-
-
-def _consume(task: asyncio.Future[Any]) -> None:
-    """Retrieve a shielded post's outcome: its caller may have left (it re-raises if not)."""
-    if not task.cancelled() and task.exception() is not None:
-        log.debug("a post failed: %s", task.exception())

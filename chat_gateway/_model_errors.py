@@ -12,8 +12,8 @@ from typing import Any
 import openai
 from pydantic import Field
 
+from switchboard.errors import ServiceError
 from switchboard.models import Model
-from switchboard.service import ServiceError
 
 __all__ = ["ModelCallFailed", "ModelError", "model_error"]
 

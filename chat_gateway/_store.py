@@ -130,6 +130,18 @@ class SessionStore:
             return False
         return True
 
+    async def check_quota(self, owner: str, limit: int, keyed: str | None) -> None:
+        """Raise `TooManySessions` if `owner` holds `limit` open sessions (reusing the
+        open session `keyed` adds none)."""
+        if await self.count_open(owner) < limit:
+            return
+        if keyed is not None and await self.is_open(keyed):
+            return
+        raise TooManySessions(
+            f"{owner} has {limit} open sessions, the most allowed: close one "
+            "(DELETE /v1/sessions/{id}) or wait for an idle one to close itself"
+        )
+
     async def list(self, owner: str, limit: int = 50) -> list[SessionSummary]:
         query = _open_sessions(owner)
         found: list[SessionSummary] = []

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from chat_gateway._hub import SessionHub, StreamItem, Subscription
 from chat_gateway._model_errors import ModelCallFailed
 from chat_gateway._store import SessionStore
-from switchboard.conversation import SessionEntry
+from switchboard.conversation import CONTEXT_ENTRIES, SessionEntry, SessionState
 from switchboard.errors import ServiceUnavailable
 
 __all__ = ["BACKLOG_PAGE", "UPDATES_LOOKBACK", "SessionStreams", "answer_text"]
@@ -51,6 +51,18 @@ class SessionStreams:
             if stop is None and len(page.entries) < BACKLOG_PAGE:
                 return
             offset = page.next_offset
+
+    async def hub(self, session_id: str, state: SessionState) -> SessionHub:
+        """A live hub for the session, seeded with its newest entries (so a turn's
+        context needs no query) and filling any gap from the workflow."""
+
+        async def fill(start: int, stop: int) -> list[SessionEntry]:
+            return [e async for e in self.backlog(session_id, start, stop)]
+
+        start = max(state.first_offset, state.next_offset - CONTEXT_ENTRIES)
+        recent = [e async for e in self.backlog(session_id, start, None)]
+        next_offset = recent[-1].offset + 1 if recent else state.next_offset
+        return SessionHub(next_offset, fill, [e for e in recent if e.kind != "gap"])
 
     async def updates_before(self, session_id: str, offset: int) -> list[str]:
         """Notable task events recorded since the previous answer, one line each."""

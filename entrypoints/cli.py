@@ -97,7 +97,8 @@ def _exit_status(code: object) -> int:
 
 def _run(operation: Callable[[TaskService], Awaitable[_T]]) -> _T:
     """Connect, run one service operation and turn service errors into exit codes."""
-    from switchboard.service import ServiceError, ServiceUnavailable, TaskService
+    from switchboard.errors import ServiceError, ServiceUnavailable
+    from switchboard.service import TaskService
     from switchboard.temporal import connect
 
     settings = _settings()

@@ -76,17 +76,7 @@ from switchboard.models import (
 from switchboard.settings import Settings
 from switchboard.step_heartbeat import fill_waits
 
-# The error family is re-exported for callers written against this module; new code
-# imports it from `switchboard.errors`.
-__all__ = [
-    "InvalidRequest",
-    "ServiceError",
-    "ServiceUnavailable",
-    "TaskNotFound",
-    "TaskService",
-    "WrongPhase",
-    "task_id_for",
-]
+__all__ = ["TaskService", "task_id_for"]
 
 REPO_ATTRIBUTE_CHARS = 250
 """Keyword search attributes are for filtering; the workflow stores the same prefix."""
