@@ -28,6 +28,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy switchboard workflows activities api chat_gateway entrypoints testkit tests bench
 	$(VENV)/bin/lint-imports
+	$(PY) -m testkit.sizes
 
 format: setup
 	$(VENV)/bin/ruff check --fix .

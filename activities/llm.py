@@ -91,23 +91,7 @@ class LlmActivities:
                 `_model_error`).
         """
         path = self._transcript(input.transcript_id)
-        try:
-            # Off the event loop: the worker's workflow tasks share it (fsync can stall).
-            history = await asyncio.to_thread(load_transcript, path)
-        except ValidationError as exc:
-            raise ApplicationError(
-                f"transcript {input.transcript_id} is corrupt: {exc.error_count()} bad fields",
-                type=Errors.INVALID_INPUT,
-                non_retryable=True,
-            ) from exc
-        if len(history) < input.expected_length:
-            raise ApplicationError(
-                f"transcript {input.transcript_id} has {len(history)} messages but this turn "
-                f"expects {input.expected_length}: the transcript file was lost or lives on "
-                "another host",
-                type=Errors.INVALID_INPUT,
-                non_retryable=True,
-            )
+        history = await _history(path, input)
         messages = [*history[: input.expected_length], *input.new_messages]
         recorded = recorded_reply(history, messages)
         if recorded is not None:
@@ -232,6 +216,33 @@ class LlmActivities:
                 type=Errors.MODEL_OUTPUT_INVALID,
             )
         return completion
+
+
+async def _history(path: Path, input: LlmTurnInput) -> list[ChatMessage]:
+    """The transcript a turn continues (at least `input.expected_length` messages).
+
+    Raises:
+        ApplicationError: `InvalidInput` when the file is corrupt or shorter than
+            the turn expects (lost, or on another host).
+    """
+    try:
+        # Off the event loop: the worker's workflow tasks share it (fsync can stall).
+        history = await asyncio.to_thread(load_transcript, path)
+    except ValidationError as exc:
+        raise ApplicationError(
+            f"transcript {input.transcript_id} is corrupt: {exc.error_count()} bad fields",
+            type=Errors.INVALID_INPUT,
+            non_retryable=True,
+        ) from exc
+    if len(history) < input.expected_length:
+        raise ApplicationError(
+            f"transcript {input.transcript_id} has {len(history)} messages but this turn "
+            f"expects {input.expected_length}: the transcript file was lost or lives on "
+            "another host",
+            type=Errors.INVALID_INPUT,
+            non_retryable=True,
+        )
+    return history
 
 
 def _assistant_message(completion: ChatCompletion) -> ChatMessage:

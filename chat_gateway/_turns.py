@@ -205,25 +205,11 @@ class TurnRunner:
                 reply = await self._stream(now, hub, turn, step, first)
             except openai.OpenAIError as exc:
                 log.warning("%s turn %d: model call failed: %s", session_id, turn, exc)
-                why = (
-                    f"the model is not answering ({type(exc).__name__}: {str(exc)[:300]}); "
-                    "your message is kept, send another to try again"
-                )
-                error = model_error(exc, why)
-                notice = _notice(why, turn=True).model_copy(
-                    update={"is_error": True, "data": {"error": error.model_dump()}}
-                )
-                return await record([notice], finish=True)
-            content = "".join(reply.content)
-            calls = [
-                ChatToolCall(
-                    id=slot["id"] or f"call_{turn}_{step}_{index}",
-                    name=slot["name"],
-                    arguments=slot["arguments"],
-                )
-                for index, slot in sorted(reply.calls.items())
-            ]
-            message = NewEntry(role="assistant", content=content, tool_calls=calls, step=step)
+                return await record([_model_failed(exc)], finish=True)
+            calls = _tool_calls(reply, turn, step)
+            message = NewEntry(
+                role="assistant", content="".join(reply.content), tool_calls=calls, step=step
+            )
             if not calls:
                 return await record([message.model_copy(update={"ends_turn": True})], finish=True)
             await record([message])
@@ -335,3 +321,26 @@ def _task_data(task: SessionTask | None) -> dict[str, Any]:
 
 def _notice(message: str, *, turn: bool = False) -> NewEntry:
     return NewEntry(kind=EntryKind.NOTICE, role="system", content=message, ends_turn=turn)
+
+
+def _model_failed(exc: openai.OpenAIError) -> NewEntry:
+    """The notice that ends a turn whose model call failed (with the OpenAI-style error)."""
+    why = (
+        f"the model is not answering ({type(exc).__name__}: {str(exc)[:300]}); "
+        "your message is kept, send another to try again"
+    )
+    error = model_error(exc, why)
+    return _notice(why, turn=True).model_copy(
+        update={"is_error": True, "data": {"error": error.model_dump()}}
+    )
+
+
+def _tool_calls(reply: _Reply, turn: int, step: int) -> list[ChatToolCall]:
+    return [
+        ChatToolCall(
+            id=slot["id"] or f"call_{turn}_{step}_{index}",
+            name=slot["name"],
+            arguments=slot["arguments"],
+        )
+        for index, slot in sorted(reply.calls.items())
+    ]

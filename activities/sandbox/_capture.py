@@ -105,6 +105,9 @@ async def run_captured(
         env: the launcher's environment.
         pass_fds: descriptors the launcher inherits.
         on_start: called with the pid once the process exists (for bookkeeping).
+
+    Long because: the process, its pipe readers and the kill at the deadline share
+    one scope, so no path (timeout, overflow, cancel) leaves a reader or a process.
     """
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(

@@ -154,30 +154,11 @@ async def _reply(
     reply = next_reply(state.scenario, context)
 
     fault = state.take_fault(role, has_tool_calls=bool(reply.tool_calls))
-    if fault is FaultKind.HTTP_429:
-        return _error(
-            429, "Rate limit reached (injected fault).", "requests", "rate_limit_exceeded"
-        )
-    if fault is FaultKind.HTTP_500:
-        return _error(500, "The server had an error (injected fault).", "server_error")
-    if fault is FaultKind.HTTP_401:
-        return _error(
-            401,
-            "Incorrect API key provided (injected fault).",
-            "invalid_request_error",
-            "invalid_api_key",
-        )
-    if fault is FaultKind.HANG:
-        await _hang(request, state)
-        return _error(503, "The scripted model is shutting down.", "server_error")
-    if fault is FaultKind.MALFORMED_TOOL_JSON:
-        reply = Reply(
-            content=reply.content,
-            tool_calls=[
-                ToolCallReply(id=c.id, name=c.name, arguments=_malformed(c.arguments))
-                for c in reply.tool_calls
-            ],
-        )
+    if fault is not None:
+        faulted = await _inject(fault, reply, request, state)
+        if isinstance(faulted, Response):
+            return faulted
+        reply = faulted
 
     config = state.config
     latency_ms = config.latency_for(role)
@@ -214,6 +195,37 @@ async def _reply(
     return StreamingResponse(
         events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
     )
+
+
+async def _inject(
+    fault: FaultKind, reply: Reply, request: Request, state: ServerState
+) -> Response | Reply:
+    """The injected fault's error response, or the reply it mangles."""
+    if fault is FaultKind.HTTP_429:
+        return _error(
+            429, "Rate limit reached (injected fault).", "requests", "rate_limit_exceeded"
+        )
+    if fault is FaultKind.HTTP_500:
+        return _error(500, "The server had an error (injected fault).", "server_error")
+    if fault is FaultKind.HTTP_401:
+        return _error(
+            401,
+            "Incorrect API key provided (injected fault).",
+            "invalid_request_error",
+            "invalid_api_key",
+        )
+    if fault is FaultKind.HANG:
+        await _hang(request, state)
+        return _error(503, "The scripted model is shutting down.", "server_error")
+    if fault is FaultKind.MALFORMED_TOOL_JSON:
+        return Reply(
+            content=reply.content,
+            tool_calls=[
+                ToolCallReply(id=c.id, name=c.name, arguments=_malformed(c.arguments))
+                for c in reply.tool_calls
+            ],
+        )
+    return reply
 
 
 async def _paced_stream(
