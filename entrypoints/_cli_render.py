@@ -16,6 +16,7 @@ from switchboard.models import (
     ApprovalRecord,
     DiffStat,
     DiffView,
+    FollowNotice,
     Phase,
     SubagentState,
     TaskEvent,
@@ -167,6 +168,11 @@ def event_line(event: TaskEvent) -> str:
     who = f"#{event.subagent} " if event.subagent is not None else ""
     message = " ".join(visible(event.message).split())
     return f"{event.offset:>5}  {event.at:%H:%M:%S}  {event.kind.value:<17} {who}{escape(message)}"
+
+
+def notice_line(notice: FollowNotice) -> str:
+    """A follower's notice (no offset: it is not a task event), markup-safe."""
+    return f"{'-':>5}  {notice.at:%H:%M:%S}  {notice.kind.value:<17} {escape(notice.message)}"
 
 
 def approval_line(record: ApprovalRecord) -> str:

@@ -36,7 +36,7 @@ from entrypoints._cli_common import (
 from entrypoints._cli_common import fail as _fail
 from entrypoints._cli_common import load_settings as _settings
 from entrypoints._cli_common import out as _out
-from switchboard.models import Role
+from switchboard.models import FollowNotice, Role
 
 if TYPE_CHECKING:
     from switchboard.service import TaskService
@@ -210,13 +210,20 @@ def watch(
     from_offset: Annotated[int, typer.Option("--from", min=0, help="First event offset.")] = 0,
     as_json: JsonFlag = False,
 ) -> None:
-    """Print events live until the task ends; Ctrl-C prints where to resume."""
+    """Print events live until the task ends; Ctrl-C prints where to resume.
+
+    While no worker answers, the watch goes on and says so on stderr (and again
+    when the events flow).
+    """
     next_offset = from_offset
     console = _out()
 
     async def follow(service: TaskService) -> None:
         nonlocal next_offset
         async for event in service.watch(task_id, from_offset):
+            if isinstance(event, FollowNotice):  # to stderr: stdout holds the task's events
+                Console(stderr=True).print(render.notice_line(event), highlight=False)
+                continue
             if as_json:
                 console.out(event.model_dump_json(), highlight=False)
             else:

@@ -10,16 +10,22 @@ event reaches the poller a few milliseconds after the workflow task that made it
 and an idle task costs one parked request, not a query per subscriber per tick.
 
 The poller keeps the newest `KEPT_EVENTS` events. Each subscriber reads from its
-own offset at its own pace: a slow one never holds up the poller or the others,
-and one that falls behind the kept window (or asks for older events) reads the
-missing pages itself. While an events query goes unanswered (no worker within
-the query timeout, or Temporal down) the poller keeps trying; an impatient
-subscriber (`task watch`, the SSE endpoint: a person wants to know) ends with
-`ServiceUnavailable`, a patient one (the gateway's watchers) waits. The poller
-stops when its last subscriber leaves or the task ends; after
-`len(RETRY_SECONDS)` failures in a row it stops and every subscriber gets the
-error (a subscriber that wants to keep following subscribes again, which starts
-a new poller).
+own offset at its own pace (`switchboard._subscription`): a slow one never holds
+up the poller or the others, and one that falls behind the kept window (or asks
+for older events) reads the missing pages itself.
+
+While the task's events cannot be read (an events query goes unanswered: no
+worker within the query timeout; or Temporal is unreachable) the poller keeps
+trying for as long as anyone subscribes, asking again every `PROBE_SECONDS` even
+when the history does not move (a parked task's does not), so it notices the
+worker's return. An impatient subscriber (`task watch`, the SSE endpoint) gets a
+`FollowNotice` "worker unavailable" once per stall and "worker back" when it
+ends; a patient one (the gateway's watchers) just waits. Either way the
+subscription ends only when the task has ended and every event was handed out.
+The poller stops when its last subscriber leaves or the task ends; any other
+failure is retried `len(RETRY_SECONDS)` times in a row, then every subscriber gets
+the error (a subscriber that wants to keep following subscribes again, which
+starts a new poller).
 """
 
 from __future__ import annotations
@@ -34,14 +40,16 @@ from typing import Protocol
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
+from switchboard._subscription import EventBatch, Subscription
 from switchboard.errors import NotFound, ServiceError, ServiceUnavailable
-from switchboard.models import EventsPage, TaskEvent
+from switchboard.models import EventsPage, FollowNotice, TaskEvent
 
 __all__ = [
     "KEPT_EVENTS",
     "PAGE",
+    "PROBE_SECONDS",
     "EventBatch",
     "EventReader",
     "FollowerStats",
@@ -57,6 +65,8 @@ KEPT_EVENTS = 2_000
 """Events a poller keeps for its subscribers; older ones are read again on demand."""
 FALLBACK_POLL_SECONDS = 0.5
 RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
+PROBE_SECONDS = 5.0
+"""While the events go unanswered, the poller asks again after this long without news."""
 
 _WAKE = frozenset(
     {
@@ -87,15 +97,6 @@ class FollowerStats:
     """Events queries of the pollers."""
     catch_up_queries: int = 0
     """Events queries of subscribers reading what their poller no longer keeps."""
-
-
-@dataclass
-class EventBatch:
-    """Events for one subscriber, in offset order; `next_offset` is its resume point."""
-
-    events: list[TaskEvent]
-    next_offset: int
-    final: bool = False
 
 
 @dataclass
@@ -130,105 +131,26 @@ class _Poller:
         if fresh or page.final:
             self.notify()
 
-    def kept_from(self, offset: int) -> list[TaskEvent]:
+    def batch_from(self, offset: int) -> EventBatch:
+        """Kept events from `offset` (at most `PAGE`); `offset` must be below the cursor."""
         start = bisect_left(self.events, offset, key=lambda e: e.offset)
-        return self.events[start : start + PAGE]
+        events = self.events[start : start + PAGE]
+        upto = events[-1].offset + 1 if len(events) == PAGE else self.cursor
+        return EventBatch(events, upto, self.final and upto >= self.cursor)
 
+    def answered(self, page: EventsPage) -> None:
+        """A query answered: keep its events; a stall, if any, is over."""
+        if self.unanswered is not None:
+            self.unanswered = None
+            self.notify()
+        self.keep(page)
 
-class Subscription:
-    """One subscriber's view of a task's events, from its own offset.
-
-    Iterate `batches()` (or `events()`); leave with `close()` (the `follow`
-    context manager does that).
-    """
-
-    def __init__(
-        self, followers: TaskFollowers, poller: _Poller, offset: int, *, patient: bool
-    ) -> None:
-        self.offset = offset
-        self.caught_up = asyncio.Event()
-        """Set once every event that existed when the subscription began was handed out
-        (and the consumer asked for more)."""
-        self._followers = followers
-        self._poller = poller
-        self._patient = patient
-        self._stale = poller.unanswered
-        """A stall from before this subscriber came: asked about again, not believed."""
-        self._closed = False
-
-    async def batches(self) -> AsyncIterator[EventBatch]:
-        """Batches in offset order until the task ended and all were handed out.
-
-        Raises:
-            ServiceError: The poller gave up (the task vanished, or Temporal kept
-                failing); subscribe again to retry.
-            ServiceUnavailable: An events query went unanswered (no worker, or
-                Temporal is down) and the subscription is not `patient`.
-        """
-        poller = self._poller
-        while True:
-            wake = poller.wake
-            batch = await self._take()
-            if batch is None:  # nothing new yet
-                if poller.pulled:
-                    self.caught_up.set()
-                await wake.wait()
-                continue
-            self.offset = max(self.offset, batch.next_offset)
-            if batch.events:
-                yield batch
-            if batch.final:
-                self.caught_up.set()
-                return
-
-    async def _take(self) -> EventBatch | None:
-        """The next batch (empty and final once the task ended), or None to wait."""
-        poller = self._poller
-        if self.offset < poller.first:
-            return await self._read_missed()
-        if self.offset < poller.cursor:
-            events = poller.kept_from(self.offset)
-            upto = events[-1].offset + 1 if len(events) == PAGE else poller.cursor
-            return EventBatch(events, upto, poller.final and upto >= poller.cursor)
-        if poller.error is not None:
-            raise poller.error
-        if poller.final:
-            return EventBatch([], self.offset, final=True)
-        if poller.unanswered is None or self._patient:
-            return None
-        if poller.unanswered is not self._stale:
-            raise poller.unanswered
-        self._stale = None
-        await self._ask_again()
-        return EventBatch([], self.offset)
-
-    async def events(self) -> AsyncIterator[TaskEvent]:
-        """`batches()` one event at a time."""
-        async for batch in self.batches():
-            for event in batch.events:
-                yield event
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._followers._leave(self._poller)
-
-    async def _ask_again(self) -> None:
-        # The poller may wait on an idle history long after workers came back: one
-        # query now says whether they answer (and raises if they still do not).
-        poller = self._poller
-        page = await self._followers._catch_up(poller.task_id, poller.cursor)
-        poller.unanswered = None
-        poller.keep(page)
-
-    async def _read_missed(self) -> EventBatch:
-        # Older than what the poller keeps: this subscriber alone needs these.
-        # The poller's state says when the task ends, not this page.
-        page = await self._followers._catch_up(self._poller.task_id, self.offset)
-        missed = [e for e in page.events if e.offset < self._poller.first]
-        if not missed:
-            return EventBatch([], self._poller.first)
-        return EventBatch(missed, max(self.offset, missed[-1].offset + 1))
+    def stall(self, why: ServiceUnavailable) -> None:
+        if self.unanswered is None:
+            self.unanswered = why
+            self.notify()
+        else:
+            self.unanswered = why  # the same stall, told once: no wake-up
 
 
 class TaskFollowers:
@@ -256,9 +178,9 @@ class TaskFollowers:
         """Follow `task_id` from `from_offset`; close the subscription when done.
 
         Args:
-            patient: Keep waiting while no worker answers (a watcher that outlives
-                outages); otherwise such a stall ends the subscription with
-                `ServiceUnavailable` (a person watching wants to know).
+            patient: Wait silently while the events go unanswered (a watcher that
+                outlives outages); otherwise each stall, and its end, is reported as
+                a batch with a `notice` (a person watching wants to know).
         """
         poller = self._pollers.get(task_id)
         if poller is None:
@@ -267,7 +189,13 @@ class TaskFollowers:
             self.stats.pollers_started += 1
             poller.task = asyncio.create_task(self._run(poller), name=f"follow {task_id}")
         poller.subscribers += 1
-        return Subscription(self, poller, from_offset, patient=patient)
+        return Subscription(
+            poller,
+            from_offset,
+            patient=patient,
+            catch_up=self._catch_up,
+            leave=lambda: self._leave(poller),
+        )
 
     @contextlib.asynccontextmanager
     async def follow(
@@ -279,8 +207,11 @@ class TaskFollowers:
         finally:
             subscription.close()
 
-    async def watch(self, task_id: str, from_offset: int = 0) -> AsyncIterator[TaskEvent]:
-        """Events from `from_offset` as they happen, until the task has ended."""
+    async def watch(
+        self, task_id: str, from_offset: int = 0
+    ) -> AsyncIterator[TaskEvent | FollowNotice]:
+        """Events from `from_offset` as they happen, until the task has ended, with a
+        notice when they stop being readable and another when they are again."""
         async with self.follow(task_id, from_offset) as subscription:
             async for event in subscription.events():
                 yield event
@@ -306,31 +237,23 @@ class TaskFollowers:
         return await self._reader.events(task_id, offset, PAGE)
 
     async def _run(self, poller: _Poller) -> None:
-        failures = 0
+        backoff = _Backoff()
         try:
             while not poller.final:
                 try:
                     await self._first_pull(poller)
                     if not poller.final:
                         await self._follow_history(poller)
-                    failures = 0
+                    backoff = _Backoff()
                 except NotFound as exc:
                     poller.error = exc
                     return
-                except Exception as exc:  # anything else is retried, then reported
-                    if failures >= len(RETRY_SECONDS):
+                except Exception as exc:  # retried; a stall for as long as anyone follows
+                    delay = backoff.after(poller, exc)
+                    if delay is None:
                         poller.error = _as_service_error(poller.task_id, exc)
                         return
-                    expected = isinstance(exc, ServiceError | RPCError)
-                    log.log(
-                        logging.INFO if expected else logging.WARNING,
-                        "following %s: %s; again in a moment",
-                        poller.task_id,
-                        exc,
-                        exc_info=not expected,
-                    )
-                    await asyncio.sleep(RETRY_SECONDS[failures])
-                    failures += 1
+                    await asyncio.sleep(delay)
         finally:
             self._forget(poller)
             poller.notify()
@@ -353,7 +276,17 @@ class TaskFollowers:
             wait_new_event=True
         )
         while not poller.final:
-            await history.fetch_next_page()
+            if poller.unanswered is None:
+                await history.fetch_next_page()
+            else:
+                # Stalled: a parked task's history does not move when workers come
+                # back, so ask again after a while without news.
+                try:
+                    async with asyncio.timeout(PROBE_SECONDS):
+                        await history.fetch_next_page()
+                except TimeoutError:
+                    await self._pull(poller)  # raises while the events go unanswered
+                    continue
             kinds = {event.event_type for event in history.current_page or []}
             if kinds & _WAKE:
                 await self._pull(poller)
@@ -375,11 +308,9 @@ class TaskFollowers:
             try:
                 page = await self._read(poller.task_id, poller.cursor)
             except ServiceUnavailable as exc:
-                poller.unanswered = exc
-                poller.notify()
+                poller.stall(exc)
                 raise
-            poller.unanswered = None
-            poller.keep(page)
+            poller.answered(page)
             if page.final or len(page.events) < PAGE:
                 return
 
@@ -389,6 +320,46 @@ class TaskFollowers:
         except RPCError:
             return True
         return description.close_time is None
+
+
+@dataclass
+class _Backoff:
+    """The poller's retries: stalls wait without end, other failures a few times."""
+
+    failures: int = 0
+    stalls: int = 0
+
+    def after(self, poller: _Poller, exc: Exception) -> float | None:
+        """Seconds to wait before trying again, or None to give up."""
+        stalled = _stalled(poller.task_id, exc)
+        if stalled is not None:
+            poller.stall(stalled)
+            delay = RETRY_SECONDS[min(self.stalls, len(RETRY_SECONDS) - 1)]
+            self.stalls += 1
+        elif self.failures < len(RETRY_SECONDS):
+            delay = RETRY_SECONDS[self.failures]
+            self.failures += 1
+        else:
+            return None
+        expected = isinstance(exc, ServiceError | RPCError)
+        log.log(
+            logging.INFO if expected else logging.WARNING,
+            "following %s: %s; again in %.1f s",
+            poller.task_id,
+            exc,
+            delay,
+            exc_info=not expected,
+        )
+        return delay
+
+
+def _stalled(task_id: str, exc: Exception) -> ServiceUnavailable | None:
+    """Why the events cannot be read for now (no worker, Temporal unreachable), or None."""
+    if isinstance(exc, ServiceUnavailable):
+        return exc
+    if isinstance(exc, RPCError) and exc.status == RPCStatusCode.UNAVAILABLE:
+        return ServiceUnavailable(f"cannot reach Temporal to follow {task_id}: {exc.message}")
+    return None
 
 
 def _as_service_error(task_id: str, exc: Exception) -> ServiceError:

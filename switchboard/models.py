@@ -254,6 +254,25 @@ class TaskEvent(Model):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
+class FollowNoticeKind(StrEnum):
+    WORKER_UNAVAILABLE = "worker_unavailable"
+    WORKER_BACK = "worker_back"
+
+
+class FollowNotice(Model):
+    """What a follower of a task's events says about the following itself, not the task.
+
+    Not a task event: it has no offset, is not recorded and is not replayed. Sent
+    once when the task's events stop being readable (no worker answers, Temporal
+    unreachable) and once when they are again, so a client can tell a quiet
+    stream from a stalled one; the stream itself stays open until the task ends.
+    """
+
+    kind: FollowNoticeKind
+    at: datetime
+    message: str
+
+
 class EventsRequest(Model):
     from_offset: int = Field(default=0, ge=0)
     limit: int = Field(default=500, ge=1, le=2000)

@@ -62,6 +62,7 @@ from switchboard.models import (
     DiffView,
     EventsPage,
     EventsRequest,
+    FollowNotice,
     Phase,
     RejectInput,
     RequestChangesInput,
@@ -197,9 +198,15 @@ class TaskService:
             )
         return page
 
-    async def watch(self, task_id: str, from_offset: int = 0) -> AsyncIterator[TaskEvent]:
+    async def watch(
+        self, task_id: str, from_offset: int = 0
+    ) -> AsyncIterator[TaskEvent | FollowNotice]:
         """Events from `from_offset` as they happen, until the task has ended and all are
-        delivered (through this process's one follower of the task)."""
+        delivered (through this process's one follower of the task).
+
+        While no worker answers (or Temporal is unreachable) the watch goes on; a
+        `FollowNotice` says so once, and once more when the events flow again.
+        """
         async for event in self.followers.watch(task_id, from_offset):
             yield event
 

@@ -29,6 +29,7 @@ from switchboard.models import (
     ApprovalRecord,
     ApproveInput,
     DiffView,
+    FollowNotice,
     RejectInput,
     RequestChangesInput,
     SteerInput,
@@ -117,7 +118,12 @@ async def get_diff(
     responses={
         200: {
             "description": "Server-sent events: `id` is the offset, `event` the kind, "
-            "`data` the event as JSON. The stream ends after the task's last event.",
+            "`data` the event as JSON. The stream ends after the task's last event. "
+            "While no worker answers (or Temporal is unreachable) the stream stays open "
+            "and says so once with a `worker_unavailable` event, then `worker_back` "
+            "when events flow again (both without `id`: they are not task events). "
+            "An `error` event ends it only when following failed for another reason "
+            "(reconnect with Last-Event-ID to resume).",
             "content": {"text/event-stream": {}},
         },
         **_ERRORS,
@@ -151,6 +157,9 @@ async def _event_stream(
 ) -> AsyncIterator[ServerSentEvent]:
     try:
         async for event in service.watch(task_id, start):
+            if isinstance(event, FollowNotice):  # no id: not an event of the task's log
+                yield ServerSentEvent(data=event.model_dump_json(), event=event.kind.value)
+                continue
             yield ServerSentEvent(
                 data=event.model_dump_json(), event=event.kind.value, id=str(event.offset)
             )

@@ -23,9 +23,8 @@ from temporalio.testing import WorkflowEnvironment
 from api.main import create_app
 from entrypoints.worker import build_workers, run_workers
 from switchboard import follow
-from switchboard.errors import ServiceUnavailable
 from switchboard.follow import TaskFollowers
-from switchboard.models import EventKind, Phase, TaskEvent
+from switchboard.models import EventKind, FollowNotice, FollowNoticeKind, Phase, TaskEvent
 from switchboard.settings import Settings
 from tests.integration.test_api import ALICE, Sse, read_sse, submit, wait_status
 
@@ -140,21 +139,74 @@ async def test_many_streams_of_one_task_share_one_poller(
     await _until(lambda: followers.active == 0, "the poller to stop after the task ended")
 
 
-async def test_a_stream_says_when_no_worker_answers_while_a_patient_watcher_waits(
-    api: tuple[httpx.AsyncClient, FastAPI], client: Client, repo: Path
+async def _collect(http: httpx.AsyncClient, path: str, into: asyncio.Queue[Sse | None]) -> None:
+    """Every SSE event of one stream into `into`, then None when the server ends it."""
+    async with http.stream("GET", path, headers=ALICE) as response:
+        assert response.status_code == 200, (await response.aread()).decode()
+        fields: dict[str, str] = {}
+        async for line in response.aiter_lines():
+            if line == "":
+                if "data" in fields:
+                    await into.put(Sse(fields.get("id"), fields.get("event", ""), fields["data"]))
+                fields = {}
+            elif not line.startswith(":"):
+                name, _, value = line.partition(":")
+                fields[name] = value.removeprefix(" ")
+    await into.put(None)
+
+
+async def _next(queue: asyncio.Queue[Sse | None], seconds: float = 60) -> Sse:
+    async with asyncio.timeout(seconds):
+        item = await queue.get()
+    assert item is not None, "the stream ended"
+    return item
+
+
+def _notice(sse: Sse, kind: FollowNoticeKind) -> FollowNotice:
+    assert (sse.event, sse.id) == (kind.value, None), sse  # no id: not a task event
+    notice = FollowNotice.model_validate_json(sse.data)
+    assert notice.kind is kind
+    return notice
+
+
+async def test_a_stream_stays_open_while_no_worker_answers_and_says_so_once(
+    api: tuple[httpx.AsyncClient, FastAPI], client: Client, settings: Settings, repo: Path
 ) -> None:
     http, app = api
     followers: TaskFollowers = app.state.task_service.followers
     task_id = await submit(http, repo)  # no worker: nobody answers its queries
     patient = followers.subscribe(task_id, patient=True)
+    received: asyncio.Queue[Sse | None] = asyncio.Queue()
+    reader = asyncio.create_task(_collect(http, f"/v1/tasks/{task_id}/events", received))
+    stop = asyncio.Event()
+    workers: asyncio.Task[None] | None = None
     try:
-        stream = await read_sse(http, f"/v1/tasks/{task_id}/events", ALICE)
-        assert [e.event for e in stream] == ["error"]
-        assert "no worker answered" in stream[0].data
-        assert followers.active == 1  # the patient watcher still follows the task
+        unavailable = _notice(await _next(received), FollowNoticeKind.WORKER_UNAVAILABLE)
+        assert "no worker answered" in unavailable.message
+        # Told once: the poller keeps asking (every PROBE_SECONDS and more), the
+        # stream stays open and says nothing more until something changes.
+        await asyncio.sleep(follow.PROBE_SECONDS + 12)
+        assert received.empty() and not reader.done()
+        assert followers.active == 1
+
+        workers = asyncio.create_task(run_workers(build_workers(client, settings), stop))
+        _notice(await _next(received), FollowNoticeKind.WORKER_BACK)
+        events = [await _next(received)]
+        while events[-1].event != EventKind.APPROVAL_NEEDED.value:
+            events.append(await _next(received))
+        approved = await http.post(f"/v1/tasks/{task_id}/approve", headers=ALICE)
+        assert approved.status_code == 200, approved.text
+        while (item := await received.get()) is not None:
+            events.append(item)
+        # After the notices, the task's events once each, in order, to the last one.
+        assert _ids(events) == list(range(len(events)))
+        assert events[-1].task_event.kind is EventKind.COMPLETED
     finally:
+        reader.cancel()
         patient.close()
-        await client.get_workflow_handle(task_id).terminate(reason="test over")
+        stop.set()
+        if workers is not None:
+            await workers
     assert followers.active == 0
 
 
@@ -172,20 +224,60 @@ async def test_a_stall_seen_before_a_client_came_is_asked_about_again(
 
     patient = followers.subscribe(task_id, patient=True)
     try:
-        with pytest.raises(ServiceUnavailable, match="no worker answered"):
-            async with followers.follow(task_id) as impatient:
-                await anext(impatient.batches())
-        # Workers are back, but the parked task's history does not move, so the
-        # poller does not find out by itself: a new client asks again, and streams.
-        stop = asyncio.Event()
-        workers = asyncio.create_task(run_workers(build_workers(client, settings), stop))
-        stream = await read_sse(
-            http, f"/v1/tasks/{task_id}/events", ALICE, until=EventKind.APPROVAL_NEEDED
-        )
-        assert _ids(stream) == list(range(len(stream)))
+        async with followers.follow(task_id) as impatient:
+            batches = impatient.batches()
+            batch = await anext(batches)
+            while batch.notice is None:  # events kept from before the worker stopped
+                batch = await anext(batches)
+            assert batch.notice.kind is FollowNoticeKind.WORKER_UNAVAILABLE
+            assert "no worker answered" in batch.notice.message
+            # Workers are back, but the parked task's history does not move: a new
+            # client does not believe the old stall, asks again, and streams at once.
+            stop = asyncio.Event()
+            workers = asyncio.create_task(run_workers(build_workers(client, settings), stop))
+            stream = await read_sse(
+                http, f"/v1/tasks/{task_id}/events", ALICE, until=EventKind.APPROVAL_NEEDED
+            )
+            assert _ids(stream) == list(range(len(stream)))  # no notice: no stall seen
+            # Its answer ends the stall for the subscriber that was told of it.
+            async with asyncio.timeout(30):
+                back = await anext(batches)
+            assert back.notice is not None and back.notice.kind is FollowNoticeKind.WORKER_BACK
         assert followers.stats.pollers_started >= 1 and followers.active == 1
     finally:
         patient.close()
+        await client.get_workflow_handle(task_id).terminate(reason="test over")
+        stop.set()
+        await workers
+
+
+async def test_a_parked_task_s_poller_notices_the_worker_return_by_itself(
+    api: tuple[httpx.AsyncClient, FastAPI], client: Client, settings: Settings, repo: Path
+) -> None:
+    http, app = api
+    stop = asyncio.Event()
+    workers = asyncio.create_task(run_workers(build_workers(client, settings), stop))
+    task_id = await submit(http, repo)
+    await wait_status(http, task_id, Phase.AWAITING_APPROVAL)
+    stop.set()
+    await workers
+
+    followers: TaskFollowers = app.state.task_service.followers
+    received: asyncio.Queue[Sse | None] = asyncio.Queue()
+    reader = asyncio.create_task(_collect(http, f"/v1/tasks/{task_id}/events", received))
+    try:
+        _notice(await _next(received), FollowNoticeKind.WORKER_UNAVAILABLE)
+        # Nothing asks but the poller: the history of the parked task stays still.
+        stop = asyncio.Event()
+        workers = asyncio.create_task(run_workers(build_workers(client, settings), stop))
+        _notice(await _next(received), FollowNoticeKind.WORKER_BACK)
+        stream = [await _next(received)]
+        while stream[-1].event != EventKind.APPROVAL_NEEDED.value:
+            stream.append(await _next(received))
+        assert _ids(stream) == list(range(len(stream)))
+        assert followers.stats.catch_up_queries == 0  # no subscriber asked: the poller did
+    finally:
+        reader.cancel()
         await client.get_workflow_handle(task_id).terminate(reason="test over")
         stop.set()
         await workers
