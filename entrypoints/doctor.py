@@ -35,6 +35,17 @@ def _version(argv: list[str]) -> str:
     return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else ""
 
 
+def _data_dir_check(settings: Settings) -> Check:
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        probe = settings.data_dir / ".doctor"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        return Check("data dir", False, f"{settings.data_dir}: {exc}")
+    return Check("data dir", True, f"{settings.data_dir.resolve()} is writable")
+
+
 def _checks(settings: Settings) -> tuple[list[Check], dict[str, object] | None]:
     checks = [
         Check("python", sys.version_info >= (3, 11), sys.version.split()[0]),
@@ -67,14 +78,7 @@ def _checks(settings: Settings) -> tuple[list[Check], dict[str, object] | None]:
             else ""
         )
     checks.append(Check("model endpoint", model_ok, model_detail, required=False))
-    try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        probe = settings.data_dir / ".doctor"
-        probe.write_text("ok")
-        probe.unlink()
-        checks.append(Check("data dir", True, f"{settings.data_dir.resolve()} is writable"))
-    except OSError as exc:
-        checks.append(Check("data dir", False, f"{settings.data_dir}: {exc}"))
+    checks.append(_data_dir_check(settings))
 
     guarantees: dict[str, object] | None = None
     from activities.sandbox import seccomp_status

@@ -44,7 +44,11 @@ def build_workers(
     *,
     sandbox: Sandbox | None = None,
 ) -> list[Worker]:
-    """Both workers of one process: the shared queue and this host's queue."""
+    """The workers of one process: the shared queue, this host's queue and the chats'.
+
+    Long because: imports are deferred (the CLI loads no activity code) and the
+    three workers' queues, workflows and activities read best side by side.
+    """
     from activities.lifecycle import LifecycleActivities
     from activities.llm import LlmActivities
     from activities.maintenance import MaintenanceActivities

@@ -217,11 +217,7 @@ class BwrapSandbox(Sandbox):
         output_limit: int,
         merge_stderr: bool = False,
     ) -> ExecResult:
-        """Run one command in a fresh bwrap sandbox under its own cgroup.
-
-        Long because: the cgroup, the status pipe and the pid bookkeeping are set up
-        and torn down in one try/finally; split, a cancellation could leak one of them.
-        """
+        """Long because: cgroup, status pipe and pid bookkeeping share one try/finally."""
         worktree = resolve_worktree(spec)
         mirrors = mirror_mounts(spec)
         if writable(spec.role) and unprepared(worktree, self._settings):
