@@ -20,6 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner, Result
 
 from entrypoints.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNAVAILABLE, EXIT_USAGE, app
+from entrypoints.worker import build_workers, run_workers
 from switchboard.model_server import ModelServerHandle
 from switchboard.models import Phase, SubagentState, TaskStatus, TaskSubmitted
 from switchboard.settings import Settings
@@ -208,3 +209,45 @@ async def test_exit_codes(cli_env: dict[str, str], tmp_path: Path, repo: Path) -
     unreachable = await cli(down, "task", "list")
     assert unreachable.exit_code == EXIT_UNAVAILABLE
     assert "Temporal is not reachable at 127.0.0.1:1" in unreachable.stderr
+
+
+async def test_watch_goes_on_while_no_worker_answers_and_says_so_on_stderr(
+    cli_env: dict[str, str], client: Client, settings: Settings, repo: Path
+) -> None:
+    task_id = await submit(cli_env, repo)  # no worker yet: nobody answers its queries
+    watcher = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "entrypoints", "task", "watch", task_id,
+        env={**os.environ, **cli_env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert watcher.stdout is not None and watcher.stderr is not None
+    stop = asyncio.Event()
+    workers: asyncio.Task[None] | None = None
+    try:
+        async with asyncio.timeout(60):
+            notice = (await watcher.stderr.readline()).decode()
+        assert "worker_unavailable" in notice, notice
+        assert watcher.returncode is None  # still watching
+        workers = asyncio.create_task(run_workers(build_workers(client, settings), stop))
+        seen: list[str] = []
+        async with asyncio.timeout(90):
+            while not seen or "approval_needed" not in seen[-1]:
+                line = (await watcher.stdout.readline()).decode()
+                assert line, f"watch ended early: {seen} {(await watcher.stderr.read()).decode()}"
+                seen.append(line.rstrip("\n"))
+            watcher.send_signal(signal.SIGINT)
+            returncode = await watcher.wait()
+        stderr = (await watcher.stderr.read()).decode()
+        # stdout holds the task's events only, every one from 0; the notices went to stderr.
+        assert [int(line.split()[0]) for line in seen] == list(range(len(seen)))
+        assert returncode == EXIT_INTERRUPTED, stderr
+        assert "worker_back" in stderr and stderr.index("worker_back") < stderr.index("resume")
+    finally:
+        if watcher.returncode is None:
+            watcher.kill()
+            await watcher.wait()
+        stop.set()
+        if workers is not None:
+            await workers
+        await client.get_workflow_handle(task_id).terminate(reason="test over")
