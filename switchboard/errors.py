@@ -9,6 +9,8 @@ caller can do about it (`api.errors` maps the classes to HTTP statuses, once).
 | `NotFound` (`TaskNotFound`, `SessionNotFound`) | no such thing, or not the caller's | 404 |
 | `InvalidRequest` | the request is wrong: fix it and retry | 400 |
 | `WrongPhase` | it exists but is not in a phase that allows this | 409 |
+| `Unauthenticated` | no credentials, or ones that do not verify | 401 |
+| `Forbidden` | a verified caller without the role this needs | 403 |
 | `Refused` | the workflow's validator refused the update for another reason | 502 |
 | `ServiceUnavailable` | Temporal, or every worker, is not answering: retry later | 503 |
 | `ServiceError` | anything else Temporal refused | 502 |
@@ -33,6 +35,7 @@ from switchboard import wire
 __all__ = [
     "QUERY_TIMEOUT",
     "UPDATE_TIMEOUT",
+    "Forbidden",
     "InvalidRequest",
     "NotFound",
     "Refused",
@@ -41,6 +44,7 @@ __all__ = [
     "SessionNotFound",
     "TaskNotFound",
     "TemporalErrors",
+    "Unauthenticated",
     "WrongPhase",
 ]
 
@@ -55,6 +59,14 @@ class ServiceError(Exception):
 
 class NotFound(ServiceError):
     """No such workflow (or not one this caller may see)."""
+
+
+class Unauthenticated(ServiceError):
+    """No credentials, or credentials that do not verify (expired, wrong issuer, ...)."""
+
+
+class Forbidden(ServiceError):
+    """The caller is known and may see the thing, but lacks the role the action needs."""
 
 
 class TaskNotFound(NotFound):

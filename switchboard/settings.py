@@ -88,6 +88,32 @@ class Settings(BaseSettings):
     """Text that marks a frontend's own request (title, tags, follow-ups): answered as a
     plain completion outside any session, never with a tool."""
 
+    # Identity (docs/security.md, "Identity")
+    auth_mode: str = Field(
+        default="local", pattern=r"^(local|tokens|oidc|tokens,oidc|oidc,tokens)$"
+    )
+    """`local` (loopback only, no verification), or `tokens` and/or `oidc` (comma-separated)."""
+    auth_metrics: bool = False
+    """Require a token on `/metrics` too (off: scrapers reach it without one)."""
+    oidc_issuer: str | None = None
+    """The `iss` every access token must carry; its discovery document names the JWKS."""
+    oidc_audience: str | None = None
+    """The `aud` every access token must carry (this API's resource identifier)."""
+    oidc_jwks_url: str | None = None
+    """The issuer's key set; default: `jwks_uri` from its discovery document."""
+    oidc_algorithms: list[str] = Field(default_factory=lambda: ["RS256", "PS256", "ES256"])
+    oidc_leeway_seconds: float = Field(default=30.0, ge=0, le=600)
+    """Clock skew allowed on `exp`, `nbf` and `iat`."""
+    oidc_jwks_cache_seconds: int = Field(default=300, ge=0)
+    """How long fetched keys are kept; an unknown `kid` refetches at once (rotation)."""
+    oidc_name_claim: str = "name"
+    oidc_tenant_claim: str = "tenant"
+    oidc_roles_claim: str = "roles"
+    oidc_default_tenant: str | None = None
+    """Tenant for tokens without the tenant claim; unset: such tokens are refused."""
+    oidc_default_roles: list[str] = Field(default_factory=lambda: ["requester"])
+    """Roles for tokens without the roles claim."""
+
     # Sandbox
     sandbox: Literal["auto", "docker", "bwrap"] = "auto"
     sandbox_image: str = "switchboard-sandbox:latest"
@@ -125,7 +151,25 @@ class Settings(BaseSettings):
                 and not ("127.0.0.1" in self.llm_base_url or "localhost" in self.llm_base_url)
             ):
                 raise ValueError("the model base URL must use https outside development")
+        if "oidc" in self.auth_modes and not (self.oidc_issuer and self.oidc_audience):
+            raise ValueError(
+                "SWITCHBOARD_AUTH_MODE includes oidc: set SWITCHBOARD_OIDC_ISSUER and "
+                "SWITCHBOARD_OIDC_AUDIENCE"
+            )
         return self
+
+    @property
+    def auth_modes(self) -> frozenset[str]:
+        return frozenset(self.auth_mode.split(","))
+
+    @property
+    def auth_is_local(self) -> bool:
+        """Local mode: callers are who they say they are (loopback only)."""
+        return self.auth_modes == {"local"}
+
+    @property
+    def api_tokens_file(self) -> Path:
+        return self.data_dir / "api-tokens.json"
 
     @property
     def model_base_url(self) -> str:
