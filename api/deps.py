@@ -1,4 +1,4 @@
-"""Request dependencies as typed aliases: the task service and the current user."""
+"""Request dependencies as typed aliases: the task service and the caller's identity."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from temporalio.client import Client
 
+from switchboard.auth import Authenticator
+from switchboard.identity import Identity
 from switchboard.service import TaskService
 from switchboard.settings import Settings, is_loopback
 
@@ -15,9 +17,12 @@ __all__ = [
     "USER_HEADER",
     "AppSettings",
     "CallerIsRemote",
+    "CurrentIdentity",
     "CurrentUser",
+    "MetricsCaller",
     "Service",
     "TemporalClient",
+    "current_identity",
     "current_user",
     "task_service",
 ]
@@ -42,17 +47,37 @@ def app_settings(request: Request) -> Settings:
     return settings
 
 
-def current_user(
+async def current_identity(
+    request: Request,
+    authorization: Annotated[
+        str | None,
+        Header(description="`Bearer <token>`: an API token or an OIDC access token."),
+    ] = None,
     x_switchboard_user: Annotated[
         str | None,
         Header(
             pattern=_USER_PATTERN,
-            description="Who is calling (letters, digits and ._@+-). Bearer auth comes later.",
+            description="Local mode only: who is calling (letters, digits and ._@+-). "
+            "Ignored when the API verifies tokens.",
         ),
     ] = None,
-) -> str:
-    """The caller: the `X-Switchboard-User` header for now, `local` without one."""
-    return x_switchboard_user or DEFAULT_USER
+) -> Identity:
+    """The verified caller (401 without valid credentials; see `switchboard.auth`)."""
+    authenticator: Authenticator = request.app.state.authenticator
+    return await authenticator.identify(authorization, x_switchboard_user)
+
+
+def current_user(identity: Annotated[Identity, Depends(current_identity)]) -> str:
+    """The caller's owner key (`tenant/subject`; the bare name in local mode)."""
+    return identity.owner
+
+
+async def metrics_caller(request: Request) -> None:
+    """With `auth_metrics` set, `/metrics` needs valid credentials too."""
+    settings: Settings = request.app.state.settings
+    if settings.auth_metrics and not settings.auth_is_local:
+        authenticator: Authenticator = request.app.state.authenticator
+        await authenticator.identify(request.headers.get("authorization"), None)
 
 
 def caller_is_remote(request: Request) -> bool:
@@ -66,5 +91,7 @@ def caller_is_remote(request: Request) -> bool:
 Service = Annotated[TaskService, Depends(task_service)]
 TemporalClient = Annotated[Client, Depends(temporal_client)]
 AppSettings = Annotated[Settings, Depends(app_settings)]
+CurrentIdentity = Annotated[Identity, Depends(current_identity)]
 CurrentUser = Annotated[str, Depends(current_user)]
+MetricsCaller = Annotated[None, Depends(metrics_caller)]
 CallerIsRemote = Annotated[bool, Depends(caller_is_remote)]

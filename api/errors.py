@@ -20,17 +20,21 @@ from starlette.exceptions import HTTPException
 from api.openai_errors import is_openai_path, openai_error, openai_validation_error
 from chat_gateway import TooManySessions
 from switchboard.errors import (
+    Forbidden,
     InvalidRequest,
     NotFound,
     Refused,
     ServiceError,
     ServiceUnavailable,
+    Unauthenticated,
     WrongPhase,
 )
 
 __all__ = ["install_error_handlers", "status_for", "validation_detail"]
 
 _STATUS: dict[type[ServiceError], int] = {
+    Unauthenticated: status.HTTP_401_UNAUTHORIZED,
+    Forbidden: status.HTTP_403_FORBIDDEN,
     NotFound: status.HTTP_404_NOT_FOUND,
     InvalidRequest: status.HTTP_400_BAD_REQUEST,
     WrongPhase: status.HTTP_409_CONFLICT,
@@ -68,9 +72,16 @@ def status_for(exc: Exception) -> int:
 
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     code = status_for(exc)
+    headers: dict[str, str] = {}
+    if code == status.HTTP_401_UNAUTHORIZED:
+        headers["WWW-Authenticate"] = "Bearer"
     if is_openai_path(request.url.path):
-        return openai_error(code, str(exc), error_code=type(exc).__name__)
-    headers = {"Retry-After": "5"} if code == status.HTTP_503_SERVICE_UNAVAILABLE else None
+        error_code = (
+            "invalid_api_key" if code == status.HTTP_401_UNAUTHORIZED else type(exc).__name__
+        )
+        return openai_error(code, str(exc), error_code=error_code, headers=headers or None)
+    if code == status.HTTP_503_SERVICE_UNAVAILABLE:
+        headers["Retry-After"] = "5"
     return JSONResponse({"detail": str(exc)}, status_code=code, headers=headers)
 
 

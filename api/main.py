@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,12 +13,19 @@ from api.middleware import BodyLimit, RequestMetrics
 from api.openapi import install_openapi
 from api.routes import api_router
 from switchboard import __version__
+from switchboard.auth import Authenticator
 from switchboard.llm_client import GATEWAY_RETRIES, openai_client
 from switchboard.service import TaskService
 from switchboard.settings import Settings
 from switchboard.temporal import connect
 
-__all__ = ["create_app"]
+__all__ = ["UnsafeBind", "create_app"]
+
+log = logging.getLogger(__name__)
+
+
+class UnsafeBind(RuntimeError):
+    """The API would listen beyond loopback with nobody's identity verified."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -27,12 +35,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings: Configuration; read from `SWITCHBOARD_*` variables when omitted.
     """
     settings = settings or Settings()
+    if settings.auth_is_local and not settings.api_is_loopback:
+        raise UnsafeBind(
+            f"refusing to serve on {settings.api_host}: local mode trusts whoever calls. "
+            "Set SWITCHBOARD_AUTH_MODE=tokens (and create tokens with 'switchboard token "
+            "create') or oidc, or listen on 127.0.0.1"
+        )
+    if settings.auth_is_local:
+        log.warning(
+            "auth is off (local mode): anyone who can reach %s acts as any user; "
+            "loopback only. Set SWITCHBOARD_AUTH_MODE=tokens or oidc to verify callers.",
+            settings.api_base_url,
+        )
+    authenticator = Authenticator(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Lazy: the API starts (and answers 503) while Temporal is still coming up.
         client = await connect(settings, lazy=True)
         app.state.settings = settings
+        app.state.authenticator = authenticator
         app.state.temporal_client = client
         app.state.task_service = TaskService(
             client, settings, remote_callers=not settings.api_is_loopback

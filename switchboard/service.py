@@ -54,6 +54,7 @@ from switchboard.errors import (
     WrongPhase,
 )
 from switchboard.follow import TaskFollowers
+from switchboard.identity import Action, Identity, tenant_of
 from switchboard.models import (
     ApprovalRecord,
     ApproveInput,
@@ -144,6 +145,9 @@ class TaskService:
                     search_attributes=TypedSearchAttributes(
                         [
                             SearchAttributePair(wire.SearchAttributes.OWNER, request.owner),
+                            SearchAttributePair(
+                                wire.SearchAttributes.TENANT, tenant_of(request.owner)
+                            ),
                             SearchAttributePair(wire.SearchAttributes.PHASE, Phase.PREPARING.value),
                             SearchAttributePair(
                                 wire.SearchAttributes.REPO, request.repo[:REPO_ATTRIBUTE_CHARS]
@@ -157,11 +161,15 @@ class TaskService:
                 return TaskSubmitted(task_id=task_id, created=False)
         return TaskSubmitted(task_id=task_id, created=True)
 
-    async def list(self, owner: str | None = None, limit: int = 50) -> list[TaskSummary]:
-        """Recent tasks from visibility, optionally only one owner's."""
+    async def list(
+        self, owner: str | None = None, limit: int = 50, *, tenant: str | None = None
+    ) -> list[TaskSummary]:
+        """Recent tasks from visibility, optionally only one owner's or one tenant's."""
         query = f"WorkflowType = {quote(wire.Workflows.TASK)}"
         if owner is not None:
             query += f" AND {wire.SearchAttributes.OWNER.name} = {quote(owner)}"
+        if tenant is not None:
+            query += f" AND {wire.SearchAttributes.TENANT.name} = {quote(tenant)}"
         summaries: list[TaskSummary] = []
         async with self._errors(None):
             async for execution in self._client.list_workflows(query, limit=limit):
@@ -287,6 +295,15 @@ class TaskService:
         """Raise `TaskNotFound` unless `user` owns the task (others' tasks look absent)."""
         if await self.owner_of(task_id) != user:
             raise TaskNotFound(not_found_message(task_id))
+
+    async def check_access(self, task_id: str, caller: Identity, action: Action) -> None:
+        """Before anything reaches the workflow: a task the caller may not see is
+        `TaskNotFound` (its existence never leaks); one they see without the role the
+        action needs is `Forbidden`, naming the role."""
+        owner = await self.owner_of(task_id)
+        if not caller.can_see(owner):
+            raise TaskNotFound(not_found_message(task_id))
+        caller.require(action, owner)
 
     # ---- internals ----------------------------------------------------------------
 

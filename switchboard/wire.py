@@ -97,8 +97,9 @@ class SearchAttributes:
     OWNER: Final = SearchAttributeKey.for_keyword("SwitchboardOwner")
     PHASE: Final = SearchAttributeKey.for_keyword("SwitchboardPhase")
     REPO: Final = SearchAttributeKey.for_keyword("SwitchboardRepo")
+    TENANT: Final = SearchAttributeKey.for_keyword("SwitchboardTenant")
 
-    ALL: Final = (OWNER, PHASE, REPO)
+    ALL: Final = (OWNER, PHASE, REPO, TENANT)
 
 
 def mirror_gc_schedule_id(host_id: str) -> str:

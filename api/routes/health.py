@@ -7,7 +7,7 @@ from datetime import timedelta
 from fastapi import APIRouter, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from api.deps import AppSettings, TemporalClient
+from api.deps import AppSettings, MetricsCaller, TemporalClient
 from switchboard.errors import ServiceUnavailable
 from switchboard.models import Model
 
@@ -42,8 +42,9 @@ async def readyz(client: TemporalClient, settings: AppSettings) -> Health:
 
 
 @router.get("/metrics", response_class=Response, include_in_schema=False)
-async def metrics() -> Response:
-    """Prometheus text exposition of this process's metrics."""
+async def metrics(_: MetricsCaller) -> Response:
+    """Prometheus text exposition of this process's metrics (a token needed with
+    `SWITCHBOARD_AUTH_METRICS`)."""
     return Response(
         generate_latest(REGISTRY), status_code=status.HTTP_200_OK, media_type=CONTENT_TYPE_LATEST
     )

@@ -47,6 +47,7 @@ PING_SECONDS = 15
 """Keep-alive comments so proxies do not close an idle stream."""
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No credentials, or ones that do not verify.", "model": ErrorBody},
     404: {"description": "No such session, or not yours.", "model": ErrorBody},
     409: {"description": "The session is closed.", "model": ErrorBody},
     503: {"description": "Temporal or the workers are not answering.", "model": ErrorBody},

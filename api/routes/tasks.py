@@ -1,7 +1,9 @@
 """`/v1/tasks`: delegate, list, inspect, stream, decide, steer and cancel tasks.
 
-A caller sees and acts on their own tasks only; anyone else's task answers 404,
-exactly like a task that does not exist.
+Every route takes the verified caller (`CurrentIdentity`). A task the caller may not
+see (another tenant's, or another user's for a plain requester) answers 404 exactly
+like one that does not exist, checked before the workflow is asked anything; a task
+they see without the role an action needs answers 403 naming the role.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api.deps import CallerIsRemote, CurrentUser, Service
+from api.deps import CallerIsRemote, CurrentIdentity, Service
 from api.openapi import ErrorBody
 from api.schemas import (
     ApproveBody,
@@ -24,7 +26,8 @@ from api.schemas import (
     TaskCreate,
     TasksPublic,
 )
-from switchboard.errors import ServiceError, TaskNotFound
+from switchboard.errors import ServiceError
+from switchboard.identity import Action
 from switchboard.models import (
     ApprovalRecord,
     ApproveInput,
@@ -45,7 +48,9 @@ PING_SECONDS = 15
 """Keep-alive comments so proxies do not close an idle stream."""
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"description": "No such task, or not yours.", "model": ErrorBody},
+    401: {"description": "No credentials, or ones that do not verify.", "model": ErrorBody},
+    403: {"description": "You lack the role this needs (named).", "model": ErrorBody},
+    404: {"description": "No such task, or not one you may see.", "model": ErrorBody},
     409: {"description": "The task is not in a phase that allows this.", "model": ErrorBody},
     503: {"description": "Temporal or the workers are not answering.", "model": ErrorBody},
 }
@@ -66,7 +71,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 async def submit_task(
     body: TaskCreate,
     service: Service,
-    user: CurrentUser,
+    caller: CurrentIdentity,
     remote: CallerIsRemote,
     response: Response,
 ) -> TaskSubmitted:
@@ -74,7 +79,8 @@ async def submit_task(
 
     Local repository paths must lie under the server's allowed roots (none for
     remote callers); anything else gets one message that says nothing about disk."""
-    submitted = await service.submit(body.to_request(owner=user), remote=remote)
+    caller.require(Action.SUBMIT, caller.owner)
+    submitted = await service.submit(body.to_request(owner=caller.owner), remote=remote)
     if not submitted.created:
         response.status_code = status.HTTP_200_OK
     return submitted
@@ -83,32 +89,32 @@ async def submit_task(
 @router.get("", responses=_ERRORS)
 async def list_tasks(
     service: Service,
-    user: CurrentUser,
+    caller: CurrentIdentity,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> TasksPublic:
-    """The caller's recent tasks (from Temporal visibility, newest activity first)."""
-    data = await service.list(owner=user, limit=limit)
+    """Recent tasks the caller may see (from Temporal visibility, newest activity first):
+    their own, or their tenant's for an approver or tenant admin, or all for an admin."""
+    owner, tenant = caller.list_scope()
+    data = await service.list(owner=owner, tenant=tenant, limit=limit)
     return TasksPublic(data=data, count=len(data))
 
 
 @router.get("/{task_id}", responses=_ERRORS)
-async def get_task(task_id: str, service: Service, user: CurrentUser) -> TaskStatus:
+async def get_task(task_id: str, service: Service, caller: CurrentIdentity) -> TaskStatus:
     """Live status: phase, subagents, review, approvals, merge."""
-    task = await service.status(task_id)
-    if task.owner != user:
-        raise TaskNotFound(f"no task {task_id!r}")
-    return task
+    await service.check_access(task_id, caller, Action.READ)
+    return await service.status(task_id)
 
 
 @router.get("/{task_id}/diff", responses=_ERRORS)
 async def get_diff(
     task_id: str,
     service: Service,
-    user: CurrentUser,
+    caller: CurrentIdentity,
     subagent: Annotated[int | None, Query(ge=0, description="One subagent's diff.")] = None,
 ) -> DiffView:
     """The task's combined diff, or one subagent's (read from git, never from history)."""
-    await service.check_owner(task_id, user)
+    await service.check_access(task_id, caller, Action.READ)
     return await service.diff(task_id, subagent)
 
 
@@ -132,7 +138,7 @@ async def get_diff(
 async def stream_events(
     task_id: str,
     service: Service,
-    user: CurrentUser,
+    caller: CurrentIdentity,
     from_offset: Annotated[int, Query(alias="from", ge=0, description="First offset to send.")] = 0,
     last_event_id: Annotated[
         str | None,
@@ -148,7 +154,7 @@ async def stream_events(
                 f"Last-Event-ID must be an event offset (a number), got {last_event_id!r}",
             )
         start = int(last_event_id) + 1
-    await service.check_owner(task_id, user)
+    await service.check_access(task_id, caller, Action.READ)
     return EventSourceResponse(_event_stream(service, task_id, start), ping=PING_SECONDS)
 
 
@@ -170,48 +176,50 @@ async def _event_stream(
 
 @router.post("/{task_id}/approve", responses=_ERRORS)
 async def approve_task(
-    task_id: str, service: Service, user: CurrentUser, body: ApproveBody | None = None
+    task_id: str, service: Service, caller: CurrentIdentity, body: ApproveBody | None = None
 ) -> ApprovalRecord:
-    """Approve the diff; the task merges it."""
-    await service.check_owner(task_id, user)
+    """Approve the diff; the task merges it. The approver is the verified caller."""
+    await service.check_access(task_id, caller, Action.DECIDE)
     comment = body.comment if body else ""
-    return await service.approve(task_id, ApproveInput(by=user, comment=comment))
+    return await service.approve(task_id, ApproveInput(by=caller.owner, comment=comment))
 
 
 @router.post("/{task_id}/request-changes", responses=_ERRORS)
 async def request_changes(
-    task_id: str, body: RequestChangesBody, service: Service, user: CurrentUser
+    task_id: str, body: RequestChangesBody, service: Service, caller: CurrentIdentity
 ) -> ApprovalRecord:
-    """Send the subagents back to work with feedback."""
-    await service.check_owner(task_id, user)
+    """Send the subagents back to work with feedback (approver role)."""
+    await service.check_access(task_id, caller, Action.DECIDE)
     return await service.request_changes(
-        task_id, RequestChangesInput(by=user, feedback=body.feedback)
+        task_id, RequestChangesInput(by=caller.owner, feedback=body.feedback)
     )
 
 
 @router.post("/{task_id}/reject", responses=_ERRORS)
 async def reject_task(
-    task_id: str, service: Service, user: CurrentUser, body: RejectBody | None = None
+    task_id: str, service: Service, caller: CurrentIdentity, body: RejectBody | None = None
 ) -> ApprovalRecord:
-    """Reject the diff; the task ends without merging."""
-    await service.check_owner(task_id, user)
+    """Reject the diff; the task ends without merging (approver role)."""
+    await service.check_access(task_id, caller, Action.DECIDE)
     comment = body.comment if body else ""
-    return await service.reject(task_id, RejectInput(by=user, comment=comment))
+    return await service.reject(task_id, RejectInput(by=caller.owner, comment=comment))
 
 
 @router.post("/{task_id}/cancel", status_code=status.HTTP_202_ACCEPTED, responses=_ERRORS)
-async def cancel_task(task_id: str, service: Service, user: CurrentUser) -> TaskActionAccepted:
+async def cancel_task(
+    task_id: str, service: Service, caller: CurrentIdentity
+) -> TaskActionAccepted:
     """Ask the task to stop; it cleans up and ends as `cancelled`."""
-    await service.check_owner(task_id, user)
+    await service.check_access(task_id, caller, Action.CANCEL)
     await service.cancel(task_id)
     return TaskActionAccepted(task_id=task_id, action="cancel")
 
 
 @router.post("/{task_id}/steer", status_code=status.HTTP_202_ACCEPTED, responses=_ERRORS)
 async def steer_task(
-    task_id: str, body: SteerBody, service: Service, user: CurrentUser
+    task_id: str, body: SteerBody, service: Service, caller: CurrentIdentity
 ) -> TaskActionAccepted:
     """Give running subagents new guidance."""
-    await service.check_owner(task_id, user)
-    await service.steer(task_id, SteerInput(by=user, guidance=body.guidance))
+    await service.check_access(task_id, caller, Action.STEER)
+    await service.steer(task_id, SteerInput(by=caller.owner, guidance=body.guidance))
     return TaskActionAccepted(task_id=task_id, action="steer")

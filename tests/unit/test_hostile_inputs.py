@@ -17,6 +17,8 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from switchboard import repo_refs
+from switchboard.api_tokens import TokenStore
+from switchboard.identity import Role
 from switchboard.settings import Settings
 from testkit import make_repo
 
@@ -116,11 +118,22 @@ def test_symlink_out_of_the_roots_is_refused(local_api: TestClient, root: Path) 
     assert status == 400 and "may use" in detail
 
 
-def test_api_bound_beyond_loopback_treats_every_caller_as_remote(root: Path, repo: Path) -> None:
+def test_api_bound_beyond_loopback_treats_every_caller_as_remote(
+    root: Path, repo: Path, tmp_path: Path
+) -> None:
     settings = Settings(
-        temporal_address=NOWHERE, api_host="0.0.0.0", repo_roots=[root], _env_file=None
+        temporal_address=NOWHERE,
+        api_host="0.0.0.0",
+        repo_roots=[root],
+        auth_mode="tokens",
+        data_dir=tmp_path,
+        _env_file=None,
+    )
+    token, _ = TokenStore(settings.api_tokens_file).create(
+        subject="ann", tenant="acme", roles=[Role.REQUESTER]
     )
     with _client(settings, "127.0.0.1") as api:
+        api.headers["Authorization"] = f"Bearer {token}"
         status, detail = _submit(api, str(repo))
     assert status == 400 and "accepts no local paths from you" in detail
 
