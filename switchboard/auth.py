@@ -94,6 +94,7 @@ class OidcVerifier:
                     cache_keys=True,
                     lifespan=max(self._settings.oidc_jwks_cache_seconds, 1),
                     timeout=int(_FETCH_TIMEOUT),
+                    cooldown_duration=self._settings.oidc_jwks_refresh_cooldown_seconds,
                 )
             return self._jwks
 

@@ -105,7 +105,10 @@ class Settings(BaseSettings):
     oidc_leeway_seconds: float = Field(default=30.0, ge=0, le=600)
     """Clock skew allowed on `exp`, `nbf` and `iat`."""
     oidc_jwks_cache_seconds: int = Field(default=300, ge=0)
-    """How long fetched keys are kept; an unknown `kid` refetches at once (rotation)."""
+    """How long fetched keys are kept; an unknown `kid` refetches them (rotation)."""
+    oidc_jwks_refresh_cooldown_seconds: float = Field(default=10.0, ge=0, le=3600)
+    """Least time between two such refetches: tokens with made-up kids cannot make
+    the API hammer the provider; a rotated key is fetched at most this late."""
     oidc_name_claim: str = "name"
     oidc_tenant_claim: str = "tenant"
     oidc_roles_claim: str = "roles"

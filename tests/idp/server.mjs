@@ -1,0 +1,72 @@
+// A real, certified OpenID Connect provider (oidc-provider) for the identity tests.
+//
+// Usage: node server.mjs PORT KEYS_FILE [--rotate]
+// Issues JWT access tokens through the client_credentials grant with resource
+// indicators. Each client stands for one user of one tenant; its tenant, roles and
+// name ride in the token as claims. Resources:
+//   https://switchboard.test/api    audience "switchboard", 10 minutes
+//   https://switchboard.test/short  audience "switchboard", 1 second (expiry tests)
+//   https://other.test/api          audience "other" (wrong audience)
+// The signing keys live in KEYS_FILE (made on first start); --rotate puts a new key
+// first, so tokens are signed with a kid the API has not seen.
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import Provider from 'oidc-provider';
+
+const [port, keysFile, flag] = process.argv.slice(2);
+
+function newKey() {
+  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  return { ...privateKey.export({ format: 'jwk' }), kid: randomUUID(), alg: 'RS256', use: 'sig' };
+}
+
+let keys = existsSync(keysFile) ? JSON.parse(readFileSync(keysFile, 'utf8')) : [newKey()];
+if (flag === '--rotate') keys = [newKey(), ...keys];
+writeFileSync(keysFile, JSON.stringify(keys), { mode: 0o600 });
+
+export const USERS = {
+  'acme-ann': { tenant: 'acme', roles: ['requester'], name: 'Ann (acme requester)' },
+  'acme-abe': { tenant: 'acme', roles: ['approver'], name: 'Abe (acme approver)' },
+  'acme-ada': { tenant: 'acme', roles: ['tenant-admin'], name: 'Ada (acme tenant admin)' },
+  'globex-gus': { tenant: 'globex', roles: ['requester', 'approver'], name: 'Gus (globex)' },
+};
+
+const RESOURCES = {
+  'https://switchboard.test/api': { audience: 'switchboard', accessTokenTTL: 600 },
+  'https://switchboard.test/short': { audience: 'switchboard', accessTokenTTL: 1 },
+  'https://other.test/api': { audience: 'other', accessTokenTTL: 600 },
+};
+
+const issuer = `http://127.0.0.1:${port}`;
+const provider = new Provider(issuer, {
+  jwks: { keys },
+  clients: Object.keys(USERS).map((id) => ({
+    client_id: id,
+    client_secret: `${id}-secret`,
+    grant_types: ['client_credentials'],
+    redirect_uris: [],
+    response_types: [],
+  })),
+  features: {
+    clientCredentials: { enabled: true },
+    introspection: { enabled: false },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: () => 'https://switchboard.test/api',
+      useGrantedResource: () => true,
+      getResourceServerInfo: (_ctx, resource) => {
+        const info = RESOURCES[resource];
+        if (!info) throw new Provider.errors.InvalidTarget();
+        return { ...info, scope: 'api', accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } } };
+      },
+    },
+  },
+  extraTokenClaims: (_ctx, token) => {
+    const user = USERS[token.clientId];
+    return user ? { tenant: user.tenant, roles: user.roles, name: user.name } : undefined;
+  },
+});
+
+provider.listen(Number(port), '127.0.0.1', () => {
+  console.log(`ready ${issuer}`);
+});
