@@ -154,6 +154,16 @@ class Settings(BaseSettings):
                 and not ("127.0.0.1" in self.llm_base_url or "localhost" in self.llm_base_url)
             ):
                 raise ValueError("the model base URL must use https outside development")
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_unusable_auth(self) -> Settings:
+        weak = [alg for alg in self.oidc_algorithms if alg.lower() == "none" or alg[:2] == "HS"]
+        if weak:
+            raise ValueError(
+                f"SWITCHBOARD_OIDC_ALGORITHMS may not hold {weak}: only asymmetric "
+                "signatures (RS*, PS*, ES*, EdDSA) verify against a public key set"
+            )
         if "oidc" in self.auth_modes and not (self.oidc_issuer and self.oidc_audience):
             raise ValueError(
                 "SWITCHBOARD_AUTH_MODE includes oidc: set SWITCHBOARD_OIDC_ISSUER and "

@@ -1,7 +1,8 @@
 """The API's routers, one per resource, collected in `api_router`."""
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
+from api.deps import current_identity
 from api.openai_errors import openai_responses
 from api.openapi import COMMON_RESPONSES
 from api.routes import chat_completions, health, models, responses, sessions, tasks, web
@@ -22,5 +23,8 @@ api_router.include_router(tasks.router, responses=COMMON_RESPONSES)
 api_router.include_router(sessions.router, responses=COMMON_RESPONSES)
 api_router.include_router(chat_completions.router, responses=OPENAI_COMMON)
 api_router.include_router(responses.router, responses=OPENAI_COMMON)
-api_router.include_router(models.router, responses=OPENAI_COMMON)
+# The model list carries no caller; it still needs one (as OpenAI's does).
+api_router.include_router(
+    models.router, responses=OPENAI_COMMON, dependencies=[Depends(current_identity)]
+)
 api_router.include_router(web.router)

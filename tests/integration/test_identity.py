@@ -279,7 +279,10 @@ async def test_the_openai_client_uses_its_api_key_as_the_token(
     answer = await signed_in.chat.completions.create(model="switchboard", messages=messages)
     assert (answer.choices[0].message.content or "").endswith("You said: hello there")
 
+    assert [m.id async for m in signed_in.models.list()]
     stranger = client("not-a-token")
+    with pytest.raises(openai.AuthenticationError):
+        await stranger.models.list()
     with pytest.raises(openai.AuthenticationError) as refused:
         await stranger.chat.completions.create(model="switchboard", messages=messages)
     assert refused.value.status_code == 401
