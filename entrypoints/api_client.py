@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from chat_gateway import SessionInfo, StreamItem
+from entrypoints._cli_auth import resolve_token
 from switchboard.conversation import EntryKind, SessionEntry, SessionState
 from switchboard.models import DiffView, TaskStatus
 
@@ -39,15 +40,28 @@ class SessionClient:
 
     Args:
         base_url: The API, e.g. `http://127.0.0.1:8000`.
-        user: Sent as `X-Switchboard-User`.
+        user: Sent as `X-Switchboard-User` (heeded in local mode only).
+        token: Sent as `Authorization: Bearer`; default `SWITCHBOARD_TOKEN`, else the
+            token `switchboard login` stored.
         timeout: Per request (streams are not timed out while they flow).
     """
 
-    def __init__(self, base_url: str, user: str = "local", *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        user: str = "local",
+        *,
+        timeout: float = 30.0,
+        token: str | None = None,
+    ) -> None:
         self.user = user
+        headers = {USER_HEADER: user}
+        token = resolve_token(token)
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         self._http = httpx.AsyncClient(
             base_url=base_url,
-            headers={USER_HEADER: user},
+            headers=headers,
             timeout=httpx.Timeout(timeout, read=None),
         )
 

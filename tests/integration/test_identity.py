@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import UnsafeBind, create_app
+from entrypoints import _cli_auth
+from entrypoints.api_client import ApiError, SessionClient
 from switchboard.api_tokens import TokenStore
 from switchboard.auth import Authenticator
 from switchboard.errors import Unauthenticated
@@ -294,3 +296,20 @@ async def test_the_openai_client_uses_its_api_key_as_the_token(
 def test_local_mode_refuses_to_listen_beyond_loopback(settings: Settings) -> None:
     with pytest.raises(UnsafeBind, match="SWITCHBOARD_AUTH_MODE"):
         create_app(settings.model_copy(update={"api_host": "0.0.0.0"}))
+
+
+async def test_the_terminal_chat_client_sends_the_stored_token(
+    base_url: str, idp: Idp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("SWITCHBOARD_TOKEN", raising=False)
+    async with SessionClient(base_url, "acme-ann") as anonymous:
+        with pytest.raises(ApiError, match="switchboard login") as refused:
+            await anonymous.create_session(title="t")
+        assert refused.value.status == 401
+    stored = _cli_auth.stored_token_path()
+    stored.parent.mkdir(parents=True)
+    stored.write_text(idp.token("acme-ann") + "\n")
+    async with SessionClient(base_url, "ignored") as signed_in:
+        info = await signed_in.create_session(title="t")
+    assert info.owner == "acme/acme-ann"
