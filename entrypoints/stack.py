@@ -240,6 +240,12 @@ class Stack:
             rows.append(("Temporal UI", f"http://{self.dev_server.host}:{self.dev_server.ui_port}"))
         rows.append(("Model", s.model_base_url + ("  (scripted)" if s.uses_scripted_model else "")))
         rows.append(("Logs", str(self.logs_dir)))
+        auth = (
+            "OFF: local mode, loopback only, callers are who they say they are"
+            if s.auth_is_local
+            else f"{s.auth_mode} (bearer tokens required)"
+        )
+        rows.append(("Auth", auth))
         return rows
 
 

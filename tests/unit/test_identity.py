@@ -131,3 +131,12 @@ def test_token_commands_and_login(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert runner.invoke(app, ["token", "revoke", token_id]).exit_code == 0
     again = runner.invoke(app, ["token", "revoke", token_id])
     assert again.exit_code == 1
+
+
+def test_up_says_whether_auth_is_on(tmp_path: Path) -> None:
+    from entrypoints.stack import Stack
+
+    local = dict(Stack(settings=Settings(data_dir=tmp_path, _env_file=None)).describe())
+    assert local["Auth"].startswith("OFF: local mode")
+    tokens = Settings(auth_mode="tokens", data_dir=tmp_path, _env_file=None)
+    assert dict(Stack(settings=tokens).describe())["Auth"] == "tokens (bearer tokens required)"
