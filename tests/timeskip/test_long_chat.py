@@ -7,11 +7,12 @@ its tool call and task first, and the task's events follow by
 up to `TYPE_AHEAD` posts are in flight beside the one record (Temporal's limit is
 10 updates in flight per workflow), so turns are still open whenever the session
 continues as new. A record must wait for the one before it (the workflow answers
-turns in order), so each turn costs at least one update round trip.
-
-The default count is what fits the time-skipping suite's budget on a loaded CI
-machine (see docs/benchmarks.md); `SWITCHBOARD_LONG_CHAT_TURNS=5000` runs the full
-conversation of issue #9 by hand.
+turns in order), so each turn costs at least one update round trip: on 2 cores
+shared with other work (load 18) 20-35 ms, of which the worker process spent
+~10 ms of CPU, ~6 ms of it in the SDK's workflow sandbox (with
+`UnsandboxedWorkflowRunner` a turn took ~10 ms). 1,000 turns is the
+smallest count past the 2,000 updates one run may take, and fits the suite's
+budget; `SWITCHBOARD_LONG_CHAT_TURNS=5000` runs the full conversation of issue #9.
 """
 
 from __future__ import annotations
