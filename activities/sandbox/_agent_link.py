@@ -7,6 +7,9 @@ container, whose PID 1 is the agent. The agent connects once and says hello
 removes the directory, so nothing else can ever connect. Commands are requests
 on that one connection, one at a time.
 
+`AgentHandle` is one launch as the Docker backend tracks it: the handshake it
+awaits, then the link.
+
 Nothing the agent sends is trusted beyond its shape: sizes are checked against
 what was asked for, and a malformed reply counts as a lost agent.
 """
@@ -157,6 +160,50 @@ class AgentLink:
             stderr=stderr,
             counters=_counters(header["counters"]),
         )
+
+
+class AgentStopped(Exception):
+    """The sandbox was stopped while this call waited for it."""
+
+
+@dataclass(eq=False)
+class AgentHandle:
+    """One container's exec agent as the backend knows it: its handshake, then its link."""
+
+    labels: dict[str, str]
+    handshake: asyncio.Future[AgentLink]
+    stopped: bool = False
+
+    def link(self) -> AgentLink | None:
+        """The link once the handshake succeeded, else None."""
+        done = self.handshake.done() and not self.handshake.cancelled()
+        return self.handshake.result() if done and not self.handshake.exception() else None
+
+    def usable(self) -> bool:
+        if not self.handshake.done():
+            return not self.stopped
+        link = self.link()
+        return link is not None and link.alive
+
+    async def connected(self) -> AgentLink:
+        """The link once the agent said hello.
+
+        Raises:
+            SandboxUnavailable: the agent did not start.
+            AgentStopped: `stop` came first.
+        """
+        await asyncio.wait({self.handshake})
+        if self.stopped or self.handshake.cancelled():
+            raise AgentStopped
+        return self.handshake.result()
+
+    def abandon(self) -> None:
+        """Hang up (the agent then kills what runs and exits) or stop waiting for it."""
+        self.stopped = True
+        self.handshake.cancel()
+        link = self.link()
+        if link is not None:
+            link.close()
 
 
 def _header(data: Any, keep: int) -> dict[str, Any]:

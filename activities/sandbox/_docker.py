@@ -2,20 +2,21 @@
 
 `start` creates the container (no network, all capabilities dropped,
 no-new-privileges, read-only root, tmpfs /tmp, memory/CPU/pids limits, the
-worktree as the only writable mount) whose main process is the exec agent
-(`_agent.py`, run by the image's python3 as the worktree owner). The agent
-connects back to a socket the host listens on (`_agent_link.py`) and runs each
-tool command on request: in a new session, with the time limit and output cap,
-then SIGKILLs everything else in the container and reports the cgroup's OOM and
-refused-fork counters. A command costs 2-3 ms on top of itself, where a
-`docker exec` cost ~50 ms through runc plus a second one for the after-command
-check. The container start (~0.2 s here) is paid once per subagent; `start` also
-waits for the agent's hello (~16 ms of it), so that an image that cannot run the
-agent fails the start, not the first tool call. `stop` / `remove_task` remove the
-container; a lost agent (killed, OOM-killed, frozen, container removed) is
-reported on the command it ran and replaced on the next one. Commands on one
-sandbox run one at a time, since each ends by killing all the others. Every
-Docker SDK call is blocking and runs in a thread, off the event loop.
+worktree as the only writable mount; `_docker_containers.py`) whose main process
+is the exec agent (`_agent.py`, run by the image's python3 as the worktree
+owner). The agent connects back to a socket the host listens on
+(`_agent_link.py`) and runs each tool command on request: in a new session, with
+the time limit and output cap, then SIGKILLs everything else in the container and
+reports the cgroup's OOM and refused-fork counters. A command costs 2-3 ms on top
+of itself, where a `docker exec` cost ~50 ms through runc plus a second one for
+the after-command check. The container start (~0.2 s here) is paid once per
+subagent; `start` also waits for the agent's hello (~16 ms of it), so that an
+image that cannot run the agent fails the start, not the first tool call. `stop`
+/ `remove_task` remove the container; a lost agent (killed, OOM-killed, frozen,
+container removed) is reported on the command it ran and replaced on the next
+one. Commands on one sandbox run one at a time, since each ends by killing all
+the others. Every Docker SDK call is blocking and runs in a thread, off the event
+loop.
 """
 
 from __future__ import annotations
@@ -24,108 +25,56 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import secrets
 import socket
 import time
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import docker
-from docker.errors import APIError, DockerException, ImageNotFound, NotFound
-from docker.types import Mount, Ulimit
+from docker.errors import DockerException
 
 from activities.sandbox import _seccomp
 from activities.sandbox._agent_link import (
-    AGENT_ARGV,
-    RUN_MOUNT,
     SETTLE_SECONDS,
+    AgentHandle,
     AgentLink,
     AgentLost,
-    listen,
+    AgentStopped,
+    Reply,
     remove_directory,
 )
 from activities.sandbox._base import (
-    MAX_OPEN_FILES,
     SANDBOX_ENV,
-    WORKSPACE,
     ExecResult,
     Limit,
     Sandbox,
     SandboxUnavailable,
-    mirror_mounts,
     resolve_worktree,
     writable,
 )
 from activities.sandbox._capture import DRAIN_FACTOR, MIN_DRAIN_BYTES
-from activities.sandbox._owner import hand_over, sandbox_identity
+from activities.sandbox._docker_containers import (
+    LABEL_SANDBOX,
+    LABEL_TASK,
+    RUNTIME_DIR,
+    Containers,
+    labels_for,
+    safe_name,
+    task_of,
+)
+from activities.sandbox._owner import hand_over
 from switchboard.contracts import SandboxInfo, SandboxSpec
 from switchboard.settings import Settings
 
 log = logging.getLogger(__name__)
 
-LABEL_TASK = "switchboard.task"
-LABEL_SANDBOX = "switchboard.sandbox"
-LABEL_WORKTREE = "switchboard.worktree"
-LABEL_ROLE = "switchboard.role"
-LABEL_OWNER = "switchboard.owner"
-TMPFS_SIZE = "512m"
 API_TIMEOUT_SECONDS = 30
 AGENT_START_SECONDS = 20.0
 """How long a new container's agent may take to connect (image on a slow disk)."""
 AGENT_POLL_SECONDS = 0.5
 """While waiting for it, how often to check that the container still runs."""
-OOM_REPORT_SECONDS = 5
-"""How long a container whose agent was lost may take to stop (and report an OOM kill)."""
-RUNTIME_DIR = "sandbox-run"
-"""Under the data directory: one short-lived directory per container launch."""
-
-
-class _Stopped(Exception):
-    """The sandbox was stopped while this call waited for it."""
-
-
-@dataclass(eq=False)
-class _Agent:
-    """One container's exec agent as this process knows it."""
-
-    labels: dict[str, str]
-    handshake: asyncio.Future[AgentLink]
-    stopped: bool = False
-
-    def link(self) -> AgentLink | None:
-        """The link once the handshake succeeded, else None."""
-        done = self.handshake.done() and not self.handshake.cancelled()
-        return self.handshake.result() if done and not self.handshake.exception() else None
-
-    def usable(self) -> bool:
-        if not self.handshake.done():
-            return not self.stopped
-        link = self.link()
-        return link is not None and link.alive
-
-    async def connected(self) -> AgentLink:
-        """The link once the agent said hello.
-
-        Raises:
-            SandboxUnavailable: the agent did not start.
-            _Stopped: `stop` came first.
-        """
-        await asyncio.wait({self.handshake})
-        if self.stopped or self.handshake.cancelled():
-            raise _Stopped
-        return self.handshake.result()
-
-    def abandon(self) -> None:
-        """Hang up (the agent then kills what runs and exits) or stop waiting for it."""
-        self.stopped = True
-        self.handshake.cancel()
-        link = self.link()
-        if link is not None:
-            link.close()
 
 
 class DockerSandbox(Sandbox):
@@ -141,30 +90,22 @@ class DockerSandbox(Sandbox):
     def __init__(self, settings: Settings, client: docker.DockerClient | None = None) -> None:
         self._settings = settings
         try:
-            self._client = client or docker.from_env(timeout=API_TIMEOUT_SECONDS)
+            client = client or docker.from_env(timeout=API_TIMEOUT_SECONDS)
         except DockerException as exc:
             raise SandboxUnavailable(f"no Docker daemon answers: {exc}") from exc
-        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._agents: dict[str, _Agent] = {}
-        self._removals: dict[str, asyncio.Future[None]] = {}
-        self._runtime = Path(os.path.abspath(settings.data_dir)) / RUNTIME_DIR
         try:
-            self._seccomp = _seccomp.docker_profile()
+            profile = _seccomp.docker_profile()
         except _seccomp.SeccompUnavailable as exc:
             raise SandboxUnavailable(str(exc)) from exc
+        runtime = Path(os.path.abspath(settings.data_dir)) / RUNTIME_DIR
+        self._containers = Containers(settings, client, runtime, profile)
+        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._agents: dict[str, AgentHandle] = {}
+        self._removals: dict[str, asyncio.Future[None]] = {}
 
     def check(self) -> None:
         """The daemon answers and the sandbox image exists (blocking)."""
-        try:
-            self._client.ping()
-            self._client.images.get(self._settings.sandbox_image)
-        except ImageNotFound as exc:
-            raise SandboxUnavailable(
-                f"the sandbox image {self._settings.sandbox_image} is missing; build it with "
-                "infra/sandbox/build-image.sh (offline) or infra/sandbox/Dockerfile"
-            ) from exc
-        except (DockerException, OSError) as exc:
-            raise SandboxUnavailable(f"no Docker daemon answers: {exc}") from exc
+        self._containers.check()
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -173,7 +114,7 @@ class DockerSandbox(Sandbox):
             await asyncio.to_thread(hand_over, resolve_worktree(spec), self._settings)
         async with self._locks[spec.sandbox_id]:
             agent = await self._agent(spec)
-            with contextlib.suppress(_Stopped):
+            with contextlib.suppress(AgentStopped):
                 await agent.connected()
         return SandboxInfo(sandbox_id=spec.sandbox_id, backend=self.name)
 
@@ -190,12 +131,12 @@ class DockerSandbox(Sandbox):
             agent.abandon()
         # SIGKILL to the container's PID 1 ends its PID namespace: nothing of it runs
         # once this returns, whatever state the agent was in.
-        await asyncio.to_thread(self._kill_container, sandbox_id)
+        await asyncio.to_thread(self._containers.kill, sandbox_id)
         removal = asyncio.ensure_future(
             asyncio.to_thread(
-                self._remove,
+                self._containers.remove,
                 {"label": f"{LABEL_SANDBOX}={sandbox_id}"},
-                lambda s: s == _safe(sandbox_id),
+                lambda s: s == safe_name(sandbox_id),
             )
         )
         self._removals[sandbox_id] = removal
@@ -214,28 +155,18 @@ class DockerSandbox(Sandbox):
                 await asyncio.shield(removal)
 
     async def remove_task(self, task_id: str) -> None:
-        for sandbox_id in [s for s in self._removals if _task_of(s) == task_id]:
+        for sandbox_id in [s for s in self._removals if task_of(s) == task_id]:
             await self._removal_done(sandbox_id)
-        for sandbox_id in [s for s in self._agents if _task_of(s) == task_id]:
+        for sandbox_id in [s for s in self._agents if task_of(s) == task_id]:
             self._agents.pop(sandbox_id).abandon()
         await asyncio.to_thread(
-            self._remove,
+            self._containers.remove,
             {"label": f"{LABEL_TASK}={task_id}"},
-            lambda s: _task_of(s) == _safe(task_id),
+            lambda s: task_of(s) == safe_name(task_id),
         )
 
     async def task_ids(self) -> set[str]:
-        def listed() -> set[str]:
-            try:
-                containers = self._client.containers.list(
-                    all=True, filters={"label": LABEL_TASK}, ignore_removed=True
-                )
-            except DockerException as exc:
-                raise SandboxUnavailable(f"Docker failed: {exc}") from exc
-            tasks = {c.labels[LABEL_TASK] for c in containers if c.labels.get(LABEL_TASK)}
-            return tasks | {_task_of(s) for s in self._runtime_dirs()}
-
-        return await asyncio.to_thread(listed)
+        return await asyncio.to_thread(self._containers.task_ids)
 
     def describe(self) -> dict[str, Any]:
         s = self._settings
@@ -287,72 +218,61 @@ class DockerSandbox(Sandbox):
             agent = await self._agent(spec)  # recreates a lost or stopped container
             try:
                 link = await agent.connected()
-            except _Stopped:
+            except AgentStopped:
                 return _failed("the sandbox was stopped", None, merge_stderr, time.monotonic())
             started = time.monotonic()
+            request = link.run(
+                argv,
+                stdin,
+                timeout=timeout,
+                keep=output_limit,
+                ceiling=max(output_limit * DRAIN_FACTOR, MIN_DRAIN_BYTES),
+                merge_stderr=merge_stderr,
+            )
             try:
-                reply = await asyncio.wait_for(
-                    link.run(
-                        argv,
-                        stdin,
-                        timeout=timeout,
-                        keep=output_limit,
-                        ceiling=max(output_limit * DRAIN_FACTOR, MIN_DRAIN_BYTES),
-                        merge_stderr=merge_stderr,
-                    ),
-                    timeout + SETTLE_SECONDS,
-                )
-            except TimeoutError:
-                await self._discard(spec.sandbox_id, agent)
-                message = "the sandbox did not answer in time; it was reset"
-                return _failed(message, Limit.TIMEOUT, merge_stderr, started)
-            except AgentLost:
-                if agent.stopped:
-                    message = "the sandbox was stopped while the command ran"
-                    return _failed(message, None, merge_stderr, started)
-                oom = await asyncio.to_thread(self._oom_killed, spec.sandbox_id)
-                await self._discard(spec.sandbox_id, agent)
-                cause = "out of memory" if oom else "killed from outside"
-                message = (
-                    f"the sandbox's container ended under the command ({cause}); "
-                    "a fresh one starts with the next command"
-                )
-                return _failed(message, Limit.MEMORY if oom else None, merge_stderr, started)
+                reply = await asyncio.wait_for(request, timeout + SETTLE_SECONDS)
+            except (TimeoutError, AgentLost) as exc:
+                return await self._ended(spec.sandbox_id, agent, exc, merge_stderr, started)
             except BaseException:
                 # Cancelled mid-request: the link is in an unknown state, so hang up.
                 self._forget(spec.sandbox_id, agent)
                 raise
             before, link.counters = link.counters, reply.counters
-        limit = reply.limit
-        # After every command, so a limit is never blamed on a later one.
-        hit = _counter_hit(before, reply.counters)
-        if hit is Limit.MEMORY or (hit is not None and limit is None):
-            limit = hit
-        truncated = reply.seen > len(reply.stdout) + len(reply.stderr)
-        if truncated and limit is None:
-            limit = Limit.OUTPUT
-        return ExecResult(
-            exit_code=reply.exit_code,
-            stdout=reply.stdout.decode(errors="replace"),
-            stderr=reply.stderr.decode(errors="replace"),
-            truncated=truncated,
-            limit=limit,
-            duration=time.monotonic() - started,
+        return _result(reply, before, started)
+
+    async def _ended(
+        self, sandbox_id: str, agent: AgentHandle, exc: Exception, merge: bool, started: float
+    ) -> ExecResult:
+        """The command the agent did not report: timed out, or the container ended under it."""
+        if isinstance(exc, TimeoutError):
+            await self._discard(sandbox_id, agent)
+            message = "the sandbox did not answer in time; it was reset"
+            return _failed(message, Limit.TIMEOUT, merge, started)
+        if agent.stopped:
+            return _failed("the sandbox was stopped while the command ran", None, merge, started)
+        oom = await asyncio.to_thread(self._containers.oom_killed, sandbox_id)
+        await self._discard(sandbox_id, agent)
+        cause = "out of memory" if oom else "killed from outside"
+        message = (
+            f"the sandbox's container ended under the command ({cause}); "
+            "a fresh one starts with the next command"
         )
+        return _failed(message, Limit.MEMORY if oom else None, merge, started)
 
     # ---- agents ----------------------------------------------------------------------
 
-    async def _agent(self, spec: SandboxSpec) -> _Agent:
+    async def _agent(self, spec: SandboxSpec) -> AgentHandle:
         """This sandbox's agent, launching a container when there is none that fits."""
-        labels = _labels(spec, self._settings)
+        labels = labels_for(spec, self._settings)
         agent = self._agents.get(spec.sandbox_id)
         if agent is not None and agent.labels == labels and agent.usable():
             return agent
         if agent is not None:  # lost, or made for another worktree or role under the same id
             self._forget(spec.sandbox_id, agent)
         await self._removal_done(spec.sandbox_id)  # stopped a moment ago: let that finish
-        directory = self._runtime / f"{_safe(spec.sandbox_id)}.{secrets.token_hex(4)}"
-        listener = await asyncio.to_thread(self._launch, spec, labels, directory)
+        runtime = self._containers.runtime
+        directory = runtime / f"{safe_name(spec.sandbox_id)}.{secrets.token_hex(4)}"
+        listener = await asyncio.to_thread(self._containers.launch, spec, labels, directory)
 
         async def handshake() -> AgentLink:
             try:
@@ -363,7 +283,7 @@ class DockerSandbox(Sandbox):
 
         task = asyncio.ensure_future(handshake())
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
-        agent = _Agent(labels=labels, handshake=task)
+        agent = AgentHandle(labels=labels, handshake=task)
         self._agents[spec.sandbox_id] = agent
         return agent
 
@@ -378,7 +298,7 @@ class DockerSandbox(Sandbox):
                 done, _ = await asyncio.wait({accept}, timeout=AGENT_POLL_SECONDS)
                 if done:
                     break
-                problem = await asyncio.to_thread(self._not_running, sandbox_id)
+                problem = await asyncio.to_thread(self._containers.not_running, sandbox_id)
                 if problem is None and loop.time() > give_up:
                     problem = f"no answer within {AGENT_START_SECONDS:g} s"
                 if problem is not None:
@@ -398,169 +318,38 @@ class DockerSandbox(Sandbox):
                 "so commands could trace it; use an image with the full python3"
             )
         if link is None or problem is not None:
-            await asyncio.to_thread(self._remove_container, sandbox_id)
+            await asyncio.to_thread(self._containers.remove_container, sandbox_id)
             raise SandboxUnavailable(f"the sandbox's exec agent did not start: {problem}")
         return link
 
-    def _forget(self, sandbox_id: str, agent: _Agent) -> None:
+    def _forget(self, sandbox_id: str, agent: AgentHandle) -> None:
         agent.abandon()
         if self._agents.get(sandbox_id) is agent:
             del self._agents[sandbox_id]
 
-    async def _discard(self, sandbox_id: str, agent: _Agent) -> None:
+    async def _discard(self, sandbox_id: str, agent: AgentHandle) -> None:
         self._forget(sandbox_id, agent)
-        await asyncio.to_thread(self._remove_container, sandbox_id)
-
-    # ---- blocking Docker calls and files (run in threads) ------------------------------
-
-    def _launch(self, spec: SandboxSpec, labels: dict[str, str], directory: Path) -> socket.socket:
-        """Make the runtime directory and start the container; the listening socket."""
-        self._runtime.mkdir(mode=0o700, parents=True, exist_ok=True)  # other users: keep out
-        if writable(spec.role):
-            hand_over(Path(labels[LABEL_WORKTREE]), self._settings)
-        listener = listen(directory)
-        try:
-            self._create_container(spec, labels, directory)
-        except BaseException:
-            listener.close()
-            remove_directory(directory)
-            raise
-        return listener
-
-    def _create_container(self, spec: SandboxSpec, labels: dict[str, str], directory: Path) -> None:
-        worktree = Path(labels[LABEL_WORKTREE])
-        mounts = [
-            Mount(mirror, mirror, type="bind", read_only=True) for mirror in mirror_mounts(spec)
-        ]
-        mounts.append(
-            Mount(WORKSPACE, str(worktree), type="bind", read_only=not writable(spec.role))
-        )
-        dot_git = worktree / ".git"
-        if dot_git.exists() and not dot_git.is_symlink():
-            mounts.append(Mount(f"{WORKSPACE}/.git", str(dot_git), type="bind", read_only=True))
-        mounts.append(Mount(RUN_MOUNT, str(directory), type="bind", read_only=True))
-        s = self._settings
-        memory = f"{s.sandbox_memory_mb}m"
-        api = self._client.api
-        try:
-            host_config = api.create_host_config(
-                network_mode="none",
-                cap_drop=["ALL"],
-                security_opt=["no-new-privileges", f"seccomp={self._seccomp}"],
-                read_only=True,
-                tmpfs={"/tmp": f"rw,nosuid,nodev,size={TMPFS_SIZE},mode=1777"},
-                mounts=mounts,
-                mem_limit=memory,
-                memswap_limit=memory,
-                nano_cpus=int(s.sandbox_cpus * 1e9),
-                pids_limit=s.sandbox_pids_limit,
-                ulimits=[
-                    Ulimit(name="fsize", soft=s.sandbox_file_bytes, hard=s.sandbox_file_bytes),
-                    Ulimit(name="nofile", soft=MAX_OPEN_FILES, hard=MAX_OPEN_FILES),
-                    Ulimit(name="core", soft=0, hard=0),
-                ],
-            )
-            for attempt in (1, 2):
-                try:
-                    created = api.create_container(
-                        s.sandbox_image,
-                        name=_container_name(spec.sandbox_id),
-                        entrypoint=AGENT_ARGV,  # PID 1 is the agent: no docker-init
-                        user=labels[LABEL_OWNER],  # the agent and its commands
-                        working_dir=WORKSPACE,
-                        environment=SANDBOX_ENV,
-                        hostname="sandbox",
-                        labels=labels,
-                        host_config=host_config,
-                        detach=True,
-                        use_config_proxy=False,  # no proxy variables from the host's config
-                    )
-                except APIError as exc:
-                    if exc.status_code != 409 or attempt == 2:
-                        raise
-                    # A container of an earlier agent (lost, stopped, another role): redo it.
-                    self._remove_container(spec.sandbox_id)
-                    continue
-                api.start(created["Id"])
-                return
-        except DockerException as exc:
-            raise SandboxUnavailable(f"cannot start the sandbox container: {exc}") from exc
-
-    def _not_running(self, sandbox_id: str) -> str | None:
-        """Why the container does not run (with the agent's last words), or None."""
-        try:
-            container = self._client.containers.get(_container_name(sandbox_id))
-            if container.status == "running":
-                return None
-            logs = container.logs(tail=5).decode(errors="replace").strip()
-        except NotFound:
-            return "the container is gone"
-        except DockerException as exc:
-            return f"Docker failed: {exc}"
-        code = container.attrs.get("State", {}).get("ExitCode")
-        return f"the container exited ({code}): {logs or 'no output'}"
-
-    def _oom_killed(self, sandbox_id: str) -> bool:
-        """Whether the OOM killer struck the container (once it has stopped: the agent is gone)."""
-        name = _container_name(sandbox_id)
-        try:
-            # Docker records the OOM event a moment after the agent's connection drops.
-            self._client.api.wait(name, timeout=OOM_REPORT_SECONDS)
-            state = self._client.api.inspect_container(name)["State"]
-        except (DockerException, OSError):  # requests errors are OSErrors
-            return False
-        return bool(state.get("OOMKilled"))
-
-    def _kill_container(self, sandbox_id: str) -> None:
-        try:
-            self._client.api.kill(_container_name(sandbox_id))
-        except APIError as exc:
-            if exc.status_code not in (404, 409):  # gone, or not running any more
-                raise SandboxUnavailable(f"Docker failed: {exc}") from exc
-        except DockerException as exc:
-            raise SandboxUnavailable(f"Docker failed: {exc}") from exc
-
-    def _remove_container(self, sandbox_id: str) -> None:
-        with contextlib.suppress(NotFound):
-            try:
-                self._client.api.remove_container(_container_name(sandbox_id), force=True)
-            except DockerException as exc:
-                raise SandboxUnavailable(f"Docker failed: {exc}") from exc
-
-    def _remove(self, filters: dict[str, str], sandboxes: Callable[[str], bool]) -> None:
-        try:
-            containers = self._client.containers.list(
-                all=True, filters=filters, ignore_removed=True
-            )
-        except DockerException as exc:
-            raise SandboxUnavailable(f"Docker failed: {exc}") from exc
-        for container in containers:
-            with contextlib.suppress(NotFound):
-                container.remove(force=True)
-        for sandbox_id, directory in self._runtime_dirs().items():
-            if sandboxes(sandbox_id):
-                remove_directory(directory)
-
-    def _runtime_dirs(self) -> dict[str, Path]:
-        """Runtime directories left by launches (of a worker that died mid-start), by sandbox."""
-        try:
-            entries = list(self._runtime.iterdir())
-        except OSError:
-            return {}
-        return {entry.name.rpartition(".")[0]: entry for entry in entries}
+        await asyncio.to_thread(self._containers.remove_container, sandbox_id)
 
 
-def _labels(spec: SandboxSpec, settings: Settings) -> dict[str, str]:
-    """What a container is for: a running one is reused only when all of it still holds."""
-    worktree = resolve_worktree(spec)
-    uid, gid = sandbox_identity(worktree, settings)
-    return {
-        LABEL_TASK: _task_of(spec.sandbox_id),
-        LABEL_SANDBOX: spec.sandbox_id,
-        LABEL_WORKTREE: str(worktree),
-        LABEL_ROLE: spec.role.value,
-        LABEL_OWNER: f"{uid}:{gid}",
-    }
+def _result(reply: Reply, before: tuple[int, int], started: float) -> ExecResult:
+    """The agent's report of a command, with the limit it hit."""
+    limit = reply.limit
+    # After every command, so a limit is never blamed on a later one.
+    hit = _counter_hit(before, reply.counters)
+    if hit is Limit.MEMORY or (hit is not None and limit is None):
+        limit = hit
+    truncated = reply.seen > len(reply.stdout) + len(reply.stderr)
+    if truncated and limit is None:
+        limit = Limit.OUTPUT
+    return ExecResult(
+        exit_code=reply.exit_code,
+        stdout=reply.stdout.decode(errors="replace"),
+        stderr=reply.stderr.decode(errors="replace"),
+        truncated=truncated,
+        limit=limit,
+        duration=time.monotonic() - started,
+    )
 
 
 def _counter_hit(before: tuple[int, int], now: tuple[int, int]) -> Limit | None:
@@ -582,17 +371,3 @@ def _failed(message: str, limit: Limit | None, merge: bool, started: float) -> E
         limit=limit,
         duration=time.monotonic() - started,
     )
-
-
-def _task_of(sandbox_id: str) -> str:
-    """`<task_id>-<index>` -> `<task_id>`."""
-    head, _, tail = sandbox_id.rpartition("-")
-    return head if head and tail.isdigit() else sandbox_id
-
-
-def _safe(sandbox_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", sandbox_id)
-
-
-def _container_name(sandbox_id: str) -> str:
-    return "switchboard-" + _safe(sandbox_id)

@@ -19,6 +19,7 @@ import pytest
 
 from activities.sandbox import Limit, SandboxUnavailable
 from activities.sandbox import _docker as docker_backend
+from activities.sandbox import _docker_containers as containers
 from activities.sandbox._agent_link import RUN_MOUNT, AgentLink, AgentLost
 from activities.sandbox._docker import DockerSandbox
 from switchboard.contracts import SandboxSpec
@@ -41,7 +42,7 @@ async def box(settings: Settings, checkout: Checkout) -> AsyncIterator[DockerSan
 
 
 def container(spec: SandboxSpec) -> docker.models.containers.Container:
-    return docker.from_env().containers.get(docker_backend._container_name(spec.sandbox_id))
+    return docker.from_env().containers.get(containers.container_name(spec.sandbox_id))
 
 
 async def until_running(marker: str) -> None:
@@ -168,7 +169,7 @@ async def test_an_agent_killed_by_the_oom_killer_is_reported_as_memory(
 async def test_the_runtime_directory_lives_only_while_the_agent_starts(
     box: DockerSandbox, settings: Settings, checkout: Checkout
 ) -> None:
-    runtime = Path(settings.data_dir).resolve() / docker_backend.RUNTIME_DIR
+    runtime = Path(settings.data_dir).resolve() / containers.RUNTIME_DIR
     spec = checkout.spec(Role.WORKER)
     await box.start(spec)
     assert list(runtime.iterdir()) == []
@@ -223,12 +224,12 @@ async def test_an_agent_that_cannot_start_fails_the_start_and_leaves_nothing(
     entrypoint: list[str],
     reason: str,
 ) -> None:
-    monkeypatch.setattr(docker_backend, "AGENT_ARGV", entrypoint)
+    monkeypatch.setattr(containers, "AGENT_ARGV", entrypoint)
     spec = checkout.spec(Role.WORKER)
     with pytest.raises(SandboxUnavailable, match="exec agent did not start") as failed:
         await box.start(spec)
     assert reason in str(failed.value)
-    runtime = Path(settings.data_dir).resolve() / docker_backend.RUNTIME_DIR
+    runtime = Path(settings.data_dir).resolve() / containers.RUNTIME_DIR
     assert list(runtime.iterdir()) == []
     left = docker.from_env().containers.list(
         all=True, filters={"label": f"switchboard.sandbox={spec.sandbox_id}"}
@@ -277,7 +278,7 @@ async def test_stop_kills_at_once_and_deletes_the_container_in_the_background(
     assert host_processes_with("sleep 1717") == []  # killed before stop returned
     await asyncio.wait_for(running, 10)
     api = docker.from_env().api  # low level: listing does not inspect what is being deleted
-    name = docker_backend._container_name(spec.sandbox_id)
+    name = containers.container_name(spec.sandbox_id)
     for _ in range(200):  # deleted by the daemon a moment later
         if not api.containers(all=True, filters={"name": name}):
             break
