@@ -113,7 +113,7 @@ class DockerSandbox(Sandbox):
         if writable(spec.role):  # files host-side git wrote since the last round
             await asyncio.to_thread(hand_over, resolve_worktree(spec), self._settings)
         async with self._locks[spec.sandbox_id]:
-            agent = await self._agent(spec)
+            agent = await self._agent(spec, handed_over=True)
             with contextlib.suppress(AgentStopped):
                 await agent.connected()
         return SandboxInfo(sandbox_id=spec.sandbox_id, backend=self.name)
@@ -261,8 +261,13 @@ class DockerSandbox(Sandbox):
 
     # ---- agents ----------------------------------------------------------------------
 
-    async def _agent(self, spec: SandboxSpec) -> AgentHandle:
-        """This sandbox's agent, launching a container when there is none that fits."""
+    async def _agent(self, spec: SandboxSpec, *, handed_over: bool = False) -> AgentHandle:
+        """This sandbox's agent, launching a container when there is none that fits.
+
+        `handed_over`: the caller just gave the worktree to the sandbox uid, so a
+        launch need not walk it again (a walk of a 50,000-file worktree costs about
+        as much as the container start).
+        """
         labels = labels_for(spec, self._settings)
         agent = self._agents.get(spec.sandbox_id)
         if agent is not None and agent.labels == labels and agent.usable():
@@ -272,7 +277,9 @@ class DockerSandbox(Sandbox):
         await self._removal_done(spec.sandbox_id)  # stopped a moment ago: let that finish
         runtime = self._containers.runtime
         directory = runtime / f"{safe_name(spec.sandbox_id)}.{secrets.token_hex(4)}"
-        listener = await asyncio.to_thread(self._containers.launch, spec, labels, directory)
+        listener = await asyncio.to_thread(
+            self._containers.launch, spec, labels, directory, hand_over_first=not handed_over
+        )
 
         async def handshake() -> AgentLink:
             try:

@@ -86,10 +86,21 @@ class Containers:
         tasks = {c.labels[LABEL_TASK] for c in containers if c.labels.get(LABEL_TASK)}
         return tasks | {task_of(s) for s in self.runtime_dirs()}
 
-    def launch(self, spec: SandboxSpec, labels: dict[str, str], directory: Path) -> socket.socket:
-        """Make the runtime directory and start the container; the listening socket."""
+    def launch(
+        self,
+        spec: SandboxSpec,
+        labels: dict[str, str],
+        directory: Path,
+        *,
+        hand_over_first: bool = True,
+    ) -> socket.socket:
+        """Make the runtime directory and start the container; the listening socket.
+
+        `hand_over_first`: give a writable worktree to the sandbox uid first (files
+        host-side git wrote since), unless the caller just did.
+        """
         self.runtime.mkdir(mode=0o700, parents=True, exist_ok=True)  # other users: keep out
-        if writable(spec.role):
+        if hand_over_first and writable(spec.role):
             hand_over(Path(labels[LABEL_WORKTREE]), self._settings)
         listener = listen(directory)
         try:

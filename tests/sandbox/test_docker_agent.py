@@ -20,6 +20,7 @@ import pytest
 from activities.sandbox import Limit, SandboxUnavailable
 from activities.sandbox import _docker as docker_backend
 from activities.sandbox import _docker_containers as containers
+from activities.sandbox import _owner as owner
 from activities.sandbox._agent_link import RUN_MOUNT, AgentLink, AgentLost
 from activities.sandbox._docker import DockerSandbox
 from switchboard.contracts import SandboxSpec
@@ -287,3 +288,39 @@ async def test_stop_kills_at_once_and_deletes_the_container_in_the_background(
     # Started again right after a stop, it waits for that deletion and runs.
     await box.stop(spec.sandbox_id)
     await still_usable(box, spec)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root worker hands worktrees over")
+async def test_start_walks_the_worktree_once_and_still_hands_over_new_files(
+    box: DockerSandbox, checkout: Checkout, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The real hand_over, counted: on a 50,000-file worktree each walk costs about
+    # as much as the container start, so a start walks once, not once more at launch.
+    walks: list[Path] = []
+
+    def counted(worktree: Path, settings: Settings) -> int:
+        walks.append(worktree)
+        return owner.hand_over(worktree, settings)
+
+    monkeypatch.setattr(docker_backend, "hand_over", counted)
+    monkeypatch.setattr(containers, "hand_over", counted)
+    spec = checkout.spec(Role.WORKER)
+    await box.start(spec)
+    assert len(walks) == 1
+    await box.stop(spec.sandbox_id)
+    (checkout.worktree / "from-host.txt").write_text("written by host-side git\n")
+    await box.start(spec)  # a new round: files written since are the sandbox uid's
+    assert len(walks) == 2
+    assert (checkout.worktree / "from-host.txt").stat().st_uid == settings.sandbox_uid
+    written = await sh(box, spec, "echo more >> from-host.txt && echo ok")
+    assert "ok" in written.stdout, written
+    # A container lost under a command is relaunched by the next one, which hands over.
+    lost = container(spec)
+    lost.kill()
+    lost.wait(timeout=20)
+    for _ in range(2):  # the first may still find the old link and report it lost
+        again = await box.exec(spec, ["true"], timeout=20, output_limit=4096)
+        if again.ok:
+            break
+    assert again.ok, again
+    assert len(walks) == 3
