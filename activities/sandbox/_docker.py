@@ -208,11 +208,7 @@ class DockerSandbox(Sandbox):
         output_limit: int,
         merge_stderr: bool = False,
     ) -> ExecResult:
-        """Run one command through the sandbox's agent (the container is made on demand).
-
-        Long because: every way the agent call ends (answer, no answer in time, agent
-        lost, cancelled) is decided under the sandbox's lock, in one place.
-        """
+        """Run one command through the sandbox's agent (the container is made on demand)."""
         # One command at a time per sandbox: each ends by killing all the others.
         async with self._locks[spec.sandbox_id]:
             agent = await self._agent(spec)  # recreates a lost or stopped container
