@@ -21,6 +21,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from activities.sandbox import forget_hand_over
+
 GIT_TIMEOUT_SECONDS = 300.0
 
 
@@ -99,6 +101,7 @@ class Checkpoints:
         # The index must know every present file.
         self._git("add", "--all", "--", ".", *self._skip_nested())
         self._git("read-tree", "--reset", "-u", tree)
+        forget_hand_over(self._work_tree)  # restored files are root's until the next start
 
     def _skip_nested(self) -> list[str]:
         """Pathspecs leaving out every nested repository (a `.git` below the top).

@@ -24,6 +24,7 @@ from activities.sandbox._base import (
 )
 from activities.sandbox._bwrap import BwrapSandbox
 from activities.sandbox._disk import WorktreeLimits, check_worktree_bounds
+from activities.sandbox._owner import forget_hand_over
 from switchboard.settings import Settings
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "SandboxUnavailable",
     "WorktreeLimits",
     "check_worktree_bounds",
+    "forget_hand_over",
     "seccomp_status",
     "select_backend",
 ]

@@ -298,7 +298,7 @@ async def test_start_walks_the_worktree_once_and_still_hands_over_new_files(
     # as much as the container start, so a start walks once, not once more at launch.
     walks: list[Path] = []
 
-    def counted(worktree: Path, settings: Settings) -> int:
+    def counted(worktree: Path, settings: Settings) -> bool:
         walks.append(worktree)
         return owner.hand_over(worktree, settings)
 
@@ -308,9 +308,13 @@ async def test_start_walks_the_worktree_once_and_still_hands_over_new_files(
     await box.start(spec)
     assert len(walks) == 1
     await box.stop(spec.sandbox_id)
+    await box.start(spec)  # nothing written since: the mark makes it one stat
+    assert (checkout.worktree).stat().st_gid == settings.sandbox_gid
+    await box.stop(spec.sandbox_id)
     (checkout.worktree / "from-host.txt").write_text("written by host-side git\n")
+    owner.forget_hand_over(checkout.worktree)  # as host-side git does after writing
     await box.start(spec)  # a new round: files written since are the sandbox uid's
-    assert len(walks) == 2
+    assert len(walks) == 3
     assert (checkout.worktree / "from-host.txt").stat().st_uid == settings.sandbox_uid
     written = await sh(box, spec, "echo more >> from-host.txt && echo ok")
     assert "ok" in written.stdout, written
@@ -323,4 +327,4 @@ async def test_start_walks_the_worktree_once_and_still_hands_over_new_files(
         if again.ok:
             break
     assert again.ok, again
-    assert len(walks) == 3
+    assert len(walks) == 4
