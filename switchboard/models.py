@@ -195,6 +195,11 @@ class TaskStatus(Model):
     approvals: list[ApprovalRecord] = Field(default_factory=list)
     merge: MergeResult | None = None
     error: str | None = None
+    partial: list[int] = Field(default_factory=list)
+    """Workers that failed this round: a plain approve is refused until the caller
+    drops them (`ApproveInput.drop_failed`) or retries them (request changes)."""
+    published: str | None = None
+    """The branch published to the user's repository, once it was (also on a cancel)."""
     created_at: datetime
     updated_at: datetime
     next_offset: int = 0
@@ -291,11 +296,15 @@ class EventsPage(Model):
 class ApproveInput(Model):
     by: str = Field(default="local", min_length=1, max_length=200)
     comment: str = Field(default="", max_length=10_000)
+    drop_failed: bool = False
+    """Approve a partial result: merge the workers that succeeded, drop the failed ones."""
 
 
 class RequestChangesInput(Model):
     by: str = Field(default="local", min_length=1, max_length=200)
     feedback: str = Field(max_length=MAX_GOAL_CHARS)
+    only_failed: bool = False
+    """Retry only the workers that failed (feedback may then be empty)."""
 
 
 class RejectInput(Model):
