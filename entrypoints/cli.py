@@ -204,6 +204,24 @@ def status(task_id: TaskId, as_json: JsonFlag = False) -> None:
     _out().print(render.status_view(current))
 
 
+@task_app.command("logs")
+def logs(
+    task_id: TaskId,
+    subagent: Annotated[int | None, typer.Option(min=1, help="Only this subagent.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Each subagent's last tool calls: how each ended and an excerpt of its output."""
+    current = _run(lambda service: service.status(task_id))
+    chosen = [s for s in current.subagents if subagent is None or s.index == subagent]
+    if subagent is not None and not chosen:
+        _fail(f"task {task_id} has no subagent #{subagent}")
+    if as_json:
+        _print_json(json.dumps({s.index: [t.model_dump() for t in s.tools] for s in chosen}))
+        return
+    for line in render.tool_log_lines(chosen):
+        typer.echo(line)
+
+
 @task_app.command("watch")
 def watch(
     task_id: TaskId,

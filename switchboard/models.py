@@ -17,6 +17,8 @@ MAX_GOAL_CHARS = 20_000
 MAX_SUBTASKS = 24
 MAX_PARALLEL = 16
 DEFAULT_PARALLEL = 6
+TOOL_LOG_KEEP = 10
+TOOL_EXCERPT_CHARS = 400
 
 
 class Model(BaseModel):
@@ -139,6 +141,18 @@ class SubagentState(StrEnum):
     CANCELLED = "cancelled"
 
 
+class ToolLog(Model):
+    """One tool call of a subagent: how it ended and a bounded excerpt of its output
+    (control characters made visible; the full output is in the transcript)."""
+
+    step: int
+    tool: str
+    ok: bool
+    exit_code: int | None = None
+    limit: str | None = None
+    excerpt: str = ""
+
+
 class SubagentStatus(Model):
     index: int
     title: str
@@ -155,6 +169,8 @@ class SubagentStatus(Model):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     error: str | None = None
+    tools: list[ToolLog] = Field(default_factory=list)
+    """Its last tool calls (at most `TOOL_LOG_KEEP`), newest last."""
     waiting: str | None = None
     """What its running step waits on, with the time so far ("waiting on the model for
     42 s"); filled in by `TaskService.status` from the step's heartbeat, not by the task."""

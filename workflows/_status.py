@@ -20,6 +20,7 @@ from switchboard.contracts import (
     SubagentResult,
 )
 from switchboard.models import (
+    TOOL_LOG_KEEP,
     ApprovalRecord,
     DiffLocation,
     DiffRequest,
@@ -35,6 +36,7 @@ from switchboard.models import (
     TaskRequest,
     TaskResult,
     TaskStatus,
+    ToolLog,
 )
 from switchboard.wire import Errors, subagent_branch, task_branch
 from workflows._events import EventLog
@@ -159,6 +161,9 @@ class TaskBook:
         status.tokens = progress.tokens
         status.tool_calls = progress.tool_calls
         status.denied_calls = progress.denied_calls
+        for used in progress.data.get("tools") or []:
+            status.tools.append(ToolLog.model_validate({"step": progress.steps, **used}))
+        del status.tools[:-TOOL_LOG_KEEP]
         kind = EventKind.TOOL_DENIED if progress.kind == "denied" else EventKind.SUBAGENT_STEP
         self.emit(
             kind,

@@ -15,7 +15,10 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
+from temporalio.testing import WorkflowEnvironment
+from typer.testing import CliRunner
 
+from entrypoints.cli import app
 from switchboard.model_server import ModelServerHandle, parse_scenario
 from switchboard.models import (
     ApprovalRecord,
@@ -101,6 +104,11 @@ async def _events(handle: WorkflowHandle[object, TaskResult]) -> EventsPage:
     return page
 
 
+async def _result(handle: WorkflowHandle[object, TaskResult]) -> TaskResult:
+    """The task's result, bounded: a task that never ends fails the test, not hangs it."""
+    return await asyncio.wait_for(handle.result(), timeout=120)
+
+
 async def _update(handle: WorkflowHandle[object, TaskResult], name: str, arg: object) -> str:
     """The update's outcome: "ok", or the message it was refused with."""
     try:
@@ -137,7 +145,7 @@ async def test_no_successful_worker_fails_the_task_with_switchboards_advice(
         ),
     )
     with pytest.raises(WorkflowFailureError):
-        await handle.result()
+        await _result(handle)
     status = await wait_for_phase(handle, Phase.FAILED)
     assert status.error is not None
     assert status.error.startswith("no worker succeeded: #1 A failed (")
@@ -179,7 +187,7 @@ async def test_a_partial_result_needs_an_explicit_choice_and_a_retry_reruns_only
     assert status.subagents[kept - 1].round == 1  # the one that succeeded was not re-run
     assert status.subagents[lost - 1].round == 2
     assert await _update(handle, Updates.APPROVE, ApproveInput(by="ann")) == "ok"
-    result = await handle.result()
+    result = await _result(handle)
     assert result.phase is Phase.COMPLETED
     files = git(repo, "ls-tree", "--name-only", "-r", f"switchboard/{handle.id}").split()
     assert {"f1.txt", "f2.txt"} <= set(files)
@@ -194,7 +202,7 @@ async def test_approving_without_the_failed_worker_merges_only_the_rest(
     lost = status.partial[0]
     drop = ApproveInput(by="ann", drop_failed=True)
     assert await _update(handle, Updates.APPROVE, drop) == "ok"
-    result = await handle.result()
+    result = await _result(handle)
     assert result.phase is Phase.COMPLETED
     files = set(git(repo, "ls-tree", "--name-only", "-r", f"switchboard/{handle.id}").split())
     assert f"f{3 - lost}.txt" in files and f"f{lost}.txt" not in files
@@ -222,7 +230,7 @@ async def test_an_empty_change_is_never_completed(
 async def _cancelled(handle: WorkflowHandle[object, TaskResult]) -> str:
     await handle.cancel()
     with pytest.raises(WorkflowFailureError):
-        await handle.result()
+        await _result(handle)
     status = await wait_for_phase(handle, Phase.CANCELLED, timeout=30)
     assert status.error is None
     cancels = [e for e in (await _events(handle)).events if e.kind is EventKind.CANCELLED]
@@ -288,7 +296,46 @@ async def test_concurrent_approvals_apply_once_and_tell_the_losers_who_won(
     for lost in (o for o in outcomes if o != "ok"):
         assert "not awaiting approval" not in lost or "merging" in lost or "completed" in lost
         assert "awaiting_approval, not awaiting" not in lost
-    result = await handle.result()
+    result = await _result(handle)
     assert result.phase is Phase.COMPLETED
     status = await wait_for_phase(handle, Phase.COMPLETED)
     assert len(status.approvals) == 1
+
+
+async def test_a_failed_tool_says_why_in_events_status_and_task_logs(
+    client: Client,
+    settings: Settings,
+    worker: None,
+    repo: Path,
+    model: ModelServerHandle,
+    temporal_env: WorkflowEnvironment,
+) -> None:
+    run = {"name": "run", "arguments": {"command": "cat no-such-file.txt"}}
+    model.set_scenario(
+        parse_scenario(
+            {"roles": {"worker": [{"tool_calls": [run]}, *WORKER], "reviewer": REVIEWER}}
+        )
+    )
+    handle = await _start(
+        client,
+        settings,
+        TaskRequest(
+            goal="Fail a tool", repo=str(repo), subtasks=[SubtaskSpec(title="A")], review=False
+        ),
+    )
+    status = await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
+    failed = [t for t in status.subagents[0].tools if not t.ok]
+    assert [t.tool for t in failed] == ["run"]
+    assert "No such file" in failed[0].excerpt and failed[0].exit_code == 1
+    steps = [e.message for e in (await _events(handle)).events if e.kind is EventKind.SUBAGENT_STEP]
+    assert any("run failed" in m and "No such file" in m for m in steps)
+    env = {
+        "SWITCHBOARD_TEMPORAL_ADDRESS": temporal_env.client.service_client.config.target_host,
+        "SWITCHBOARD_TASK_QUEUE": settings.task_queue,
+        "SWITCHBOARD_USER": "local",
+    }
+    args = ["task", "logs", handle.id, "--subagent", "1"]
+    shown = await asyncio.to_thread(lambda: CliRunner().invoke(app, args, env=env))
+    assert shown.exit_code == 0, shown.output
+    assert "run failed (error), exit 1" in shown.stdout and "No such file" in shown.stdout
+    await handle.cancel()
