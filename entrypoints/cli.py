@@ -279,13 +279,16 @@ def diff(
 def approve(
     task_id: TaskId,
     comment: Annotated[str, typer.Option(help="Why, for the record.")] = "",
+    drop_failed: Annotated[
+        bool, typer.Option(help="Partial result: merge the rest without the failed workers.")
+    ] = False,
     user: User = "local",
     as_json: JsonFlag = False,
 ) -> None:
     """Approve the diff; the task merges it."""
     from switchboard.models import ApproveInput
 
-    decision = _validated(lambda: ApproveInput(by=user, comment=comment))
+    decision = _validated(lambda: ApproveInput(by=user, comment=comment, drop_failed=drop_failed))
     record = _run(lambda service: service.approve(task_id, decision))
     _show_record(record, as_json)
 
@@ -294,13 +297,18 @@ def approve(
 def request_changes(
     task_id: TaskId,
     feedback: Annotated[str, typer.Option(help="What should change.")],
+    only_failed: Annotated[
+        bool, typer.Option(help="Partial result: re-run only the workers that failed.")
+    ] = False,
     user: User = "local",
     as_json: JsonFlag = False,
 ) -> None:
-    """Send the subagents back to work with feedback."""
+    """Send the subagents back to work with feedback (`--only-failed`: only the failed)."""
     from switchboard.models import RequestChangesInput
 
-    decision = _validated(lambda: RequestChangesInput(by=user, feedback=feedback))
+    decision = _validated(
+        lambda: RequestChangesInput(by=user, feedback=feedback, only_failed=only_failed)
+    )
     record = _run(lambda service: service.request_changes(task_id, decision))
     _show_record(record, as_json)
 
