@@ -35,7 +35,7 @@ from switchboard.tools import CheckedCall, DeniedCall, DenyReason, ToolName
 from switchboard.wire import Errors
 from workflows._progress import ProgressBatcher, Report
 from workflows._status import TaskBook, failure_message
-from workflows._steps import StepEnd, SubagentRun, describe_step
+from workflows._steps import StepEnd, SubagentRun, describe_step, excerpt
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -133,7 +133,18 @@ def test_a_step_with_tools_books_counters_and_the_answers() -> None:
         ("run-1", "boom"),
         ("write_file-2", "error: no"),
     ]
-    assert describe_step(step.turn, run.tools_used) == "run failed (timeout)"
+    # A failed call says why: the head of its output, in the step's one line.
+    assert describe_step(step.turn, run.tools_used) == "run failed (timeout): boom"
+    assert run.tools_used[0]["excerpt"] == "boom"
+
+
+def test_a_tool_excerpt_is_bounded_and_shows_head_and_tail_visibly() -> None:
+    output = "start\x1b[31m" + "x" * 5000 + "the real error"
+    cut = excerpt(output)
+    assert len(cut) < 500
+    assert cut.startswith("start␛[31m") and cut.endswith("the real error")
+    assert "chars cut" in cut
+    assert excerpt("short") == "short"
 
 
 def test_finish_ends_the_loop_with_the_summary_and_verdict() -> None:
