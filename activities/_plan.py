@@ -14,8 +14,6 @@ from switchboard.models import Model, Role, SubtaskSpec
 from switchboard.wire import Errors
 
 SUBMIT_PLAN_TOOL = "submit_plan"
-BAD_PLAN_ATTEMPTS = 3
-"""Tries for a usable plan; outages (429, 5xx, timeouts) get the transient policy."""
 
 PLANNER_SYSTEM_PROMPT = """\
 You plan coding tasks for a team of sandboxed subagents working on one git repository.

@@ -27,7 +27,6 @@ from temporalio.exceptions import ApplicationError
 
 from activities._heartbeat import heartbeating
 from activities._plan import (
-    BAD_PLAN_ATTEMPTS,
     PLANNER_SYSTEM_PROMPT,
     SUBMIT_PLAN_TOOL,
     parse_plan,
@@ -43,6 +42,7 @@ from activities._transcripts import (
 )
 from switchboard import metrics
 from switchboard.contracts import (
+    BAD_PLAN_ATTEMPTS,
     ChatMessage,
     ChatToolCall,
     LlmTurnInput,
