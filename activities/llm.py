@@ -11,6 +11,7 @@ reply cross history.
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -41,6 +42,7 @@ from activities._transcripts import (
 )
 from switchboard import metrics
 from switchboard.contracts import (
+    BAD_PLAN_ATTEMPTS,
     ChatMessage,
     ChatToolCall,
     LlmTurnInput,
@@ -171,9 +173,14 @@ class LlmActivities:
             tokens = usage.total_tokens
         try:
             subtasks = parse_plan(reply)
-        except ApplicationError:
-            # A bad plan is retried for a better one: the next attempt asks again.
+        except ApplicationError as exc:
+            # A bad plan is retried for a better one (the next attempt asks again), but
+            # only BAD_PLAN_ATTEMPTS times; outages follow the transient policy.
             await asyncio.to_thread(path.unlink, missing_ok=True)
+            if info.attempt >= BAD_PLAN_ATTEMPTS:
+                raise ApplicationError(
+                    f"{exc.message} (after {info.attempt} tries)", type=exc.type, non_retryable=True
+                ) from exc
             raise
         return Plan(subtasks=subtasks[:max_subtasks], tokens=tokens)
 
@@ -285,6 +292,22 @@ def _usage(completion: ChatCompletion) -> Usage:
     )
 
 
+MAX_RETRY_AFTER = timedelta(minutes=5)
+
+
+def _retry_after(response: Any) -> timedelta | None:
+    """The server's Retry-After (seconds; an HTTP date is left to the retry policy),
+    capped at `MAX_RETRY_AFTER`."""
+    raw = str(response.headers.get("retry-after", "")).strip()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        return None
+    if seconds != seconds or seconds < 0:  # NaN or negative: ignore it
+        return None
+    return min(timedelta(seconds=seconds), MAX_RETRY_AFTER)
+
+
 def _model_error(exc: openai.OpenAIError, model: str) -> ApplicationError:
     """Map a client error to a Temporal error: transient ones are retried."""
     if isinstance(exc, openai.APITimeoutError):
@@ -301,6 +324,7 @@ def _model_error(exc: openai.OpenAIError, model: str) -> ApplicationError:
             return ApplicationError(
                 f"the model server answered {status}: {exc.message}",
                 type=Errors.MODEL_UNAVAILABLE,
+                next_retry_delay=_retry_after(exc.response),
             )
         hint = {
             401: "check SWITCHBOARD_LLM_API_KEY",

@@ -41,6 +41,7 @@ class TasksPublic(Model):
 
 class ApproveBody(Model):
     comment: str = Field(default="", max_length=10_000)
+    drop_failed: bool = False
 
 
 class RejectBody(Model):
@@ -49,6 +50,7 @@ class RejectBody(Model):
 
 class RequestChangesBody(Model):
     feedback: str = Field(min_length=1, max_length=MAX_GOAL_CHARS)
+    only_failed: bool = False
 
     @field_validator("feedback")
     @classmethod

@@ -19,6 +19,7 @@ from switchboard.models import (
     FollowNotice,
     Phase,
     SubagentState,
+    SubagentStatus,
     TaskEvent,
     TaskStatus,
     TaskSummary,
@@ -33,6 +34,7 @@ __all__ = [
     "status_view",
     "summaries_lines",
     "summaries_table",
+    "tool_log_lines",
     "validation_message",
 ]
 
@@ -173,6 +175,23 @@ def event_line(event: TaskEvent) -> str:
 def notice_line(notice: FollowNotice) -> str:
     """A follower's notice (no offset: it is not a task event), markup-safe."""
     return f"{'-':>5}  {notice.at:%H:%M:%S}  {notice.kind.value:<17} {escape(notice.message)}"
+
+
+def tool_log_lines(subagents: list[SubagentStatus]) -> list[str]:
+    """`task logs`: per subagent, its last tool calls and their output excerpts."""
+    lines: list[str] = []
+    for status in subagents:
+        lines.append(f"#{status.index} {visible(status.title)} ({status.state.value})")
+        if status.error:
+            lines.append(f"  error: {visible(status.error)}")
+        if not status.tools:
+            lines.append("  no tool calls yet")
+        for used in status.tools:
+            mark = "ok" if used.ok else f"failed ({used.limit or 'error'})"
+            code = f", exit {used.exit_code}" if used.exit_code is not None else ""
+            lines.append(f"  step {used.step}: {used.tool} {mark}{code}")
+            lines.extend(f"    | {line}" for line in visible(used.excerpt).splitlines())
+    return lines
 
 
 def approval_line(record: ApprovalRecord) -> str:

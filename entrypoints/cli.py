@@ -204,6 +204,24 @@ def status(task_id: TaskId, as_json: JsonFlag = False) -> None:
     _out().print(render.status_view(current))
 
 
+@task_app.command("logs")
+def logs(
+    task_id: TaskId,
+    subagent: Annotated[int | None, typer.Option(min=1, help="Only this subagent.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Each subagent's last tool calls: how each ended and an excerpt of its output."""
+    current = _run(lambda service: service.status(task_id))
+    chosen = [s for s in current.subagents if subagent is None or s.index == subagent]
+    if subagent is not None and not chosen:
+        _fail(f"task {task_id} has no subagent #{subagent}")
+    if as_json:
+        _print_json(json.dumps({s.index: [t.model_dump() for t in s.tools] for s in chosen}))
+        return
+    for line in render.tool_log_lines(chosen):
+        typer.echo(line)
+
+
 @task_app.command("watch")
 def watch(
     task_id: TaskId,
@@ -261,13 +279,16 @@ def diff(
 def approve(
     task_id: TaskId,
     comment: Annotated[str, typer.Option(help="Why, for the record.")] = "",
+    drop_failed: Annotated[
+        bool, typer.Option(help="Partial result: merge the rest without the failed workers.")
+    ] = False,
     user: User = "local",
     as_json: JsonFlag = False,
 ) -> None:
     """Approve the diff; the task merges it."""
     from switchboard.models import ApproveInput
 
-    decision = _validated(lambda: ApproveInput(by=user, comment=comment))
+    decision = _validated(lambda: ApproveInput(by=user, comment=comment, drop_failed=drop_failed))
     record = _run(lambda service: service.approve(task_id, decision))
     _show_record(record, as_json)
 
@@ -276,13 +297,18 @@ def approve(
 def request_changes(
     task_id: TaskId,
     feedback: Annotated[str, typer.Option(help="What should change.")],
+    only_failed: Annotated[
+        bool, typer.Option(help="Partial result: re-run only the workers that failed.")
+    ] = False,
     user: User = "local",
     as_json: JsonFlag = False,
 ) -> None:
-    """Send the subagents back to work with feedback."""
+    """Send the subagents back to work with feedback (`--only-failed`: only the failed)."""
     from switchboard.models import RequestChangesInput
 
-    decision = _validated(lambda: RequestChangesInput(by=user, feedback=feedback))
+    decision = _validated(
+        lambda: RequestChangesInput(by=user, feedback=feedback, only_failed=only_failed)
+    )
     record = _run(lambda service: service.request_changes(task_id, decision))
     _show_record(record, as_json)
 

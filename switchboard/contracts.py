@@ -126,6 +126,11 @@ class GcMirrorsResult(Model):
 # ---- planning and model turns -------------------------------------------------------
 
 
+BAD_PLAN_ATTEMPTS = 3
+"""Tries for a usable plan (`plan_subtasks` stops retrying after this many bad ones);
+outages (429, 5xx, timeouts) get the transient retry policy instead."""
+
+
 class PlanInput(Model):
     task_id: str
     goal: str

@@ -17,6 +17,8 @@ MAX_GOAL_CHARS = 20_000
 MAX_SUBTASKS = 24
 MAX_PARALLEL = 16
 DEFAULT_PARALLEL = 6
+TOOL_LOG_KEEP = 10
+TOOL_EXCERPT_CHARS = 400
 
 
 class Model(BaseModel):
@@ -139,6 +141,18 @@ class SubagentState(StrEnum):
     CANCELLED = "cancelled"
 
 
+class ToolLog(Model):
+    """One tool call of a subagent: how it ended and a bounded excerpt of its output
+    (control characters made visible; the full output is in the transcript)."""
+
+    step: int
+    tool: str
+    ok: bool
+    exit_code: int | None = None
+    limit: str | None = None
+    excerpt: str = ""
+
+
 class SubagentStatus(Model):
     index: int
     title: str
@@ -155,6 +169,8 @@ class SubagentStatus(Model):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     error: str | None = None
+    tools: list[ToolLog] = Field(default_factory=list)
+    """Its last tool calls (at most `TOOL_LOG_KEEP`), newest last."""
     waiting: str | None = None
     """What its running step waits on, with the time so far ("waiting on the model for
     42 s"); filled in by `TaskService.status` from the step's heartbeat, not by the task."""
@@ -195,6 +211,11 @@ class TaskStatus(Model):
     approvals: list[ApprovalRecord] = Field(default_factory=list)
     merge: MergeResult | None = None
     error: str | None = None
+    partial: list[int] = Field(default_factory=list)
+    """Workers that failed this round: a plain approve is refused until the caller
+    drops them (`ApproveInput.drop_failed`) or retries them (request changes)."""
+    published: str | None = None
+    """The branch published to the user's repository, once it was (also on a cancel)."""
     created_at: datetime
     updated_at: datetime
     next_offset: int = 0
@@ -291,11 +312,15 @@ class EventsPage(Model):
 class ApproveInput(Model):
     by: str = Field(default="local", min_length=1, max_length=200)
     comment: str = Field(default="", max_length=10_000)
+    drop_failed: bool = False
+    """Approve a partial result: merge the workers that succeeded, drop the failed ones."""
 
 
 class RequestChangesInput(Model):
     by: str = Field(default="local", min_length=1, max_length=200)
     feedback: str = Field(max_length=MAX_GOAL_CHARS)
+    only_failed: bool = False
+    """Retry only the workers that failed (feedback may then be empty)."""
 
 
 class RejectInput(Model):

@@ -30,9 +30,6 @@ TRANSIENT_RETRY = RetryPolicy(
     non_retryable_error_types=list(NON_RETRYABLE_ERRORS),
 )
 
-# A planner that keeps returning garbage will not get better: fail the task clearly.
-PLAN_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_attempts=3,
-    non_retryable_error_types=list(NON_RETRYABLE_ERRORS),
-)
+# The planner: an outage (429, 5xx, a timeout) is retried like any model call, honouring
+# Retry-After (`next_retry_delay`); the activity itself stops after three bad plans.
+PLAN_RETRY = TRANSIENT_RETRY

@@ -20,6 +20,7 @@ from switchboard.contracts import (
     SubagentResult,
 )
 from switchboard.models import (
+    TOOL_LOG_KEEP,
     ApprovalRecord,
     DiffLocation,
     DiffRequest,
@@ -35,6 +36,7 @@ from switchboard.models import (
     TaskRequest,
     TaskResult,
     TaskStatus,
+    ToolLog,
 )
 from switchboard.wire import Errors, subagent_branch, task_branch
 from workflows._events import EventLog
@@ -159,6 +161,9 @@ class TaskBook:
         status.tokens = progress.tokens
         status.tool_calls = progress.tool_calls
         status.denied_calls = progress.denied_calls
+        for used in progress.data.get("tools") or []:
+            status.tools.append(ToolLog.model_validate({"step": progress.steps, **used}))
+        del status.tools[:-TOOL_LOG_KEEP]
         kind = EventKind.TOOL_DENIED if progress.kind == "denied" else EventKind.SUBAGENT_STEP
         self.emit(
             kind,
@@ -249,34 +254,104 @@ class TaskBook:
             data=result.model_dump(),
         )
 
+    def judge_round(self) -> None:
+        """After a round: fail a task none of whose workers succeeded (or whose every
+        subagent failed); otherwise name the failed workers, so the gate shows *partial*."""
+        subagents = self.status.subagents
+        workers = [s for s in subagents if s.role is Role.WORKER]
+        failed = [s for s in workers if s.state is SubagentState.FAILED]
+        self.status.partial = [s.index for s in failed]
+        every = all(s.state is SubagentState.FAILED for s in subagents)
+        if every or (workers and len(failed) == len(workers)):
+            lost = [s for s in subagents if s.state is SubagentState.FAILED]
+            raise ApplicationError(
+                "no worker succeeded: " + "; ".join(_failed_line(s) for s in lost),
+                type=Errors.TASK_FAILED,
+                non_retryable=True,
+            )
+
+    def partial_advice(self) -> str:
+        """Which workers failed and why, and the two choices the human has."""
+        failed = [self.status.subagents[i - 1] for i in self.status.partial]
+        return (
+            "partial result: "
+            + "; ".join(_failed_line(s) for s in failed)
+            + ". Approve with drop_failed to merge the rest without them, or request "
+            "changes with only_failed to retry them"
+        )
+
+    def note_published(self, result: MergeResult) -> None:
+        if result.merged and result.branch == task_branch(self.status.task_id):
+            self.status.published = result.branch
+
+    def record_cancel(self, now: datetime) -> None:
+        published = self.status.published
+        self.emit(
+            EventKind.CANCELLED,
+            "task cancelled; worktrees and sandboxes removed; "
+            + (
+                f"branch {published} was already published and stays in your repository"
+                if published
+                else "nothing was published"
+            ),
+            now,
+            data={"published": published},
+        )
+
     def ask_for_approval(self, now: datetime, *, conflicted: bool) -> None:
+        message = "approve, request changes or reject"
+        if conflicted:
+            message += " (the branches conflict: approval is refused)"
+        if self.status.partial:
+            message += f" — {self.partial_advice()}"
         self.emit(
             EventKind.APPROVAL_NEEDED,
-            "approve, request changes or reject"
-            + (" (the branches conflict: approval is refused)" if conflicted else ""),
+            message,
             now,
             data={
                 "diff_stat": self.status.diff_stat.model_dump() if self.status.diff_stat else None,
                 "review": self.status.review.model_dump() if self.status.review else None,
+                "partial": [
+                    {"index": i, "error": self.status.subagents[i - 1].error}
+                    for i in self.status.partial
+                ],
             },
         )
 
     def require_awaiting(self) -> None:
         """Refuse a decision unless the task waits for one (and none was made yet)."""
-        if self.status.phase is not Phase.AWAITING_APPROVAL or self.decision is not None:
+        made = self.decision
+        if made is not None and self.status.phase is Phase.AWAITING_APPROVAL:
+            raise ApplicationError(
+                f"task {self.status.task_id} was already decided in round {made.round}: "
+                f"{made.decision.replace('_', ' ')} by {made.by}",
+                type=Errors.WRONG_PHASE,
+            )
+        if self.status.phase is not Phase.AWAITING_APPROVAL:
             raise ApplicationError(
                 f"task {self.status.task_id} is {self.status.phase.value}, not awaiting approval",
                 type=Errors.WRONG_PHASE,
             )
 
-    @staticmethod
-    def require_approvable(integration: MergeResult | None) -> None:
-        """Refuse an approval of branches that conflict."""
+    def require_approvable(self, integration: MergeResult | None, *, drop_failed: bool) -> None:
+        """Refuse an approval of branches that conflict, of an empty change, or of a
+        partial result the caller did not choose to accept without its failed workers."""
         if integration is not None and not integration.merged:
             raise ApplicationError(
                 "cannot approve: the subagent branches conflict in "
                 + ", ".join(integration.conflicts)
                 + "; request changes or reject",
+                type=Errors.WRONG_PHASE,
+            )
+        if self.status.partial and not drop_failed:
+            raise ApplicationError(
+                f"cannot approve: {self.partial_advice()}", type=Errors.WRONG_PHASE
+            )
+        stat = self.status.diff_stat
+        if stat is None or stat.files_changed == 0:
+            raise ApplicationError(
+                "cannot approve: the combined change is empty (nothing to merge); "
+                "request changes or reject",
                 type=Errors.WRONG_PHASE,
             )
 
@@ -295,12 +370,23 @@ class TaskBook:
         return record
 
 
+def _failed_line(status: SubagentStatus) -> str:
+    return f"#{status.index} {status.title} failed ({status.error or 'no reason given'})"
+
+
 def failure_message(err: BaseException) -> str:
-    """The innermost, most specific message of a Temporal failure chain."""
+    """The message of the outermost application error in a Temporal failure chain.
+
+    That is Switchboard's own wording (with its advice, e.g. "check
+    SWITCHBOARD_LLM_API_KEY"); the causes below it are the library errors it wraps.
+    Without any application error, the innermost message.
+    """
     message = str(err)
     current: BaseException | None = err
     while current is not None:
-        if isinstance(current, ApplicationError) and str(current):
+        if isinstance(current, ApplicationError) and current.message:
+            return current.message
+        if str(current):
             message = str(current)
         current = current.__cause__
     return message

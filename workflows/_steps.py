@@ -19,7 +19,8 @@ from switchboard.contracts import (
     SubagentCheckpoint,
     SubagentResult,
 )
-from switchboard.models import Budget
+from switchboard.models import TOOL_EXCERPT_CHARS, Budget
+from switchboard.text import visible
 
 
 class StepEnd(enum.Enum):
@@ -43,7 +44,8 @@ class SubagentRun:
     nudged: bool = False
     runs: int = 1
     tools_used: list[dict[str, object]] = field(default_factory=list)
-    """The tools of the last step absorbed: `{"tool", "ok", "limit"}` each."""
+    """The tools of the last step absorbed: `{"tool", "ok", "limit", "exit_code",
+    "excerpt"}` each (the excerpt bounded, see `excerpt`)."""
 
     @classmethod
     def resumed(cls, checkpoint: SubagentCheckpoint) -> SubagentRun:
@@ -102,7 +104,16 @@ class SubagentRun:
         result.tool_calls += len(step.outcomes)
         for outcome in step.outcomes:
             answers[outcome.call_id] = outcome.output
-        self.tools_used = [{"tool": o.name, "ok": o.ok, "limit": o.limit} for o in step.outcomes]
+        self.tools_used = [
+            {
+                "tool": o.name,
+                "ok": o.ok,
+                "limit": o.limit,
+                "exit_code": o.exit_code,
+                "excerpt": excerpt(o.output),
+            }
+            for o in step.outcomes
+        ]
         self.pending.extend(
             ChatMessage(role="tool", tool_call_id=c.id, content=answers.get(c.id, ""))
             for c in turn.tool_calls
@@ -118,5 +129,15 @@ def describe_step(turn: LlmTurnResult, tools_used: list[dict[str, object]]) -> s
     parts = []
     for used in tools_used:
         mark = "ok" if used["ok"] else f"failed ({used['limit'] or 'error'})"
-        parts.append(f"{used['tool']} {mark}")
+        why = " ".join(str(used.get("excerpt") or "").split())[:160]
+        parts.append(f"{used['tool']} {mark}" + (f": {why}" if why and not used["ok"] else ""))
     return ", ".join(parts)
+
+
+def excerpt(output: str, limit: int = TOOL_EXCERPT_CHARS) -> str:
+    """A bounded excerpt of a tool's output (hostile text: controls made visible):
+    its head and its tail, where errors usually are."""
+    if len(output) > limit:
+        half = limit // 2
+        output = f"{output[:half]}\n… [{len(output) - limit} chars cut] …\n{output[-half:]}"
+    return visible(output)

@@ -1,18 +1,22 @@
 """`DelegatedTaskWorkflow`: one durable workflow per delegated task.
 
-prepare repo -> plan -> fan out subagents (at most `max_parallel` at once) ->
-integrate their branches -> review -> wait for a human (days if need be) ->
-merge, or loop with the human's feedback, or stop. Worktrees and sandboxes are
-removed on every ending. Nobody waits on this workflow: the conversation reads
-its `status` and `events` queries and talks to it with updates and signals.
+prepare repo -> plan -> fan out subagents (at most `max_parallel` at once) -> integrate
+-> review -> wait for a human -> merge, or loop with feedback, or stop. Worktrees and
+sandboxes are removed on every ending; a cancel always ends it as cancelled.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    is_cancelled_exception,
+)
 
 with workflow.unsafe.imports_passed_through():
     from switchboard import metrics
@@ -75,6 +79,7 @@ class DelegatedTaskWorkflow:
         self._feedback: str | None = None
         self._guidance: list[str] = []
         self._running: dict[int, str] = {}
+        self._only_failed = False
         self._book = TaskBook.new(self._task_id, request, workflow.now())
         self._status = self._book.status
 
@@ -89,23 +94,30 @@ class DelegatedTaskWorkflow:
                 SearchAttributes.PHASE.value_set(Phase.PREPARING.value),
             ]
         )
-        self._emit(EventKind.PHASE, f"task accepted: {request.goal[:200]}")
+        self._book.emit(EventKind.PHASE, f"task accepted: {request.goal[:200]}", workflow.now())
         try:
             await self._deliver(request)
         except asyncio.CancelledError:
-            self._set_phase(Phase.CANCELLED, "task cancelled")
-            self._emit(EventKind.CANCELLED, "task cancelled; worktrees and sandboxes removed")
-            await self._cleanup(delete_branches=True)
+            await self._cancelled()
             raise
         except (ActivityError, ChildWorkflowError, ApplicationError) as err:
+            if is_cancelled_exception(err):  # an activity or child cancelled with the task
+                await self._cancelled()
+                raise asyncio.CancelledError from err
             message = failure_message(err)
             self._status.error = message
             self._set_phase(Phase.FAILED, f"task failed: {message}")
-            self._emit(EventKind.FAILED, message)
+            self._book.emit(EventKind.FAILED, message, workflow.now())
             await self._cleanup(delete_branches=False)
             raise ApplicationError(message, type=Errors.TASK_FAILED, non_retryable=True) from err
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._book.result()
+
+    async def _cancelled(self) -> None:
+        """End as cancelled, whatever phase the cancel found; say what was published."""
+        self._set_phase(Phase.CANCELLED, "task cancelled")
+        self._book.record_cancel(workflow.now())
+        await self._cleanup(delete_branches=True)
 
     async def _deliver(self, request: TaskRequest) -> None:
         self._prepared = await calls.prepare_repo(
@@ -127,10 +139,8 @@ class DelegatedTaskWorkflow:
         self._book.record_plan(self._subtasks, workflow.now())
         while True:
             self._set_phase(Phase.RUNNING, f"round {self._status.round}: subagents at work")
-            results = await self._run_subagents()
-            if all(r.state is SubagentState.FAILED for r in results):
-                errors = "; ".join(f"#{r.index}: {r.error}" for r in results)
-                raise ApplicationError(f"every subagent failed: {errors}", non_retryable=True)
+            await self._run_subagents()
+            self._book.judge_round()
             await self._integrate()
             if request.review and self._integration and self._integration.merged:
                 await self._review()
@@ -143,7 +153,7 @@ class DelegatedTaskWorkflow:
                 self._set_phase(Phase.REJECTED, f"rejected by {decision.by}")
                 await self._cleanup(delete_branches=True)
                 return
-            self._feedback = decision.comment
+            self._feedback = decision.comment or self._feedback
             self._status.round += 1
 
     async def _run_subagents(self) -> list[SubagentResult]:
@@ -156,7 +166,10 @@ class DelegatedTaskWorkflow:
         async def one(index: int, spec: SubtaskSpec) -> SubagentResult:
             status = self._status.subagents[index - 1]
             branch = subagent_branch(self._task_id, index)
-            if not rerun_all and spec.role is not Role.WORKER:
+            if not rerun_all and (
+                spec.role is not Role.WORKER
+                or (self._only_failed and status.state is not SubagentState.FAILED)
+            ):
                 return SubagentResult(index=index, state=status.state, branch=branch)
             async with gate:
                 child_id = f"{self._task_id}-sub{index}-r{round_number}"
@@ -186,17 +199,7 @@ class DelegatedTaskWorkflow:
             await asyncio.gather(*(one(i, s) for i, s in enumerate(self._subtasks, start=1)))
         )
 
-    def _subagent_input(
-        self,
-        index: int,
-        spec: SubtaskSpec,
-        *,
-        branch: str,
-        start_commit: str,
-        feedback: str | None = None,
-        guidance: list[str] | None = None,
-        review_titles: list[str] | None = None,
-    ) -> SubagentInput:
+    def _subagent_input(self, index: int, spec: SubtaskSpec, **fields: Any) -> SubagentInput:
         assert self._prepared is not None
         return SubagentInput(
             task_id=self._task_id,
@@ -205,20 +208,13 @@ class DelegatedTaskWorkflow:
             goal=self._request.goal,
             subtask=spec,
             prepared=self._prepared,
-            branch=branch,
-            start_commit=start_commit,
             budget=self._request.budget,
-            feedback=feedback,
-            guidance=guidance or [],
-            review_titles=review_titles or [],
+            **fields,
         )
 
     async def _run_child(self, child_id: str, summary: str, input: SubagentInput) -> SubagentResult:
-        """Run one subagent; its failure is a result (the others carry on), not an exception.
-
-        Its start is announced here, when Temporal confirms it, rather than by a signal
-        from the child (which costs both workflows a workflow task).
-        """
+        """Run one subagent; its failure is a result (the others carry on), not an
+        exception; its start is announced here, once Temporal confirms it."""
         try:
             handle = await workflow.start_child_workflow(
                 SubagentWorkflow.run,
@@ -230,6 +226,8 @@ class DelegatedTaskWorkflow:
             self._book.announce_start(input, workflow.now())
             result: SubagentResult = await handle
         except ChildWorkflowError as err:
+            if is_cancelled_exception(err):
+                raise  # the task is being cancelled: not a failed subagent
             result = SubagentResult(
                 index=input.index,
                 state=SubagentState.FAILED,
@@ -279,7 +277,9 @@ class DelegatedTaskWorkflow:
     async def _await_approval(self) -> ApprovalRecord:
         self._book.decision = None
         self._set_phase(Phase.AWAITING_APPROVAL, "waiting for a human decision")
-        self._book.ask_for_approval(workflow.now(), conflicted=self._conflicted())
+        self._book.ask_for_approval(
+            workflow.now(), conflicted=bool(self._integration and not self._integration.merged)
+        )
         waiting_since = workflow.now()
         await workflow.wait_condition(lambda: self._book.decision is not None)
         decision = self._book.decision
@@ -294,12 +294,20 @@ class DelegatedTaskWorkflow:
 
     async def _merge(self) -> None:
         self._set_phase(Phase.MERGING, "merging the subagent branches")
-        result = await self._integrate(publish=True)
+        # Shielded: a cancel arriving mid-merge waits for it, so the task can say
+        # truthfully whether the branch was published before it ends as cancelled.
+        merging = asyncio.ensure_future(self._integrate(publish=True))
+        try:
+            result = await asyncio.shield(merging)
+        except asyncio.CancelledError:
+            self._book.note_published(await merging)
+            raise
+        self._book.note_published(result)
         self._status.merge = result
         if result.merged:
             self._book.record_merge(result, workflow.now())
             self._set_phase(Phase.COMPLETED, "task completed")
-            self._emit(EventKind.COMPLETED, f"done: branch {result.branch}")
+            self._book.emit(EventKind.COMPLETED, f"done: branch {result.branch}", workflow.now())
         else:
             raise ApplicationError(
                 "merge conflict in " + ", ".join(result.conflicts), non_retryable=True
@@ -326,19 +334,6 @@ class DelegatedTaskWorkflow:
         workflow.upsert_search_attributes([SearchAttributes.PHASE.value_set(phase.value)])
         workflow.set_current_details(f"**{phase.value}** — {message}")
 
-    def _emit(
-        self,
-        kind: EventKind,
-        message: str,
-        *,
-        subagent: int | None = None,
-        data: dict[str, object] | None = None,
-    ) -> None:
-        self._book.emit(kind, message, workflow.now(), subagent=subagent, data=data)
-
-    def _conflicted(self) -> bool:
-        return self._integration is not None and not self._integration.merged
-
     # ---- handlers ---------------------------------------------------------------------
 
     @workflow.query(name=Queries.STATUS)
@@ -360,9 +355,11 @@ class DelegatedTaskWorkflow:
     @workflow.signal(name=Signals.STEER)
     async def steer(self, steer: SteerInput) -> None:
         self._guidance.append(steer.guidance)
-        self._emit(
+        waiting = "" if self._running else " (no subagent is running: kept for the next round)"
+        self._book.emit(
             EventKind.STEERED,
-            f"{steer.by} steered: {steer.guidance[:500]}",
+            f"{steer.by} steered: {steer.guidance[:500]}{waiting}",
+            workflow.now(),
             data={"by": steer.by, "running": sorted(self._running)},
         )
         for child_id in list(self._running.values()):
@@ -375,16 +372,19 @@ class DelegatedTaskWorkflow:
     @approve.validator
     def _check_approve(self, decision: ApproveInput) -> None:
         self._book.require_awaiting()
-        self._book.require_approvable(self._integration)
+        self._book.require_approvable(self._integration, drop_failed=decision.drop_failed)
 
     @workflow.update(name=Updates.REQUEST_CHANGES)
     def request_changes(self, decision: RequestChangesInput) -> ApprovalRecord:
+        self._only_failed = decision.only_failed
         return self._decide("changes_requested", decision.by, decision.feedback)
 
     @request_changes.validator
     def _check_request_changes(self, decision: RequestChangesInput) -> None:
         self._book.require_awaiting()
-        if not decision.feedback.strip():
+        if decision.only_failed and not self._status.partial:
+            raise ApplicationError("no subagent failed: nothing to retry", type=Errors.WRONG_PHASE)
+        if not decision.feedback.strip() and not decision.only_failed:
             raise ApplicationError("feedback must say what to change", type=Errors.INVALID_INPUT)
 
     @workflow.update(name=Updates.REJECT)

@@ -180,8 +180,10 @@ async def approve_task(
 ) -> ApprovalRecord:
     """Approve the diff; the task merges it. The approver is the verified caller."""
     await service.check_access(task_id, caller, Action.DECIDE)
-    comment = body.comment if body else ""
-    return await service.approve(task_id, ApproveInput(by=caller.owner, comment=comment))
+    body = body or ApproveBody()
+    return await service.approve(
+        task_id, ApproveInput(by=caller.owner, comment=body.comment, drop_failed=body.drop_failed)
+    )
 
 
 @router.post("/{task_id}/request-changes", responses=_ERRORS)
@@ -191,7 +193,8 @@ async def request_changes(
     """Send the subagents back to work with feedback (approver role)."""
     await service.check_access(task_id, caller, Action.DECIDE)
     return await service.request_changes(
-        task_id, RequestChangesInput(by=caller.owner, feedback=body.feedback)
+        task_id,
+        RequestChangesInput(by=caller.owner, feedback=body.feedback, only_failed=body.only_failed),
     )
 
 

@@ -88,8 +88,16 @@ openai_router = APIRouter(prefix="/v1", tags=["openai"])
 admin_router = APIRouter(tags=["admin"], dependencies=[Depends(_require_control_token)])
 
 
-def _error(status: int, message: str, type_: str, code: str | None = None) -> JSONResponse:
-    return JSONResponse(fmt.error_body(message, type_=type_, code=code), status_code=status)
+def _error(
+    status: int,
+    message: str,
+    type_: str,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(
+        fmt.error_body(message, type_=type_, code=code), status_code=status, headers=headers
+    )
 
 
 @openai_router.get("/models")
@@ -203,7 +211,11 @@ async def _inject(
     """The injected fault's error response, or the reply it mangles."""
     if fault is FaultKind.HTTP_429:
         return _error(
-            429, "Rate limit reached (injected fault).", "requests", "rate_limit_exceeded"
+            429,
+            "Rate limit reached (injected fault).",
+            "requests",
+            "rate_limit_exceeded",
+            headers={"Retry-After": "1"},
         )
     if fault is FaultKind.HTTP_500:
         return _error(500, "The server had an error (injected fault).", "server_error")

@@ -14,6 +14,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from switchboard.contracts import (
+    BAD_PLAN_ATTEMPTS,
     ChatToolCall,
     CleanupInput,
     CommitResult,
@@ -43,6 +44,8 @@ class Fakes:
     """The first `plan_failures` plans fail; a subagent takes `tool_steps` steps, then finishes."""
 
     plan_failures: int = 0
+    plan_outages: int = 0
+    """The first `plan_outages` planner calls fail as an outage (before any bad plan)."""
     tool_steps: int = 0
     plan_attempts: list[int] = field(default_factory=list)
     """The attempt number of each plan call."""
@@ -76,10 +79,16 @@ class Fakes:
 
     @activity.defn(name=Activities.PLAN_SUBTASKS)
     async def plan_subtasks(self, inp: PlanInput) -> Plan:
-        self.plan_attempts.append(activity.info().attempt)
-        if len(self.plan_attempts) <= self.plan_failures:
+        attempt = activity.info().attempt
+        self.plan_attempts.append(attempt)
+        if len(self.plan_attempts) <= self.plan_outages:
+            raise ApplicationError("429 from the planner", type=Errors.MODEL_UNAVAILABLE)
+        if len(self.plan_attempts) <= self.plan_outages + self.plan_failures:
+            # As the real activity: a bad plan is retried, but only BAD_PLAN_ATTEMPTS times.
             raise ApplicationError(
-                "the planner answered nonsense", type=Errors.MODEL_OUTPUT_INVALID
+                "the planner answered nonsense",
+                type=Errors.MODEL_OUTPUT_INVALID,
+                non_retryable=attempt >= BAD_PLAN_ATTEMPTS,
             )
         return Plan(subtasks=[SubtaskSpec(title="the only subtask")])
 

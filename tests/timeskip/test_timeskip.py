@@ -114,6 +114,19 @@ async def test_a_planner_failing_every_attempt_fails_the_task(env: WorkflowEnvir
     assert len(fakes.plan_attempts) == 3 and status.phase is Phase.FAILED
 
 
+async def test_a_planner_outage_is_ridden_out_with_the_transient_policy(
+    env: WorkflowEnvironment,
+) -> None:
+    fakes = Fakes(plan_outages=5)  # more than the three tries a bad plan gets
+    async with worker(env.client, fakes) as queue:
+        handle = await start_task(env.client, queue)
+        await env.sleep(timedelta(minutes=2))  # 1+2+4+8+16 s of backoff, skipped
+        status = await until_phase(handle, Phase.AWAITING_APPROVAL)
+        await handle.cancel()
+    assert fakes.plan_attempts == [1, 2, 3, 4, 5, 6]
+    assert [s.title for s in status.subagents] == ["the only subtask"]
+
+
 def subagent_input(queue: str, **extra: object) -> SubagentInput:
     prepared = PreparedRepo(
         repo="/r",

@@ -35,7 +35,7 @@ from switchboard.tools import CheckedCall, DeniedCall, DenyReason, ToolName
 from switchboard.wire import Errors
 from workflows._progress import ProgressBatcher, Report
 from workflows._status import TaskBook, failure_message
-from workflows._steps import StepEnd, SubagentRun, describe_step
+from workflows._steps import StepEnd, SubagentRun, describe_step, excerpt
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -133,7 +133,18 @@ def test_a_step_with_tools_books_counters_and_the_answers() -> None:
         ("run-1", "boom"),
         ("write_file-2", "error: no"),
     ]
-    assert describe_step(step.turn, run.tools_used) == "run failed (timeout)"
+    # A failed call says why: the head of its output, in the step's one line.
+    assert describe_step(step.turn, run.tools_used) == "run failed (timeout): boom"
+    assert run.tools_used[0]["excerpt"] == "boom"
+
+
+def test_a_tool_excerpt_is_bounded_and_shows_head_and_tail_visibly() -> None:
+    output = "start\x1b[31m" + "x" * 5000 + "the real error"
+    cut = excerpt(output)
+    assert len(cut) < 500
+    assert cut.startswith("start␛[31m") and cut.endswith("the real error")
+    assert "chars cut" in cut
+    assert excerpt("short") == "short"
 
 
 def test_finish_ends_the_loop_with_the_summary_and_verdict() -> None:
@@ -243,10 +254,86 @@ def test_a_decision_needs_the_gate_and_counts_once() -> None:
 
 
 def test_conflicting_branches_cannot_be_approved() -> None:
-    TaskBook.require_approvable(None)
-    TaskBook.require_approvable(MergeResult(merged=True, branch="t"))
+    book = new_book()
+    book.status.diff_stat = DiffStat(files_changed=1)
+    book.require_approvable(None, drop_failed=False)
+    book.require_approvable(MergeResult(merged=True, branch="t"), drop_failed=False)
     with pytest.raises(ApplicationError, match=r"conflict in a\.py"):
-        TaskBook.require_approvable(MergeResult(merged=False, branch="t", conflicts=["a.py"]))
+        book.require_approvable(
+            MergeResult(merged=False, branch="t", conflicts=["a.py"]), drop_failed=False
+        )
+
+
+def test_an_empty_change_cannot_be_approved() -> None:
+    book = new_book()
+    book.status.diff_stat = DiffStat(files_changed=0)
+    with pytest.raises(ApplicationError, match="combined change is empty"):
+        book.require_approvable(MergeResult(merged=True, branch="t"), drop_failed=True)
+
+
+def two_workers() -> TaskBook:
+    book = TaskBook.new("task-1", TaskRequest(goal="g", repo="/r"), T0)
+    book.record_plan(
+        [
+            SubtaskSpec(title="one"),
+            SubtaskSpec(title="two"),
+            SubtaskSpec(title="look", role=Role.EXPLORER),
+        ],
+        T0,
+    )
+    for status in book.status.subagents:
+        status.state = SubagentState.DONE
+    book.status.diff_stat = DiffStat(files_changed=1)
+    return book
+
+
+def test_a_round_without_a_successful_worker_fails_naming_each() -> None:
+    book = two_workers()
+    for status, why in zip(book.status.subagents[:2], ["401", "500"], strict=True):
+        status.state, status.error = SubagentState.FAILED, why
+    with pytest.raises(ApplicationError) as failed:
+        book.judge_round()  # the explorer succeeded: still no worker did
+    assert failed.value.non_retryable
+    assert failed.value.message == "no worker succeeded: #1 one failed (401); #2 two failed (500)"
+
+
+def test_a_failed_worker_makes_the_gate_partial_until_dropped_or_retried() -> None:
+    book = two_workers()
+    book.status.subagents[1].state = SubagentState.FAILED
+    book.status.subagents[1].error = "malformed tool calls"
+    book.judge_round()
+    assert book.status.partial == [2]
+    book.ask_for_approval(at(1), conflicted=False)
+    asked = book.page(0, 10).events[-1]
+    assert "#2 two failed (malformed tool calls)" in asked.message
+    assert asked.data["partial"] == [{"index": 2, "error": "malformed tool calls"}]
+    with pytest.raises(ApplicationError, match="drop_failed"):
+        book.require_approvable(None, drop_failed=False)
+    book.require_approvable(None, drop_failed=True)
+    book.status.subagents[1].state = SubagentState.DONE
+    book.judge_round()
+    assert book.status.partial == []
+    book.require_approvable(None, drop_failed=False)
+
+
+def test_a_second_decision_is_told_who_decided() -> None:
+    book = new_book()
+    book.set_phase(Phase.AWAITING_APPROVAL, "waiting", at(1))
+    book.decide("approved", "ann", "", at(2))
+    with pytest.raises(ApplicationError, match="already decided in round 1: approved by ann"):
+        book.require_awaiting()
+
+
+def test_a_cancel_says_whether_the_branch_was_published() -> None:
+    book = new_book()
+    book.record_cancel(at(1))
+    assert "nothing was published" in book.page(0, 10).events[-1].message
+    book.note_published(MergeResult(merged=True, branch="switchboard/task-1"))
+    book.note_published(MergeResult(merged=True, branch="elsewhere"))
+    book.record_cancel(at(2))
+    last = book.page(0, 10).events[-1]
+    assert "switchboard/task-1 was already published" in last.message
+    assert last.data["published"] == "switchboard/task-1"
 
 
 def test_integration_logs_the_diff_or_the_conflict() -> None:
@@ -286,3 +373,14 @@ def test_failure_message_takes_the_innermost_application_error() -> None:
     outer = RuntimeError("wrapped")
     outer.__cause__ = inner
     assert failure_message(outer) == "the real reason"
+
+
+def test_failure_message_keeps_switchboard_advice_over_the_library_error() -> None:
+    library = ApplicationError("Error code: 401 - Incorrect API key", type="AuthenticationError")
+    ours = ApplicationError(
+        "the model server refused the request (401); check SWITCHBOARD_LLM_API_KEY"
+    )
+    ours.__cause__ = library
+    wrapper = RuntimeError("Activity task failed")
+    wrapper.__cause__ = ours
+    assert failure_message(wrapper).endswith("check SWITCHBOARD_LLM_API_KEY")
