@@ -9,7 +9,8 @@ a failed fetch or push raises a retryable one carrying git's own words.
 
 Trust: a worktree is writable by its sandbox, so its `.git` file is never trusted.
 Commits run with `--git-dir` pointing at the worktree's admin directory inside the
-mirror (which sandboxes only see read-only), found and checked on the host side.
+task's repository (which sandboxes only see read-only), found and checked on the
+host side. Each task has its own repository (`activities._task_repo`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from activities._merge import (
     parse_numstat,
 )
 from activities._mirror import mirror_path_for, prepare_mirror
+from activities._task_repo import admin_dir_candidates, is_repository_of, remove_task_repo
 from activities.sandbox import WorktreeLimits, check_worktree_bounds
 from switchboard.contracts import CommitInput, CommitResult, WorktreeInfo, WorktreeInput
 from switchboard.repo_refs import is_remote, validate_repo_reference
@@ -184,24 +186,23 @@ def _unlink_filled_gitlinks(g: WorktreeGit) -> list[str]:
 
 
 def _admin_dir(settings: Settings, work_tree: Path) -> Path:
-    """The mirror-side admin directory of a worktree, never trusting the worktree itself.
+    """The repository-side admin directory of a worktree, never trusting the worktree itself.
 
-    The `.git` file is only a hint: it must point into our mirrors directory at an
-    admin directory that points back here. Otherwise (a sandbox replaced it) every
-    mirror's admin directories are searched.
+    The `.git` file is only a hint: it must point into one of our repositories (a
+    task's, or a mirror for tasks started before those) at an admin directory that
+    points back here. Otherwise (a sandbox replaced it) every admin directory is searched.
     """
     if not work_tree.is_relative_to(settings.worktrees_dir.resolve()):
         raise fail(f"{work_tree} is not a Switchboard worktree", Errors.INVALID_INPUT)
-    mirrors = settings.mirrors_dir.resolve()
     expected = str(work_tree / ".git")
     candidates: list[Path] = []
     dotgit = work_tree / ".git"
     if dotgit.is_file() and not dotgit.is_symlink():
         hint = dotgit.read_text(errors="replace").strip().removeprefix("gitdir:").strip()
         candidates.append(Path(hint).resolve())
-    candidates.extend(p.parent for p in mirrors.glob("*.git/worktrees/*/gitdir"))
+    candidates.extend(admin_dir_candidates(settings))
     for admin in candidates:
-        if admin.is_relative_to(mirrors) and admin.parent.name == "worktrees":
+        if is_repository_of(settings, admin) and admin.parent.name == "worktrees":
             gitdir = admin / "gitdir"
             if gitdir.is_file() and gitdir.read_text(errors="replace").strip() == expected:
                 return admin
@@ -214,7 +215,8 @@ def _admin_dir(settings: Settings, work_tree: Path) -> Path:
 def remove_task_worktrees(
     settings: Settings, task_id: str, mirror_path: str | None, delete_branches: bool = False
 ) -> None:
-    """Remove every worktree of a task (and with `delete_branches`, its branches). Idempotent.
+    """Remove every worktree of a task (and with `delete_branches`, its branches and its
+    own repository: nothing of a rejected or cancelled task is kept). Idempotent.
 
     Deleting the directories and pruning once per mirror has the same end state as
     `git worktree remove` per worktree, in one git call instead of one per worktree.
@@ -236,6 +238,8 @@ def remove_task_worktrees(
             names = g.for_each_ref("--format=%(refname:strip=2)", prefix).splitlines()
             if names:
                 g.branch("-D", *names, with_exceptions=False)
+    if delete_branches:
+        remove_task_repo(settings, task_id)
 
 
 def reap_orphans(settings: Settings, live_task_ids: set[str]) -> list[str]:
@@ -256,12 +260,12 @@ def reap_orphans(settings: Settings, live_task_ids: set[str]) -> list[str]:
 
 
 def _mirror_of(settings: Settings, worktree: Path) -> Path | None:
-    """The mirror a worktree belongs to, if its `.git` file points into our mirrors."""
+    """The repository a worktree belongs to, if its `.git` file points into one of ours."""
     dotgit = worktree / ".git"
     if not dotgit.is_file():
         return None
     hint = dotgit.read_text(errors="replace").strip().removeprefix("gitdir:").strip()
     mirror = Path(hint).resolve().parent.parent
-    if mirror.is_relative_to(settings.mirrors_dir.resolve()) and (mirror / "HEAD").is_file():
+    if is_repository_of(settings, mirror) and (mirror / "HEAD").is_file():
         return mirror
     return None

@@ -11,7 +11,8 @@ Two layers (docs/security.md, "Host-side git"):
    wrote is ever read.
 2. Confined: the calls that read a worktree (`git add`, `diff`, `commit`) run in a
    bubblewrap sandbox with no network, the host read-only except `/usr`, and only
-   the worktree's admin directory and the mirror's objects, refs and logs writable.
+   the worktree's admin directory and its repository's objects, refs and logs
+   writable (a task's own repository: the mirror's objects it borrows stay read-only).
    Where bubblewrap cannot run, layer 1 alone holds (reported by `confinement()`).
 
 Fetch and push talk to the user's remote from the mirror, never read a worktree,
@@ -169,6 +170,21 @@ def _sandbox(
     return [*bw, "--remount-ro", "/", "--chdir", str(cwd), "--"]
 
 
+def borrowed_objects(repo: Path) -> list[Path]:
+    """The object stores a repository borrows through `objects/info/alternates`
+    (a task's repository borrows its mirror's, `activities._task_repo`)."""
+    alternates = repo / "objects" / "info" / "alternates"
+    if not alternates.is_file():
+        return []
+    found = []
+    for line in alternates.read_text(errors="replace").splitlines():
+        if line.strip() and not line.startswith("#"):
+            target = (repo / "objects" / line.strip()).resolve()  # relative: from objects/
+            if target.is_dir():
+                found.append(target)
+    return found
+
+
 class WorktreeGit:
     """git on one worktree, run as `git --git-dir=<admin> --work-tree=<worktree>`.
 
@@ -188,7 +204,7 @@ class WorktreeGit:
     ) -> None:
         self.work_tree = work_tree
         self._base = ["git", f"--git-dir={admin}", f"--work-tree={work_tree}"]
-        readable = [mirror, work_tree]
+        readable = [mirror, *borrowed_objects(mirror), work_tree]  # read-only: the upstream's
         if excludes is not None:  # the host's own ignore list (`activities._excludes`)
             self._base[1:1] = ["-c", f"core.excludesFile={excludes}"]
             readable.append(excludes)

@@ -21,6 +21,7 @@ from activities._git_util import (
     stderr_of,
     task_dir_of,
 )
+from activities._task_repo import published_marker
 from switchboard.contracts import (
     IntegrateInput,
     MergeOutcome,
@@ -48,7 +49,7 @@ def integrate_branches(settings: Settings, input: IntegrateInput) -> MergeOutcom
         if not result.merged:
             return MergeOutcome(result=result)
         if input.publish and (input.is_local or input.push):
-            _publish(g, input, result)
+            _publish(settings, g, input, result)
     assert result.commit is not None
     return MergeOutcome(result=result, stat=diff_stat(g, input.base_commit, result.commit))
 
@@ -131,7 +132,7 @@ def _branches_with_work(g: git.Git, base: str, branches: list[str]) -> list[str]
     return [b for b, r in zip(branches, refs, strict=True) if r in ahead]
 
 
-def _publish(g: git.Git, input: IntegrateInput, result: MergeResult) -> None:
+def _publish(settings: Settings, g: git.Git, input: IntegrateInput, result: MergeResult) -> None:
     """Write the merge as `target_branch` of the user's repository, never over a stranger's.
 
     The branch is overwritten only when its tip is a commit this mirror published
@@ -145,11 +146,13 @@ def _publish(g: git.Git, input: IntegrateInput, result: MergeResult) -> None:
     try:
         found = str(remote.ls_remote("origin", f"refs/heads/{input.target_branch}"))
         tip = found.split("\t", 1)[0] if found else ""
-        if tip and not has_ref(g, _published_ref(input.target_branch, tip)):
+        if tip and not _was_published(settings, mirror, input.target_branch, tip):
             _refuse_publish(input, result, tip)
             return
         # Recorded before the push, so a retry after a push whose answer was lost goes on.
-        g.update_ref(_published_ref(input.target_branch, result.commit), result.commit)
+        marker = published_marker(mirror, settings, input.target_branch, result.commit)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
         refspec = f"refs/heads/{input.integration_branch}:refs/heads/{input.target_branch}"
         lease = f"--force-with-lease=refs/heads/{input.target_branch}:{tip}"
         remote.push("--quiet", lease, "origin", refspec, kill_after_timeout=FETCH_TIMEOUT_SECONDS)
@@ -171,8 +174,14 @@ def _publish(g: git.Git, input: IntegrateInput, result: MergeResult) -> None:
     result.pushed = not input.is_local
 
 
-def _published_ref(target_branch: str, commit: str) -> str:
-    return f"refs/switchboard-published/{target_branch}/{commit}"
+def _was_published(settings: Settings, repo: Path, target_branch: str, commit: str) -> bool:
+    """Whether Switchboard published `commit` as `target_branch` (any task of this repository;
+    the ref is where Switchboard recorded it before per-task repositories)."""
+    marker = published_marker(repo, settings, target_branch, commit)
+    if marker.is_file():
+        return True
+    home = marker.parent.parent.parent
+    return has_ref(git_cmd(home), f"refs/switchboard-published/{target_branch}/{commit}")
 
 
 def _refuse_publish(input: IntegrateInput, result: MergeResult, tip: str) -> None:

@@ -18,6 +18,7 @@ from activities._git_util import (
     stderr_of,
 )
 from activities._reach import unreachable_reason
+from activities._task_repo import ensure_task_repo
 from switchboard.contracts import PreparedRepo, PrepareRepoInput
 from switchboard.repo_refs import (
     is_remote,
@@ -90,9 +91,12 @@ def prepare_mirror(settings: Settings, input: PrepareRepoInput) -> PreparedRepo:
                 f"could not fetch {origin}: {stderr_of(err)}", Errors.REPO_FETCH_FAILED, retry=True
             ) from None
         name, commit = _resolve_base(g, origin, base_ref)
+        repo = mirror
+        if input.task_id is not None:
+            repo = ensure_task_repo(settings, mirror, input.task_id, origin, commit)
     return PreparedRepo(
         repo=origin,
-        mirror_path=str(mirror),
+        mirror_path=str(repo),
         base_ref=name,
         base_commit=commit,
         is_local=local,

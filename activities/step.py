@@ -53,6 +53,7 @@ from activities._journal import (
     load_journal,
     save_journal,
 )
+from activities._task_repo import is_repository_of
 from activities._transcripts import TranscriptIdError
 from activities.llm import LlmActivities
 from activities.tools import ToolActivities
@@ -219,7 +220,7 @@ def _checkpoints(settings: Settings, input: StepInput, index: Path) -> Checkpoin
     mirror = Path(input.sandbox.mirror_path).resolve()
     work_tree = Path(input.sandbox.worktree_path).resolve()
     if not (
-        mirror.is_relative_to(settings.mirrors_dir.resolve())
+        is_repository_of(settings, mirror)
         and work_tree.is_relative_to(settings.worktrees_dir.resolve())
     ):
         raise ApplicationError(

@@ -29,6 +29,9 @@ from switchboard.tools import CheckedCall, DeniedCall
 class PrepareRepoInput(Model):
     repo: str
     base_ref: str | None = None
+    task_id: str | None = None
+    """When set, `PreparedRepo.mirror_path` is this task's own repository (borrowing
+    the mirror's objects), where its branches and worktrees live."""
 
 
 class PreparedRepo(Model):

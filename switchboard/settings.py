@@ -231,6 +231,11 @@ class Settings(BaseSettings):
         return self.data_dir / "mirrors"
 
     @property
+    def task_repos_dir(self) -> Path:
+        """One bare repository per task, borrowing its mirror's objects."""
+        return self.data_dir / "task-repos"
+
+    @property
     def worktrees_dir(self) -> Path:
         return self.data_dir / "worktrees"
 

@@ -121,7 +121,7 @@ class DelegatedTaskWorkflow:
 
     async def _deliver(self, request: TaskRequest) -> None:
         self._prepared = await calls.prepare_repo(
-            PrepareRepoInput(repo=request.repo, base_ref=request.base_ref)
+            PrepareRepoInput(repo=request.repo, base_ref=request.base_ref, task_id=self._task_id)
         )
         self._set_phase(Phase.PLANNING, f"repository ready at {self._prepared.base_commit[:12]}")
         if request.subtasks:

@@ -93,10 +93,13 @@ def resolve_worktree(spec: SandboxSpec) -> Path:
 
 
 def mirror_mounts(spec: SandboxSpec) -> list[str]:
-    """Absolute paths at which the mirror is mounted read-only.
+    """Absolute paths mounted read-only: the task's repository and the objects it borrows.
 
-    The worktree's `.git` file names the mirror by the path git was given, which
-    may differ from its real path (symlinks), so both are mounted when they differ.
+    `spec.mirror_path` is the task's own repository; its `objects/info/alternates`
+    names the mirror's `objects/` directory, which is mounted alone (never the
+    mirror's refs, nor anything of another task). The worktree's `.git` file names
+    the repository by the path git was given, which may differ from its real path
+    (symlinks), so both are mounted when they differ.
     """
     if not spec.mirror_path:
         return []
@@ -104,7 +107,22 @@ def mirror_mounts(spec: SandboxSpec) -> list[str]:
     real = os.path.realpath(spec.mirror_path)
     if not os.path.isdir(real):
         raise SandboxUnavailable(f"mirror {spec.mirror_path!r} does not exist")
-    return [given] if given == real else [real, given]
+    mounts = [given] if given == real else [real, given]
+    return mounts + [str(p) for p in _borrowed_objects(Path(real))]
+
+
+def _borrowed_objects(repo: Path) -> list[Path]:
+    alternates = repo / "objects" / "info" / "alternates"
+    if not alternates.is_file():
+        return []
+    found = []
+    for line in alternates.read_text(errors="replace").splitlines():
+        if line.strip() and not line.startswith("#"):
+            target = (repo / "objects" / line.strip()).resolve()
+            if not target.is_dir():
+                raise SandboxUnavailable(f"{repo} borrows objects from {target}, which is gone")
+            found.append(target)
+    return found
 
 
 class Sandbox(ABC):

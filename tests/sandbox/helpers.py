@@ -13,13 +13,14 @@ from switchboard.models import Role
 ROLE_INDEX = {Role.WORKER: 0, Role.EXPLORER: 1, Role.REVIEWER: 2}
 
 
-def git(cwd: Path, *args: str) -> str:
+def git(cwd: Path | str, *args: str, input_text: str | None = None) -> str:
     done = subprocess.run(
         ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
         cwd=cwd,
         check=True,
         capture_output=True,
         text=True,
+        input=input_text,
     )
     return done.stdout.strip()
 
