@@ -19,6 +19,8 @@ import git
 from temporalio.exceptions import ApplicationError
 
 from activities._git_env import GIT_ENV, REMOTE_GIT_ENV
+from switchboard.credentials import CredentialStore, env_credentials, env_name_for
+from switchboard.repo_refs import split_credentials
 from switchboard.settings import Settings
 from switchboard.wire import Errors
 
@@ -63,6 +65,30 @@ def remote_git(cwd: Path, user: str | None = None, password: str | None = None) 
             SWITCHBOARD_GIT_PASSWORD=password or "",
         )
     return g
+
+
+def credentials_for(
+    settings: Settings, repo: str, ref: str | None
+) -> tuple[str, str | None, str | None]:
+    """(URL without credentials, user, password) for fetching or pushing `repo`.
+
+    A reference (`switchboard.credentials`) is resolved from this host's store, else
+    from `SWITCHBOARD_REPO_CREDENTIALS_<HOST>` in this worker's environment; a URL with
+    credentials in it (a task started before references) still works.
+    """
+    origin, user, password = split_credentials(repo)
+    if user is not None or password is not None:
+        return origin, user, password
+    found = env_credentials(origin)
+    if ref is not None:
+        found = CredentialStore(settings.credentials_dir).get(ref, origin) or found
+        if found is None:
+            raise fail(
+                f"the credentials for {origin} (reference {ref}) are not on this host: "
+                f"give its worker {env_name_for(origin)}=user:token in its environment",
+                Errors.INVALID_INPUT,
+            )
+    return (origin, *found) if found is not None else (origin, None, None)
 
 
 def existing_mirror(mirror_path: str) -> Path:

@@ -10,6 +10,7 @@ from activities._git_env import NO_DRIVERS, GitFailed, WorktreeGit
 from activities._git_util import (
     FETCH_TIMEOUT_SECONDS,
     STDERR_TAIL_CHARS,
+    credentials_for,
     discard_worktree,
     existing_mirror,
     fail,
@@ -27,7 +28,7 @@ from switchboard.contracts import (
     MergeOutcome,
 )
 from switchboard.models import DiffStat, MergeResult
-from switchboard.repo_refs import redact_repo, split_credentials
+from switchboard.repo_refs import redact_repo
 from switchboard.settings import Settings
 from switchboard.wire import Errors
 
@@ -140,7 +141,7 @@ def _publish(settings: Settings, g: git.Git, input: IntegrateInput, result: Merg
     with any other tip was not written by Switchboard and is left alone.
     """
     mirror = existing_mirror(input.mirror_path)
-    shown, user, password = split_credentials(input.repo)
+    shown, user, password = credentials_for(settings, input.repo, input.credential_ref)
     remote = remote_git(mirror, user, password)
     assert result.commit is not None
     try:

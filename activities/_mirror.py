@@ -12,6 +12,7 @@ import git
 
 from activities._git_util import (
     FETCH_TIMEOUT_SECONDS,
+    credentials_for,
     fail,
     flock,
     remote_git,
@@ -24,7 +25,6 @@ from switchboard.repo_refs import (
     is_remote,
     normalise_repo,
     redact_repo,
-    split_credentials,
     validate_repo_reference,
 )
 from switchboard.settings import Settings
@@ -58,7 +58,9 @@ def prepare_mirror(settings: Settings, input: PrepareRepoInput) -> PreparedRepo:
         raise fail(str(err).replace(input.repo, redact_repo(input.repo)), kind) from None
     # The credentials of `https://user:token@...` go to git only in fetch's environment:
     # never into the mirror's config (a sandbox of this repository reads it) or a message.
-    origin, user, password = split_credentials(normalise_repo(input.repo))
+    origin, user, password = credentials_for(
+        settings, normalise_repo(input.repo), input.credential_ref
+    )
     local = not is_remote(origin)
     base_ref = input.base_ref.strip() if input.base_ref is not None else None
     if base_ref is not None and (not base_ref or base_ref.startswith("-")):

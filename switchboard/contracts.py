@@ -32,6 +32,8 @@ class PrepareRepoInput(Model):
     task_id: str | None = None
     """When set, `PreparedRepo.mirror_path` is this task's own repository (borrowing
     the mirror's objects), where its branches and worktrees live."""
+    credential_ref: str | None = None
+    """`TaskRequest.credential_ref`: the fetch's credentials, resolved on the host."""
 
 
 class PreparedRepo(Model):
@@ -97,6 +99,7 @@ class IntegrateInput(Model):
     mirror_path: str
     base_commit: str
     branches: list[str]
+    credential_ref: str | None = None
     integration_branch: str
     target_branch: str
     is_local: bool

@@ -123,6 +123,9 @@ class TaskRequest(TaskSpec):
     """What a user asks for when delegating a task."""
 
     owner: str = Field(default="local", min_length=1, max_length=200)
+    credential_ref: str | None = Field(default=None, max_length=64)
+    """Set by the server when `repo` carried credentials (`switchboard.credentials`):
+    `repo` then holds the URL without them. Whatever a caller sends is replaced."""
 
 
 class DiffStat(Model):

@@ -41,6 +41,7 @@ from switchboard._task_views import (
     summary,
     task_id_for,
 )
+from switchboard.credentials import CredentialStore
 from switchboard.diffs import DEFAULT_MAX_BYTES, read_diff
 from switchboard.errors import (
     QUERY_TIMEOUT,
@@ -130,7 +131,12 @@ class TaskService:
             repo_refs.validate_repo_reference(request.repo, roots)
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from exc
-        request = request.model_copy(update={"repo": repo_refs.normalise_repo(request.repo)})
+        # The credentials of `https://user:token@...` stay on this host, by reference:
+        # the task (its history, status, events, search attributes) holds the bare URL.
+        repo, ref = CredentialStore(self._settings.credentials_dir).put(
+            repo_refs.normalise_repo(request.repo)
+        )
+        request = request.model_copy(update={"repo": repo, "credential_ref": ref})
         task_id = task_id_for(request.owner, request.request_id)
         async with self._errors(None):  # a NOT_FOUND here is the namespace, not the task
             try:

@@ -231,6 +231,11 @@ class Settings(BaseSettings):
         return self.data_dir / "mirrors"
 
     @property
+    def credentials_dir(self) -> Path:
+        """Repository credentials by reference (`switchboard.credentials`), 0700."""
+        return self.data_dir / "credentials"
+
+    @property
     def task_repos_dir(self) -> Path:
         """One bare repository per task, borrowing its mirror's objects."""
         return self.data_dir / "task-repos"

@@ -121,7 +121,12 @@ class DelegatedTaskWorkflow:
 
     async def _deliver(self, request: TaskRequest) -> None:
         self._prepared = await calls.prepare_repo(
-            PrepareRepoInput(repo=request.repo, base_ref=request.base_ref, task_id=self._task_id)
+            PrepareRepoInput(
+                repo=request.repo,
+                base_ref=request.base_ref,
+                task_id=self._task_id,
+                credential_ref=request.credential_ref,
+            )
         )
         self._set_phase(Phase.PLANNING, f"repository ready at {self._prepared.base_commit[:12]}")
         if request.subtasks:
@@ -250,6 +255,7 @@ class DelegatedTaskWorkflow:
                 is_local=self._prepared.is_local,
                 publish=publish,
                 push=self._request.push,
+                credential_ref=self._request.credential_ref,
             ),
             queue=self._prepared.host_queue,
         )
