@@ -1,0 +1,203 @@
+"""A token in a task's repository URL is used, and shows up nowhere else (issue #10).
+
+A real `git http-backend` behind Basic auth on 127.0.0.1 plays the user's https
+remote. The task starts through `TaskService.submit` (what the API, the CLI and the
+chat gateway call) with `http://alice:<token>@.../repo.git`; the scripted worker
+looks for credentials from inside its sandbox. The fetch and the push on approval
+must authenticate, and the token must appear in no history event, search attribute,
+status, event, log record, file the task wrote or anything the sandbox printed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+
+from switchboard.model_server import ModelServerHandle, parse_scenario
+from switchboard.models import (
+    ApproveInput,
+    EventsPage,
+    EventsRequest,
+    Phase,
+    Role,
+    SubtaskSpec,
+    TaskRequest,
+)
+from switchboard.service import TaskService
+from switchboard.settings import Settings
+from switchboard.wire import Queries, SearchAttributes, Updates
+from testkit import git, wait_for_phase
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "tok-9d41c7e2b05f"
+
+
+class _GitHttp(BaseHTTPRequestHandler):
+    """`git http-backend` as CGI, for one user with one password."""
+
+    root: Path
+    seen: list[str]
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def _serve(self) -> None:
+        auth = self.headers.get("Authorization", "")
+        if not auth.startswith("Basic "):
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="git"')
+            self.end_headers()
+            return
+        user = base64.b64decode(auth.removeprefix("Basic ")).decode()
+        self.seen.append(user)
+        if user != f"alice:{TOKEN}":
+            self.send_response(403)
+            self.end_headers()
+            return
+        path, _, query = self.path.partition("?")
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        env = {
+            "PATH": os.environ["PATH"],
+            "GIT_PROJECT_ROOT": str(self.root),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "REQUEST_METHOD": self.command,
+            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "REMOTE_USER": "alice",
+            "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
+            "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
+        }
+        done = subprocess.run(
+            ["git", "http-backend"], input=body, env=env, capture_output=True, check=False
+        )
+        head, _, payload = done.stdout.partition(b"\r\n\r\n")
+        headers = [line.split(":", 1) for line in head.decode().split("\r\n") if ":" in line]
+        status = next((v.strip() for k, v in headers if k.lower() == "status"), "200 OK")
+        self.send_response(int(status.split()[0]))
+        for key, value in headers:
+            if key.lower() != "status":
+                self.send_header(key, value.strip())
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def remote(tmp_path: Path, repo: Path) -> Iterator[tuple[str, Path, type[_GitHttp]]]:
+    served = tmp_path / "served"
+    served.mkdir()
+    git(served, "clone", "-q", "--bare", str(repo), "repo.git")
+    git(served / "repo.git", "config", "http.receivepack", "true")
+    handler = type("GitHttp", (_GitHttp,), {"root": served, "seen": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_address[1]}/repo.git", served / "repo.git", handler
+    server.shutdown()
+    server.server_close()
+
+
+def _files_with(root: Path, needle: str, skip: Path) -> list[str]:
+    return [
+        str(path)
+        for path in root.rglob("*")
+        if path.is_file()
+        and not path.is_symlink()
+        and not path.is_relative_to(skip)
+        and needle.encode() in path.read_bytes()
+    ]
+
+
+async def test_a_token_in_the_url_is_used_and_stored_nowhere_else(
+    client: Client,
+    settings: Settings,
+    worker: None,
+    model: ModelServerHandle,
+    remote: tuple[str, Path, type[_GitHttp]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    where, served, handler = remote
+    probe = (
+        "git remote -v; git config -l; cat .git; "
+        'cat "$(git rev-parse --git-common-dir)/config"; env; '
+        f"grep -rl {TOKEN} / 2>/dev/null | head -5; echo probed"
+    )
+    model.set_scenario(
+        parse_scenario(
+            {
+                "roles": {
+                    "worker": [
+                        {"tool_calls": [{"name": "run", "arguments": {"command": probe}}]},
+                        {
+                            "tool_calls": [
+                                {
+                                    "name": "write_file",
+                                    "arguments": {"path": "new.txt", "content": "x\n"},
+                                }
+                            ]
+                        },
+                        {"tool_calls": [{"name": "finish", "arguments": {"summary": "done"}}]},
+                    ]
+                }
+            }
+        )
+    )
+    caplog.set_level(logging.DEBUG)
+    service = TaskService(client, settings)
+    submitted = await service.submit(
+        TaskRequest(
+            goal="Add new.txt",
+            repo=f"http://alice:{TOKEN}@{where}",
+            subtasks=[SubtaskSpec(title="Add it", role=Role.WORKER)],
+            review=False,
+            push=True,
+        )
+    )
+    handle = client.get_workflow_handle(submitted.task_id)
+    status = await wait_for_phase(handle, Phase.AWAITING_APPROVAL, timeout=240)
+    assert status.repo == f"http://{where}"
+    await handle.execute_update(Updates.APPROVE, ApproveInput(by="alice"))
+    await wait_for_phase(handle, Phase.COMPLETED, timeout=120)
+
+    # Used: the fetch and the push authenticated, and the branch arrived.
+    assert handler.seen and set(handler.seen) == {f"alice:{TOKEN}"}
+    assert git(served, "rev-parse", "--verify", f"refs/heads/switchboard/{handle.id}")
+    # ...and nowhere else.
+    history = json.dumps((await handle.fetch_history()).to_json_dict())
+    events: EventsPage = await handle.query(
+        Queries.EVENTS, EventsRequest(from_offset=0, limit=2000), result_type=EventsPage
+    )
+    described = await handle.describe()
+    attributes = str(described.typed_search_attributes)
+    assert described.typed_search_attributes.get(SearchAttributes.REPO) == f"http://{where}"
+    probed = events.model_dump_json()
+    assert "probed" in probed  # the sandbox's own view was recorded
+    final = await service.status(handle.id)
+    for surface, text in {
+        "history": history,
+        "search attributes": attributes,
+        "status": final.model_dump_json(),
+        "events (with the sandbox's view)": probed,
+        "logs": caplog.text,
+    }.items():
+        assert TOKEN not in text, f"the token is in the task's {surface}"
+    assert _files_with(settings.data_dir, TOKEN, skip=settings.credentials_dir) == []
