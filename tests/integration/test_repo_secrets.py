@@ -11,7 +11,6 @@ status, event, log record, file the task wrote or anything the sandbox printed.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import os
 import subprocess
@@ -139,7 +138,11 @@ async def test_a_token_in_the_url_is_used_and_stored_nowhere_else(
     probe = (
         "git remote -v; git config -l; cat .git; "
         'cat "$(git rev-parse --git-common-dir)/config"; env; '
-        f"grep -rl {TOKEN} / 2>/dev/null | head -5; echo probed"
+        'common="$(git rev-parse --git-common-dir)"; '
+        # The token is spelt in two halves, so the command itself (in history) does not hold it.
+        f't={TOKEN[:6]}; t="${{t}}{TOKEN[6:]}"; '
+        'grep -rl "$t" . /tmp /etc "$common" "$(cat "$common/objects/info/alternates")" '
+        "2>/dev/null | sed 's/^/FOUN''D-/' | head -5; echo probed"
     )
     model.set_scenario(
         parse_scenario(
@@ -182,21 +185,32 @@ async def test_a_token_in_the_url_is_used_and_stored_nowhere_else(
     assert handler.seen and set(handler.seen) == {f"alice:{TOKEN}"}
     assert git(served, "rev-parse", "--verify", f"refs/heads/switchboard/{handle.id}")
     # ...and nowhere else.
-    history = json.dumps((await handle.fetch_history()).to_json_dict())
+    parent = await handle.fetch_history()
+    children = [
+        e.start_child_workflow_execution_initiated_event_attributes.workflow_id
+        for e in parent.events
+        if e.HasField("start_child_workflow_execution_initiated_event_attributes")
+    ]
+    assert children  # the subagent's own history holds its tool calls' output
+    histories = [parent] + [await client.get_workflow_handle(c).fetch_history() for c in children]
+    # Raw events: payloads are plain JSON bytes there (base64 in the JSON form).
+    history = b"".join(e.SerializeToString() for h in histories for e in h.events).decode(
+        errors="replace"
+    )
     events: EventsPage = await handle.query(
         Queries.EVENTS, EventsRequest(from_offset=0, limit=2000), result_type=EventsPage
     )
     described = await handle.describe()
     attributes = str(described.typed_search_attributes)
     assert described.typed_search_attributes.get(SearchAttributes.REPO) == f"http://{where}"
-    probed = events.model_dump_json()
-    assert "probed" in probed  # the sandbox's own view was recorded
+    assert "probed" in history  # what the sandbox printed is in its history, and searched
+    assert "FOUND-" not in history  # (the command spells it FOUN''D-)
     final = await service.status(handle.id)
     for surface, text in {
-        "history": history,
+        "histories (with what the sandbox printed)": history,
         "search attributes": attributes,
         "status": final.model_dump_json(),
-        "events (with the sandbox's view)": probed,
+        "events": events.model_dump_json(),
         "logs": caplog.text,
     }.items():
         assert TOKEN not in text, f"the token is in the task's {surface}"
