@@ -120,14 +120,9 @@ class DelegatedTaskWorkflow:
         await self._cleanup(delete_branches=True)
 
     async def _deliver(self, request: TaskRequest) -> None:
-        self._prepared = await calls.prepare_repo(
-            PrepareRepoInput(
-                repo=request.repo,
-                base_ref=request.base_ref,
-                task_id=self._task_id,
-                credential_ref=request.credential_ref,
-            )
-        )
+        fields = request.model_dump(include={"repo", "base_ref", "credential_ref"})
+        prepare = PrepareRepoInput(**fields, task_id=self._task_id)
+        self._prepared = await calls.prepare_repo(prepare)
         self._set_phase(Phase.PLANNING, f"repository ready at {self._prepared.base_commit[:12]}")
         if request.subtasks:
             self._subtasks = list(request.subtasks)
