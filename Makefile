@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+SOAK_ROUNDS ?= 10
 
-.PHONY: setup demo test test-fast lint format bench sandbox-image clean
+.PHONY: setup demo test test-fast lint format bench soak sandbox-image clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +37,11 @@ format: setup
 
 bench: setup
 	$(PY) -m bench
+
+# The long fault suite: every scenario of tests/faults for SOAK_ROUNDS rounds; writes
+# docs/reliability.md (make soak SOAK_ROUNDS=50 for hundreds of kills).
+soak: setup
+	$(PY) -m tests.faults.soak --rounds $(SOAK_ROUNDS)
 
 sandbox-image:
 	bash infra/sandbox/build-image.sh

@@ -1,0 +1,406 @@
+"""The fault scenarios, each a coroutine that runs one task through one fault on the
+real stack and returns the end-of-run checker's report. The tests run each once;
+`make soak` (tests/faults/soak.py) runs them for many rounds and writes the table."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError
+
+from api.deps import USER_HEADER
+from switchboard.model_server import ModelServerHandle, ScriptedRole
+from switchboard.models import (
+    ApprovalRecord,
+    ApproveInput,
+    Phase,
+    Role,
+    SubagentState,
+    TaskRequest,
+    TaskResult,
+    TaskStatus,
+)
+from switchboard.settings import Settings
+from switchboard.wire import Updates, Workflows
+from testkit import free_port
+from tests.faults.harness import (
+    ApiProcess,
+    Expected,
+    Report,
+    WorkerProcess,
+    check_task,
+    fault_scenario,
+    when,
+    worktree_marks,
+)
+
+SLOW_MS = 2500
+"""Latency given to the role whose phase a scenario interrupts, so the fault lands in it."""
+
+
+@dataclass
+class Stack:
+    client: Client
+    settings: Settings
+    worker: WorkerProcess
+    model: ModelServerHandle
+    repo: Path
+
+
+Handle = WorkflowHandle[object, TaskResult]
+Scenario = Callable[[Stack], Awaitable[Report]]
+
+
+async def start_task(stack: Stack, *, goal: str = "Mark the logs") -> Handle:
+    return await stack.client.start_workflow(
+        Workflows.TASK,
+        TaskRequest(goal=goal, repo=str(stack.repo), review=True),
+        id=f"task-{uuid.uuid4().hex}",
+        task_queue=stack.settings.task_queue,
+        result_type=TaskResult,
+    )
+
+
+async def approve(handle: Handle) -> ApprovalRecord:
+    record: ApprovalRecord = await handle.execute_update(
+        Updates.APPROVE, ApproveInput(by="ops"), result_type=ApprovalRecord
+    )
+    return record
+
+
+async def to_gate_and_approve(stack: Stack, handle: Handle) -> Report:
+    await when(handle, lambda s: s.phase is Phase.AWAITING_APPROVAL, timeout=240, what="the gate")
+    await approve(handle)
+    return await check_task(
+        stack.client, stack.settings, stack.repo, handle.id, Expected(COMPLETED)
+    )
+
+
+COMPLETED = Phase.COMPLETED
+
+
+def _configure(stack: Stack, *, slow: ScriptedRole | None = None, explorer: bool = False) -> None:
+    stack.model.reset()
+    stack.model.set_scenario(fault_scenario(explorer=explorer))
+    latency = {slow.value: SLOW_MS} if slow is not None else {}
+    stack.model.configure(latency_ms=0, token_rate=0, role_latency_ms=latency)
+
+
+def _workers_done(status: TaskStatus) -> bool:
+    workers = [s for s in status.subagents if s.role is Role.WORKER]
+    return bool(workers) and all(s.state is SubagentState.DONE for s in workers)
+
+
+# ---- worker SIGKILL in each phase ------------------------------------------------
+
+
+async def kill_in_planning(stack: Stack) -> Report:
+    _configure(stack, slow=ScriptedRole.PLANNER)
+    handle = await start_task(stack)
+    await when(
+        handle,
+        lambda s: (
+            s.phase is Phase.PLANNING and stack.model.stats()["by_role"].get("planner", 0) > 0
+        ),
+        what="the planner's call",
+    )
+    await stack.worker.restart()
+    stack.model.configure(role_latency_ms={})
+    return await to_gate_and_approve(stack, handle)
+
+
+async def kill_mid_command(stack: Stack) -> Report:
+    _configure(stack)
+    handle = await start_task(stack)
+    await when(handle, lambda _: bool(worktree_marks(stack.settings)), what="a command to start")
+    await stack.worker.restart()  # the first command sleeps: the kill lands inside it
+    return await to_gate_and_approve(stack, handle)
+
+
+async def kill_at_integrate(stack: Stack) -> Report:
+    _configure(stack, slow=ScriptedRole.REVIEWER)
+    handle = await start_task(stack)
+    await when(handle, _workers_done, what="every worker done")
+    await stack.worker.restart()  # integration (and the review) are in flight
+    stack.model.configure(role_latency_ms={})
+    return await to_gate_and_approve(stack, handle)
+
+
+async def kill_in_review(stack: Stack) -> Report:
+    _configure(stack, slow=ScriptedRole.REVIEWER)
+    handle = await start_task(stack)
+    await when(
+        handle,
+        lambda s: (
+            s.phase is Phase.REVIEWING and stack.model.stats()["by_role"].get("reviewer", 0) > 0
+        ),
+        what="the reviewer's call",
+    )
+    await stack.worker.restart()
+    stack.model.configure(role_latency_ms={})
+    return await to_gate_and_approve(stack, handle)
+
+
+async def kill_parked_at_gate(stack: Stack) -> Report:
+    _configure(stack)
+    handle = await start_task(stack)
+    await when(handle, lambda s: s.phase is Phase.AWAITING_APPROVAL, timeout=240, what="the gate")
+    await stack.worker.restart()
+    return await to_gate_and_approve(stack, handle)
+
+
+async def kill_mid_merge(stack: Stack) -> Report:
+    """Approve, and kill the worker as soon as the merge starts (or right after the
+    approval is accepted, when the merge is already past)."""
+    _configure(stack)
+    handle = await start_task(stack)
+    await when(handle, lambda s: s.phase is Phase.AWAITING_APPROVAL, timeout=240, what="the gate")
+    approving = asyncio.create_task(approve(handle))
+    await when(
+        handle,
+        lambda s: s.phase is not Phase.AWAITING_APPROVAL or approving.done(),
+        what="the merge to start",
+    )
+    await stack.worker.restart()
+    await approving
+    return await check_task(
+        stack.client, stack.settings, stack.repo, handle.id, Expected(COMPLETED)
+    )
+
+
+WORKER_KILLS: dict[str, Scenario] = {
+    "worker SIGKILL in planning": kill_in_planning,
+    "worker SIGKILL mid-command": kill_mid_command,
+    "worker SIGKILL at integrate": kill_at_integrate,
+    "worker SIGKILL in review": kill_in_review,
+    "worker SIGKILL parked at gate": kill_parked_at_gate,
+    "worker SIGKILL mid-merge": kill_mid_merge,
+}
+
+
+# ---- model faults ----------------------------------------------------------------
+
+
+def model_fault(kind: str, role: ScriptedRole, count: int) -> Scenario:
+    """A burst of `count` faults of `kind` on `role`'s calls: the task still completes."""
+
+    async def run(stack: Stack) -> Report:
+        _configure(stack)
+        stack.model.add_fault(kind, role=role.value, count=count)
+        handle = await start_task(stack)
+        return await to_gate_and_approve(stack, handle)
+
+    return run
+
+
+MODEL_FAULTS: dict[str, Scenario] = {
+    "worker model 429 burst": model_fault("http_429", ScriptedRole.WORKER, 3),
+    "worker model 500s": model_fault("http_500", ScriptedRole.WORKER, 3),
+    "worker model hang": model_fault("hang", ScriptedRole.WORKER, 1),
+    "planner 429 burst (item 7)": model_fault("http_429", ScriptedRole.PLANNER, 3),
+    "planner 500s (item 7)": model_fault("http_500", ScriptedRole.PLANNER, 3),
+}
+
+
+def persistent_model_fault(kind: str) -> Scenario:
+    """Every worker call fails for good while the explorer succeeds: the task must
+    not complete (issue #12 item 2); it fails or stops at the gate marked partial."""
+
+    async def run(stack: Stack) -> Report:
+        _configure(stack, explorer=True)
+        stack.model.add_fault(kind, role=ScriptedRole.WORKER.value, count=100_000)
+        handle = await start_task(stack)
+        status = await when(
+            handle,
+            lambda s: s.phase.is_final or s.phase is Phase.AWAITING_APPROVAL,
+            timeout=240,
+            what="the task to end or park",
+        )
+        report = Report(tasks=0)
+        if status.phase is Phase.AWAITING_APPROVAL:
+            failed = [s for s in status.subagents if s.state is SubagentState.FAILED]
+            if not status.error or not failed:
+                report.false_reports += 1
+                report.problems.append(
+                    f"{handle.id}: parked at the gate looking healthy with every worker failed"
+                )
+            await handle.cancel()
+            expected = Expected(Phase.CANCELLED)
+        else:
+            expected = Expected(Phase.FAILED)
+        report.add(await check_task(stack.client, stack.settings, stack.repo, handle.id, expected))
+        return report
+
+    return run
+
+
+PERSISTENT_FAULTS: dict[str, Scenario] = {
+    "every worker 401 (item 2)": persistent_model_fault("http_401"),
+    "every worker 500 (item 2)": persistent_model_fault("http_500"),
+    "every worker malformed tool calls (item 2)": persistent_model_fault("malformed_tool_json"),
+}
+
+
+# ---- cancel ----------------------------------------------------------------------
+
+
+def cancel_in(phase: Phase, slow: ScriptedRole | None) -> Scenario:
+    """Cancel while the task is in `phase`: it ends cancelled (issue #12 item 3)."""
+
+    async def run(stack: Stack) -> Report:
+        _configure(stack, slow=slow)
+        handle = await start_task(stack)
+        await when(handle, lambda s: s.phase is phase, timeout=240, what=str(phase))
+        await handle.cancel()
+        return await check_task(
+            stack.client, stack.settings, stack.repo, handle.id, Expected(Phase.CANCELLED)
+        )
+
+    return run
+
+
+async def cancel_mid_merge(stack: Stack) -> Report:
+    _configure(stack)
+    handle = await start_task(stack)
+    await when(handle, lambda s: s.phase is Phase.AWAITING_APPROVAL, timeout=240, what="the gate")
+    approving = asyncio.create_task(approve(handle))
+    await when(
+        handle,
+        lambda s: s.phase is not Phase.AWAITING_APPROVAL or approving.done(),
+        what="the merge",
+    )
+    try:
+        await handle.cancel()
+        expected = Expected(Phase.CANCELLED)
+    except RPCError:
+        # The merge won the race and the task had ended: completed is the honest end.
+        expected = Expected(Phase.COMPLETED)
+    await approving
+    return await check_task(stack.client, stack.settings, stack.repo, handle.id, expected)
+
+
+CANCELS: dict[str, Scenario] = {
+    "cancel in planning (item 3)": cancel_in(Phase.PLANNING, ScriptedRole.PLANNER),
+    "cancel in review (item 3)": cancel_in(Phase.REVIEWING, ScriptedRole.REVIEWER),
+    "cancel at the gate": cancel_in(Phase.AWAITING_APPROVAL, None),
+    "cancel mid-merge (item 3)": cancel_mid_merge,
+}
+
+
+# ---- API restart under SSE -------------------------------------------------------
+
+EVENTS_PER_CONNECTION = 3
+"""The API is SIGKILLed under an open stream after this many new events."""
+
+
+@dataclass
+class _Stream:
+    events: list[tuple[int, str, str]]
+    ended: bool = False
+    errors: int = 0
+
+
+async def _read(
+    http: httpx.AsyncClient, path: str, stream: _Stream, api: ApiProcess | None = None
+) -> None:
+    """One connection: resume after the last event; SIGKILL `api` after a few new ones."""
+    headers = {USER_HEADER: "alice"}
+    if stream.events:
+        headers["Last-Event-ID"] = str(stream.events[-1][0])
+    fresh = 0
+    fields: dict[str, str] = {}
+    try:
+        async with http.stream("GET", path, headers=headers) as response:
+            assert response.status_code == 200, (await response.aread()).decode()
+            async for line in response.aiter_lines():
+                if line and not line.startswith(":"):
+                    name, _, value = line.partition(":")
+                    fields[name] = value.removeprefix(" ")
+                    continue
+                if line or "data" not in fields:
+                    continue
+                if fields.get("event") == "error":
+                    stream.errors += 1
+                else:
+                    stream.events.append((int(fields["id"]), fields["event"], fields["data"]))
+                    fresh += 1
+                fields = {}
+                if api is not None and fresh >= EVENTS_PER_CONNECTION:
+                    api.kill()  # under the open stream
+                    break
+            else:
+                stream.ended = True
+    except (httpx.TransportError, httpx.RemoteProtocolError):
+        pass
+    if api is not None and api.process is not None and api.process.poll() is not None:
+        api.start()
+
+
+async def api_restart_under_sse(stack: Stack) -> Report:
+    """The API is SIGKILLed under an open SSE stream every few events; the client
+    reconnects with Last-Event-ID and must see every event once, in order."""
+    _configure(stack)
+    settings = stack.settings.model_copy(update={"api_port": free_port()})
+    api = ApiProcess(settings, settings.data_dir.parent / "api.log")
+    api.start()
+    report = Report(tasks=0)
+    try:
+        async with httpx.AsyncClient(base_url=api.base_url, timeout=60) as http:
+            created = await http.post(
+                "/v1/tasks",
+                json={"goal": "Mark the logs", "repo": str(stack.repo), "review": True},
+                headers={USER_HEADER: "alice"},
+            )
+            assert created.status_code == 201, created.text
+            task_id: str = created.json()["task_id"]
+            handle: Handle = stack.client.get_workflow_handle(task_id, result_type=TaskResult)
+            stream = _Stream(events=[])
+            path = f"/v1/tasks/{task_id}/events"
+            approving: asyncio.Task[ApprovalRecord] | None = None
+            for _ in range(200):
+                await _read(http, path, stream, api)
+                if approving is None and any(e[1] == "approval_needed" for e in stream.events):
+                    approving = asyncio.create_task(approve(handle))
+                if stream.ended:
+                    break
+            if approving is not None:
+                await approving
+            report.add(
+                await check_task(
+                    stack.client, stack.settings, stack.repo, task_id, Expected(COMPLETED)
+                )
+            )
+            async with asyncio.timeout(60):
+                whole = _Stream(events=[])
+                while not whole.ended:
+                    await _read(http, path, whole)
+        _check_stream(report, task_id, stream, whole)
+    finally:
+        api.stop()
+    if api.kills == 0:
+        report.problems.append("the API was never killed under the stream: nothing tested")
+    return report
+
+
+def _check_stream(report: Report, task_id: str, seen: _Stream, whole: _Stream) -> None:
+    ids = [e[0] for e in seen.events]
+    duplicates = len(ids) - len(set(ids))
+    report.duplicated += duplicates
+    if ids != list(range(len(ids))):
+        report.problems.append(f"{task_id}: stream ids {ids} are not 0..n-1 in order")
+        report.lost += 0 if duplicates else 1
+    if seen.events != whole.events:
+        report.false_reports += 1
+        report.problems.append(f"{task_id}: the resumed stream differs from the whole one")
+    if seen.errors:
+        report.false_reports += seen.errors
+        report.problems.append(f"{task_id}: {seen.errors} error events on the stream")
+
+
+API_RESTARTS: dict[str, Scenario] = {"API SIGKILL under SSE": api_restart_under_sse}

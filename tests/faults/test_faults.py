@@ -1,0 +1,76 @@
+"""Each fault once on the real stack (dev server, worker process, bwrap, git, the
+scripted model with its fault injection), judged by the shared end-of-run checker.
+
+The default run takes the short list; `SWITCHBOARD_FAULTS=all` runs every scenario
+once, and `make soak` runs them for many rounds (tests/faults/soak.py).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+
+from switchboard.model_server import ModelServerHandle
+from tests.faults.harness import WorkerProcess
+from tests.faults.scenarios import (
+    API_RESTARTS,
+    CANCELS,
+    MODEL_FAULTS,
+    PERSISTENT_FAULTS,
+    WORKER_KILLS,
+    Stack,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+ALL = {**WORKER_KILLS, **API_RESTARTS, **MODEL_FAULTS, **PERSISTENT_FAULTS, **CANCELS}
+SHORT = {
+    "worker SIGKILL mid-command",
+    "worker SIGKILL parked at gate",
+    "worker SIGKILL mid-merge",
+    "worker model 429 burst",
+    "API SIGKILL under SSE",
+    "cancel at the gate",
+}
+FIXED_BY_H2 = {
+    "planner 429 burst (item 7)": 7,
+    "planner 500s (item 7)": 7,
+    "every worker 401 (item 2)": 2,
+    "every worker 500 (item 2)": 2,
+    "every worker malformed tool calls (item 2)": 2,
+    "cancel in planning (item 3)": 3,
+    "cancel in review (item 3)": 3,
+    "cancel mid-merge (item 3)": 3,
+}
+
+
+def _param(name: str) -> object:
+    marks: list[pytest.MarkDecorator] = []
+    if name in FIXED_BY_H2:
+        item = FIXED_BY_H2[name]
+        marks.append(
+            pytest.mark.xfail(strict=True, reason=f"issue #12 item {item}: fixed by h2-faults")
+        )
+    if name not in SHORT and os.environ.get("SWITCHBOARD_FAULTS") != "all":
+        marks.append(
+            pytest.mark.skip(reason="long fault list: SWITCHBOARD_FAULTS=all or make soak")
+        )
+    return pytest.param(name, marks=marks, id=name)
+
+
+@pytest.mark.parametrize("name", [_param(n) for n in ALL])
+async def test_fault(
+    name: str,
+    client: Client,
+    worker_process: WorkerProcess,
+    model: ModelServerHandle,
+    repo: Path,
+) -> None:
+    stack = Stack(client, worker_process.settings, worker_process, model, repo)
+    report = await ALL[name](stack)
+    assert report.tasks >= 1
+    assert report.problems == [], report.problems
+    assert (report.lost, report.duplicated, report.false_reports) == (0, 0, 0)
