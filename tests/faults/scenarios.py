@@ -30,6 +30,7 @@ from switchboard.settings import Settings
 from switchboard.wire import Updates, Workflows
 from testkit import free_port
 from tests.faults.harness import (
+    WORKERS,
     ApiProcess,
     Expected,
     Report,
@@ -74,11 +75,13 @@ async def approve(handle: Handle) -> ApprovalRecord:
     return record
 
 
-async def to_gate_and_approve(stack: Stack, handle: Handle) -> Report:
+async def to_gate_and_approve(
+    stack: Stack, handle: Handle, expected: Expected | None = None
+) -> Report:
     await when(handle, lambda s: s.phase is Phase.AWAITING_APPROVAL, timeout=240, what="the gate")
     await approve(handle)
     return await check_task(
-        stack.client, stack.settings, stack.repo, handle.id, Expected(COMPLETED)
+        stack.client, stack.settings, stack.repo, handle.id, expected or Expected(COMPLETED)
     )
 
 
@@ -118,9 +121,14 @@ async def kill_in_planning(stack: Stack) -> Report:
 async def kill_mid_command(stack: Stack) -> Report:
     _configure(stack)
     handle = await start_task(stack)
-    await when(handle, lambda _: bool(worktree_marks(stack.settings)), what="a command to start")
+    await when(
+        handle,
+        lambda _: len(worktree_marks(stack.settings)) >= WORKERS,
+        what="every worker inside its first command",
+    )
     await stack.worker.restart()  # the first command sleeps: the kill lands inside it
-    return await to_gate_and_approve(stack, handle)
+    everyone = frozenset(range(1, WORKERS + 1))
+    return await to_gate_and_approve(stack, handle, Expected(COMPLETED, interrupted=everyone))
 
 
 async def kill_at_integrate(stack: Stack) -> Report:
