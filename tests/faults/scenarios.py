@@ -370,15 +370,12 @@ async def api_restart_under_sse(stack: Stack) -> Report:
             handle: Handle = stack.client.get_workflow_handle(task_id, result_type=TaskResult)
             stream = _Stream(events=[])
             path = f"/v1/tasks/{task_id}/events"
-            approving: asyncio.Task[ApprovalRecord] | None = None
+            approving = asyncio.create_task(_approve_at_gate(handle))
             for _ in range(200):
                 await _read(http, path, stream, api)
-                if approving is None and any(e[1] == "approval_needed" for e in stream.events):
-                    approving = asyncio.create_task(approve(handle))
                 if stream.ended:
                     break
-            if approving is not None:
-                await approving
+            await approving
             report.add(
                 await check_task(
                     stack.client, stack.settings, stack.repo, task_id, Expected(COMPLETED)
@@ -394,6 +391,11 @@ async def api_restart_under_sse(stack: Stack) -> Report:
     if api.kills == 0:
         report.problems.append("the API was never killed under the stream: nothing tested")
     return report
+
+
+async def _approve_at_gate(handle: Handle) -> None:
+    await when(handle, lambda s: s.phase is Phase.AWAITING_APPROVAL, timeout=240, what="the gate")
+    await approve(handle)
 
 
 def _check_stream(report: Report, task_id: str, seen: _Stream, whole: _Stream) -> None:

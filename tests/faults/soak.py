@@ -39,6 +39,9 @@ from tests.faults.scenarios import (
     Stack,
 )
 
+SCENARIO_TIMEOUT = float(os.environ.get("SOAK_SCENARIO_TIMEOUT", "420"))
+"""Seconds one scenario run may take before it is counted lost."""
+
 SCENARIOS = {**WORKER_KILLS, **API_RESTARTS, **MODEL_FAULTS, **PERSISTENT_FAULTS, **CANCELS}
 
 
@@ -95,7 +98,7 @@ async def _one(
     row.runs += 1
     try:
         stack = Stack(client, settings, worker, model, make_repo(run / "repo"))
-        row.report.add(await asyncio.wait_for(SCENARIOS[name](stack), 420))
+        row.report.add(await asyncio.wait_for(SCENARIOS[name](stack), SCENARIO_TIMEOUT))
     except Exception as exc:  # a broken run is counted; the soak goes on
         row.errors += 1
         row.report.add(Report(tasks=1, lost=1, problems=[f"{name}: {exc!r}"]))
