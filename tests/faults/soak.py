@@ -54,7 +54,11 @@ class Row:
     report: Report = field(default_factory=Report)
 
 
-async def soak(rounds: int, only: str | None, work: Path) -> tuple[dict[str, Row], float]:
+async def soak(
+    rounds: int, only: str | None, work: Path, out: Path, commit: str
+) -> tuple[dict[str, Row], float]:
+    """Run the rounds; the table is rewritten after every scenario run, so a soak cut
+    short still leaves an honest table of what it did."""
     os.environ.setdefault("SWITCHBOARD_REPO_ROOTS", json.dumps([str(work), tempfile.gettempdir()]))
     names = [n for n in SCENARIOS if only is None or only in n]
     rows = {n: Row() for n in names}
@@ -66,6 +70,10 @@ async def soak(rounds: int, only: str | None, work: Path) -> tuple[dict[str, Row
             for round_ in range(1, rounds + 1):
                 for name in names:
                     await _one(name, rows[name], env.client, model, address, work, round_)
+                    done = {n: r for n, r in rows.items() if r.runs}
+                    out.write_text(
+                        table(done, round_, time.monotonic() - started, commit), encoding="utf-8"
+                    )
     finally:
         await env.shutdown()
     return rows, time.monotonic() - started
@@ -126,7 +134,8 @@ def table(rows: dict[str, Row], rounds: int, seconds: float, commit: str) -> str
         "worker failed, or anything left behind (worktree, transcript, sandbox process,",
         "a killed worker's command cgroup).",
         "",
-        f"Run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on commit {commit}, {rounds} round(s),",
+        f"Run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on commit {commit}, {rounds} round(s)"
+        " (the last one possibly cut short: see each row's runs),",
         f"{seconds / 60:.1f} minutes of wall time, "
         f"{sum(r.kills for r in rows.values())} worker SIGKILLs in all.",
         "",
@@ -153,7 +162,7 @@ def main() -> int:
     args = parser.parse_args()
     commit = os.popen("git rev-parse --short HEAD").read().strip() or "unknown"
     with tempfile.TemporaryDirectory(prefix="switchboard-soak-") as work:
-        rows, seconds = asyncio.run(soak(args.rounds, args.only, Path(work)))
+        rows, seconds = asyncio.run(soak(args.rounds, args.only, Path(work), args.out, commit))
     args.out.write_text(table(rows, args.rounds, seconds, commit), encoding="utf-8")
     print(args.out.read_text())
     bad = sum(r.report.lost + r.report.duplicated + r.report.false_reports for r in rows.values())
