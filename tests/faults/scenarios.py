@@ -266,6 +266,17 @@ def cancel_in(phase: Phase, slow: ScriptedRole | None) -> Scenario:
         handle = await start_task(stack)
         await when(handle, lambda s: s.phase is phase, timeout=240, what=str(phase))
         await handle.cancel()
+        if phase is not Phase.AWAITING_APPROVAL:
+            status = await when(
+                handle,
+                lambda s: s.phase.is_final or s.phase is Phase.AWAITING_APPROVAL,
+                timeout=240,
+                what="the cancel to land",
+            )
+            if status.phase is Phase.AWAITING_APPROVAL:  # swallowed; a second cancel is void
+                await handle.terminate("fault suite: the cancel was swallowed")
+                problem = f"{handle.id}: cancelled in {phase}, parked at the gate instead"
+                return Report(tasks=1, lost=1, problems=[problem])
         return await check_task(
             stack.client, stack.settings, stack.repo, handle.id, Expected(Phase.CANCELLED)
         )

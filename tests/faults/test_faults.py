@@ -34,6 +34,10 @@ SHORT = {
     "worker model 429 burst",
     "API SIGKILL under SSE",
     "cancel at the gate",
+    # Fail on today's main, fixed by h2 (xfail strict below), and quick either way:
+    "planner 429 burst (item 7)",
+    "every worker 401 (item 2)",
+    "cancel in planning (item 3)",
 }
 FIXED_BY_H2 = {
     "planner 429 burst (item 7)": 7,
