@@ -146,6 +146,8 @@ async def when(
                 held = await held
             if held:
                 return last
+            if last.phase.is_final:
+                raise AssertionError(f"task ended {last.phase} ({last.error}) before {what}")
         await asyncio.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}; last status: {last}")
 
