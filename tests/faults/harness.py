@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
 from entrypoints.stack import settings_env
 from switchboard.model_server import Scenario
@@ -203,11 +203,14 @@ async def check_task(
     handle = client.get_workflow_handle(task_id, result_type=TaskResult)
     try:
         result = await asyncio.wait_for(handle.result(), timeout)
+        status = await status_of(handle)
+    except WorkflowFailureError:  # a task that fails ends its workflow failed
+        status = await status_of(handle)
+        result = TaskResult(task_id=task_id, phase=status.phase, error=status.error)
     except Exception as exc:  # a lost task is a finding, not a crash
         report.lost += 1
         report.problems.append(f"{task_id}: no result ({type(exc).__name__}: {exc})")
         return report
-    status = await status_of(handle)
     if result.phase is not expected.phase:
         report.lost += 1
         report.problems.append(
