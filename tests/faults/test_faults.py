@@ -34,38 +34,16 @@ SHORT = {
     "worker model 429 burst",
     "API SIGKILL under SSE",
     "cancel at the gate",
-    # Fail on today's main, fixed by h2 (xfail strict below), and quick either way:
+    # Issue #12 items 7, 2 and 3 (each failed before its fix), and quick:
     "planner 429 burst (item 7)",
     "every worker 401 (item 2)",
     "cancel in planning (item 3)",
 }
-FIXED_BY_H2 = {
-    "planner 429 burst (item 7)": 7,
-    "planner 500s (item 7)": 7,
-    "every worker 401 (item 2)": 2,
-    "every worker 500 (item 2)": 2,
-    "every worker malformed tool calls (item 2)": 2,
-    "cancel in planning (item 3)": 3,
-    "cancel in review (item 3)": 3,
-    "cancel mid-merge (item 3)": 3,
-}
+SELECTED = ALL if os.environ.get("SWITCHBOARD_FAULTS") == "all" else SHORT
+"""The short list in `make test`; every scenario with SWITCHBOARD_FAULTS=all (or `make soak`)."""
 
 
-def _param(name: str) -> object:
-    marks: list[pytest.MarkDecorator] = []
-    if name in FIXED_BY_H2:
-        item = FIXED_BY_H2[name]
-        marks.append(
-            pytest.mark.xfail(strict=True, reason=f"issue #12 item {item}: fixed by h2-faults")
-        )
-    if name not in SHORT and os.environ.get("SWITCHBOARD_FAULTS") != "all":
-        marks.append(
-            pytest.mark.skip(reason="long fault list: SWITCHBOARD_FAULTS=all or make soak")
-        )
-    return pytest.param(name, marks=marks, id=name)
-
-
-@pytest.mark.parametrize("name", [_param(n) for n in ALL])
+@pytest.mark.parametrize("name", sorted(SELECTED))
 async def test_fault(
     name: str,
     client: Client,
