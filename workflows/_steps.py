@@ -19,7 +19,7 @@ from switchboard.contracts import (
     SubagentCheckpoint,
     SubagentResult,
 )
-from switchboard.models import TOOL_EXCERPT_CHARS, Budget
+from switchboard.models import TOOL_EXCERPT_CHARS, Budget, SubagentState
 from switchboard.text import visible
 
 
@@ -79,6 +79,16 @@ class SubagentRun:
         if (now - self.started).total_seconds() >= budget.max_wall_seconds:
             return f"{budget.max_wall_seconds} s of wall time"
         return ""
+
+    def fail_if_idle(self) -> None:
+        """A worker that ended without finishing and never ran a tool (every call refused,
+        say malformed) did no work: it failed, so the task is never judged on it as done."""
+        result = self.result
+        if result.tool_calls or result.state is SubagentState.DONE:
+            return
+        why = result.error or "it stopped without finishing"
+        result.state = SubagentState.FAILED
+        result.error = f"no tool call ran ({result.denied_calls} refused); {why}"
 
     def absorb(self, step: StepResult) -> StepEnd:
         """Book one step (its refused calls are already counted, see `SubagentWorkflow`)."""

@@ -75,6 +75,8 @@ class SubagentWorkflow:
         )
         if await self._work(input, state, sandbox):
             result.state = SubagentState.DONE
+        elif input.subtask.role is Role.WORKER:
+            state.fail_if_idle()
         ended = await calls.finish_subagent(
             FinishSubagentInput(sandbox_id=sandbox.sandbox_id, commit=_commit_of(input, state)),
             queue=input.prepared.host_queue,

@@ -38,6 +38,7 @@ SHORT = {
     "planner 429 burst (item 7)",
     "every worker 401 (item 2)",
     "cancel in planning (item 3)",
+    "every worker malformed tool calls (item 2)",
 }
 SELECTED = ALL if os.environ.get("SWITCHBOARD_FAULTS") == "all" else SHORT
 """The short list in `make test`; every scenario with SWITCHBOARD_FAULTS=all (or `make soak`)."""

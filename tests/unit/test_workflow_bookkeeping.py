@@ -183,6 +183,22 @@ def test_budgets(steps: int, tokens: int, seconds: int, spent: str) -> None:
     assert run.budget_spent(budget, at(seconds)) == spent
 
 
+def test_a_worker_that_never_ran_a_tool_failed_and_says_why() -> None:
+    # Every call refused (malformed, say) until the budget ran out: no work, not "done".
+    idle = new_run()
+    idle.result.denied_calls = 4
+    idle.result.error = "budget spent: 4 steps"
+    idle.fail_if_idle()
+    assert idle.result.state is SubagentState.FAILED
+    assert idle.result.error == "no tool call ran (4 refused); budget spent: 4 steps"
+    # One that ran tools keeps its own ending.
+    worked = new_run()
+    worked.result.tool_calls = 1
+    worked.result.state = SubagentState.BUDGET_EXHAUSTED
+    worked.fail_if_idle()
+    assert worked.result.state is SubagentState.BUDGET_EXHAUSTED
+
+
 def test_a_checkpoint_resumes_where_the_run_stopped() -> None:
     run = new_run()
     run.absorb(StepResult(turn=turn(content="hm")))
