@@ -88,6 +88,8 @@ async def test_cli_shows_hostile_names_and_content_visibly(
     diff = await run_cli(cli_env, "task", "diff", handle.id)
     stat = await run_cli(cli_env, "task", "diff", handle.id, "--stat")
     status = await run_cli(cli_env, "task", "status", handle.id)
+    # Read before the reject: a rejected task's repository (and so its diff) is removed.
+    raw = await run_cli(cli_env, "task", "diff", handle.id, "--json")
     await handle.execute_update(Updates.REJECT, RejectInput(by="alice"))
     watch = await run_cli(cli_env, "task", "watch", handle.id)
 
@@ -99,5 +101,4 @@ async def test_cli_shows_hostile_names_and_content_visibly(
     assert b"<U+202E> nimda" in diff
     assert "src/evil␛[31m.txt".encode() in stat and b"src/bidi<U+202E>txt.py" in stat
     # The raw bytes stay available to programs.
-    raw = await run_cli(cli_env, "task", "diff", handle.id, "--json")
     assert b"\\u001b[2K" in raw
