@@ -35,7 +35,7 @@ from bench._env import (
 from bench._report import Options, Report, Row, run_main
 from bench._scenarios import make_small_repo, steps_scenario
 from bench._tasks import new_task_id, start_task
-from switchboard.models import ApproveInput, Role, SubtaskSpec, TaskRequest
+from switchboard.models import RejectInput, Role, SubtaskSpec, TaskRequest
 from switchboard.settings import Settings
 from switchboard.temporal import connect
 from switchboard.wire import SearchAttributes, Updates, Workflows
@@ -186,13 +186,16 @@ async def run(options: Options) -> Report:
 
 
 async def _approve(client: Client, ids: list[str]) -> tuple[float, float]:
-    """Approve these tasks; returns (seconds until all were accepted, until all merged)."""
+    """Decide these tasks (reject); returns (seconds until all were accepted, until all ended)."""
     gate = asyncio.Semaphore(CONCURRENCY)
 
     async def one(task_id: str) -> None:
         async with gate:
+            # Explorer-only tasks have nothing to merge, and an empty change cannot be
+            # approved (issue #12 item 2): the sample decides them by rejecting, which wakes
+            # the parked task through the same validator and update as an approval.
             await client.get_workflow_handle(task_id).execute_update(
-                Updates.APPROVE, ApproveInput(by="bench")
+                Updates.REJECT, RejectInput(by="bench")
             )
 
     started = time.monotonic()
@@ -235,7 +238,7 @@ def _report(m: Measured, options: Options) -> Report:
             None,
         ),
         Row(
-            f"B3 idle: approve {m.merged} of {m.parked} (accepted / merged)",
+            f"B3 idle: decide (reject) {m.merged} of {m.parked} (accepted / ended)",
             f"{m.merged / m.approve_seconds:.0f} / {m.merged / m.complete_seconds:.1f} tasks/s",
             f"all {m.parked}: ≈ {m.parked / (m.merged / m.complete_seconds):.0f} s",
             None,
