@@ -16,7 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 from entrypoints.worker import build_workers, run_workers
 from switchboard import metrics
 from switchboard.model_server import ModelServerHandle, parse_scenario
-from switchboard.models import ApproveInput, Phase, Role, SubtaskSpec, TaskRequest, TaskResult
+from switchboard.models import Phase, RejectInput, Role, SubtaskSpec, TaskRequest, TaskResult
 from switchboard.settings import Settings
 from switchboard.wire import Updates, Workflows
 from testkit import free_port, wait_for_phase
@@ -79,18 +79,20 @@ async def test_worker_exports_task_tool_token_and_sdk_metrics(
             result_type=TaskResult,
         )
         await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
-        await handle.execute_update(Updates.APPROVE, ApproveInput(by="ops"))
-        assert (await handle.result()).phase is Phase.COMPLETED
+        # An explorer-only task has nothing to merge, and an empty change cannot be
+        # approved (issue #12 item 2): the decision here is a reject.
+        await handle.execute_update(Updates.REJECT, RejectInput(by="ops"))
+        assert (await handle.result()).phase is Phase.REJECTED
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     finally:
         stop.set()
         await running
 
-    assert _value(text, metrics.TASKS, outcome="completed") == 1
+    assert _value(text, metrics.TASKS, outcome="rejected") == 1
     assert _value(text, metrics.TOOL_CALLS_DENIED, role="explorer", reason="not_allowed") == 1
     assert _value(text, metrics.TOOL_CALLS, tool="list_files", outcome="ok") == 1
     assert _value(text, metrics.SUBAGENT_STEPS, role="explorer") == 2
     assert _value(text, metrics.LLM_TOKENS, role="explorer", kind="prompt") > 0
-    assert _value(text, metrics.APPROVAL_WAIT + "_count", decision="approved") == 1
+    assert _value(text, metrics.APPROVAL_WAIT + "_count", decision="rejected") == 1
     assert _value(text, metrics.SANDBOX_START + "_count", backend="bwrap") == 1
     assert re.search(r"^temporal_workflow_completed", text, re.MULTILINE)

@@ -177,7 +177,12 @@ def test_health_metrics_and_docs(api: TestClient) -> None:
 
 
 def test_task_create_mirrors_task_request_without_owner() -> None:
-    assert set(TaskCreate.model_fields) == set(TaskRequest.model_fields) - {"owner"}
+    # The owner comes from the caller and the credential reference from the server's
+    # store (issue #10): a client can set neither.
+    assert set(TaskCreate.model_fields) == set(TaskRequest.model_fields) - {
+        "owner",
+        "credential_ref",
+    }
     for name, field in TaskCreate.model_fields.items():
         assert field.metadata == TaskRequest.model_fields[name].metadata, name
     request = TaskCreate(goal="g", repo="/r", request_id="abc").to_request(owner="alice")
