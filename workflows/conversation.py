@@ -20,6 +20,7 @@ summary of the rest, the tasks and the open turns. Offsets go on growing.
 from __future__ import annotations
 
 from collections import deque
+from contextlib import suppress
 from datetime import timedelta
 
 from temporalio import workflow
@@ -83,7 +84,7 @@ class ConversationWorkflow:
         self._runs = carry.runs + 1 if carry else 1
         self._seen: dict[str, int] = dict(carry.seen_requests) if carry else {}
         self._closed = False
-        self._activity = 0  # bumped by every post and turn step: the idle timer's clock
+        self._last_active = workflow.now()  # every post and turn step: the idle clock
 
     @workflow.run
     async def run(self, start: SessionStart) -> SessionState:
@@ -110,7 +111,7 @@ class ConversationWorkflow:
             while len(self._seen) > SEEN_REQUESTS:
                 del self._seen[next(iter(self._seen))]
         claimed = self._claim(post.runner) == turn
-        self._activity += 1
+        self._last_active = workflow.now()
         return PostResult(stamp=stamp, turn=turn, claimed=claimed)
 
     @post_message.validator
@@ -132,7 +133,7 @@ class ConversationWorkflow:
 
     @workflow.update(name=Conversation.RECORD_TURN)
     def record_turn(self, record: RecordTurn) -> RecordResult:
-        self._activity += 1
+        self._last_active = workflow.now()
         head = self._turns[0]
         head.claimed_at = workflow.now()
         for task in record.tasks:
@@ -254,29 +255,30 @@ class ConversationWorkflow:
     # ---- internals --------------------------------------------------------------------
 
     async def _until_closed_or_due(self) -> None:
-        """Wait for a close or continue-as-new; close the session once it idles too long."""
+        """Wait for a close or continue-as-new; close the session once it idles too long.
+
+        One timer per quiet stretch, not one per message: when it fires, the time since
+        the last post or turn step says whether to close or to sleep the rest. (A timer
+        restarted on every update added a started and a cancelled event to each one.)
+        """
 
         def done() -> bool:
             return self._closed or self._should_continue_as_new()
 
         idle = self._start.idle_seconds
-        if idle is None:
-            await workflow.wait_condition(done)
-            return
         while not done():
-            seen = self._activity
-
-            def woke(seen: int = seen) -> bool:
-                return done() or self._activity != seen
-
-            try:
-                await workflow.wait_condition(
-                    woke,
-                    timeout=timedelta(seconds=idle),
-                )
-            except TimeoutError:
+            if idle is None:
+                await workflow.wait_condition(done)
+                return
+            quiet = (workflow.now() - self._last_active).total_seconds()
+            if quiet >= idle:
                 if not self._turns:  # a turn being answered is not idle
                     self._close_idle(idle)
+                    return
+                self._last_active = workflow.now()
+                continue
+            with suppress(TimeoutError):
+                await workflow.wait_condition(done, timeout=timedelta(seconds=idle - quiet))
 
     def _close_idle(self, idle: float) -> None:
         self._append(
