@@ -195,7 +195,8 @@ async def test_a_long_conversation_continues_as_new_losing_nothing(
     async with chat_worker(env.client) as queue:
         handle = await env.client.start_workflow(
             Conversation.WORKFLOW,
-            SessionStart(owner=OWNER),
+            # As the gateway starts one: with an idle timeout (72 h), so its timer runs too.
+            SessionStart(owner=OWNER, idle_seconds=72 * 3600),
             id=f"session-{uuid.uuid4().hex}",
             task_queue=queue,
         )
