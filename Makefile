@@ -19,7 +19,7 @@ demo: setup
 	$(PY) -m entrypoints demo --non-interactive
 
 test: setup
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=15
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not e2e"
