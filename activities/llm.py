@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities._heartbeat import heartbeating
+from activities._heartbeat import WaitNotice, heartbeating
 from activities._plan import (
     PLANNER_SYSTEM_PROMPT,
     SUBMIT_PLAN_TOOL,
@@ -214,7 +214,9 @@ class LlmActivities:
         waiting = StepHeartbeat.now(StepStage.MODEL, role=headers.get(ROLE_HEADER))
         activity.heartbeat(waiting)
         try:
-            completion = await heartbeating(request, waiting)
+            completion = await heartbeating(
+                request, waiting, notice=WaitNotice(self._settings.step_wait_notice_seconds)
+            )
         except openai.OpenAIError as exc:
             raise _model_error(exc, model) from exc
         if not completion.choices:

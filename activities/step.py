@@ -44,7 +44,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities._checkpoint import CheckpointError, Checkpoints
 from activities._excludes import default_excludes_file
-from activities._heartbeat import heartbeating
+from activities._heartbeat import WaitNotice, heartbeating
 from activities._journal import (
     JournalEntry,
     StepJournal,
@@ -180,7 +180,8 @@ class _JournaledCalls:
         waiting = StepHeartbeat.now(StepStage.TOOL, tool=call.name.value)
         activity.heartbeat(waiting)
         ran = self._tools.run_calls(self._input.sandbox, self._input.base_commit, [call])
-        return (await heartbeating(ran, waiting))[0]
+        notice = WaitNotice(self._tools.settings.step_wait_notice_seconds)
+        return (await heartbeating(ran, waiting, notice=notice))[0]
 
     async def _roll_back(self, entry: JournalEntry, call: CheckedCall) -> ToolOutcome:
         """Undo an interrupted call: kill what may still run of it, restore the worktree."""

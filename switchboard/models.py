@@ -251,6 +251,7 @@ class EventKind(StrEnum):
     PLAN = "plan"
     SUBAGENT_STARTED = "subagent_started"
     SUBAGENT_STEP = "subagent_step"
+    SUBAGENT_WAITING = "subagent_waiting"
     TOOL_DENIED = "tool_denied"
     SUBAGENT_FINISHED = "subagent_finished"
     STEERED = "steered"

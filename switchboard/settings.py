@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     sandbox: Literal["auto", "docker", "bwrap"] = "auto"
     sandbox_image: str = "switchboard-sandbox:latest"
     sandbox_command_timeout_seconds: int = Field(default=120, ge=1, le=3600)
+    step_wait_notice_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """A subagent step waiting this long on the model or a tool says so as a task
+    event ("waiting on the model for 30 s"), then again at twice the time, and so on."""
     sandbox_output_limit_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     sandbox_memory_mb: int = Field(default=1024, ge=64)
     sandbox_pids_limit: int = Field(default=256, ge=16)

@@ -54,6 +54,15 @@ class StepHeartbeat(Model):
         return f"{what} for {elapsed} s"
 
 
+class StepWaiting(Model):
+    """Signal payload (`Signals.STEP_WAITING`): a step still waits, said once per doubling."""
+
+    message: str
+    """ "waiting on the model for 30 s" """
+    stage: StepStage
+    seconds: int
+
+
 async def step_wait(client: Client, workflow_id: str) -> str | None:
     """What the running step of one subagent workflow waits on, if it says so."""
     try:

@@ -35,6 +35,8 @@ class Updates:
 class Signals:
     STEER: Final = "steer"
     SUBAGENT_PROGRESS: Final = "subagent_progress"
+    STEP_WAITING: Final = "step_waiting"
+    """A subagent's step activity to its own workflow: still waiting (see step_heartbeat)."""
 
 
 class Queries:

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 PROGRESS_INTERVAL = timedelta(seconds=1)
 STEP = "step"
+WAITING = "waiting"
 
 
 @dataclass(frozen=True)

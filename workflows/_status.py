@@ -164,7 +164,10 @@ class TaskBook:
         for used in progress.data.get("tools") or []:
             status.tools.append(ToolLog.model_validate({"step": progress.steps, **used}))
         del status.tools[:-TOOL_LOG_KEEP]
-        kind = EventKind.TOOL_DENIED if progress.kind == "denied" else EventKind.SUBAGENT_STEP
+        kind = {
+            "denied": EventKind.TOOL_DENIED,
+            "waiting": EventKind.SUBAGENT_WAITING,
+        }.get(progress.kind, EventKind.SUBAGENT_STEP)
         self.emit(
             kind,
             f"#{progress.index} {progress.message}",

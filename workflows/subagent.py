@@ -34,10 +34,11 @@ with workflow.unsafe.imports_passed_through():
         WorktreeInput,
     )
     from switchboard.models import Role, SteerInput, SubagentState
+    from switchboard.step_heartbeat import StepWaiting
     from switchboard.tools import DeniedCall
     from switchboard.wire import Queries, Signals, Workflows
     from workflows import _calls as calls
-    from workflows._progress import STEP, ProgressBatcher, Report
+    from workflows._progress import STEP, WAITING, ProgressBatcher, Report
     from workflows._steps import StepEnd, SubagentRun, describe_step
 
 
@@ -54,6 +55,12 @@ class SubagentWorkflow:
     @workflow.signal(name=Signals.STEER)
     def steer(self, steer: SteerInput) -> None:
         self._guidance.append(steer.guidance)
+
+    @workflow.signal(name=Signals.STEP_WAITING)
+    def step_waiting(self, waiting: StepWaiting) -> None:
+        """The running step still waits (its activity says so at 30 s, 60 s, ...)."""
+        data: dict[str, object] = {"stage": waiting.stage.value, "seconds": waiting.seconds}
+        self._report(Report(WAITING, waiting.message, data))
 
     @workflow.query(name=Queries.STATUS)
     def status(self) -> SubagentResult | None:
