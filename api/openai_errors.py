@@ -23,7 +23,7 @@ __all__ = [
     "openai_validation_error",
 ]
 
-_OWN_PREFIXES: Final = ("/v1/sessions", "/v1/tasks")
+_OWN_PREFIXES: Final = ("/v1/sessions", "/v1/tasks", "/v1/me", "/v1/auth/")
 
 _TYPES: Final = {
     400: "invalid_request_error",

@@ -116,6 +116,14 @@ class Settings(BaseSettings):
     """Tenant for tokens without the tenant claim; unset: such tokens are refused."""
     oidc_default_roles: list[str] = Field(default_factory=lambda: ["requester"])
     """Roles for tokens without the roles claim."""
+    oidc_web_client_id: str | None = None
+    """The public client (authorization code + PKCE, no secret) the web chat signs in
+    with; unset, the page asks for a pasted API token instead."""
+    oidc_web_scopes: str = "openid"
+    """The scopes the web chat asks for (space-separated)."""
+    oidc_web_resource: str | None = None
+    """The resource indicator (RFC 8707) the web chat asks an access token for, so the
+    provider issues a JWT for this API's audience; unset, none is sent."""
 
     # Sandbox
     sandbox: Literal["auto", "docker", "bwrap"] = "auto"

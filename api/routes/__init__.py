@@ -5,7 +5,16 @@ from fastapi import APIRouter, Depends
 from api.deps import current_identity
 from api.openai_errors import openai_responses
 from api.openapi import COMMON_RESPONSES
-from api.routes import chat_completions, health, models, responses, sessions, tasks, web
+from api.routes import (
+    chat_completions,
+    health,
+    identity,
+    models,
+    responses,
+    sessions,
+    tasks,
+    web,
+)
 
 __all__ = ["api_router"]
 
@@ -19,6 +28,7 @@ OPENAI_COMMON = openai_responses(
 
 api_router = APIRouter()
 api_router.include_router(health.router)
+api_router.include_router(identity.router, responses=COMMON_RESPONSES)
 api_router.include_router(tasks.router, responses=COMMON_RESPONSES)
 api_router.include_router(sessions.router, responses=COMMON_RESPONSES)
 api_router.include_router(chat_completions.router, responses=OPENAI_COMMON)
