@@ -1,11 +1,12 @@
-// Switchboard chat: one session stream (SSE read with fetch, so it can carry the user
-// header), rendered as messages, streamed drafts and live task cards. Entries are
-// applied once each by offset; after a drop the stream resumes from the next offset.
+// Switchboard chat: one session stream (SSE read with fetch, so it carries the
+// Authorization header and the token never lands in a URL), rendered as messages,
+// streamed drafts and live task cards. Entries are applied once each by offset; after
+// a drop the stream resumes from the next offset. Sign-in is auth.js (`Auth`).
 "use strict";
 
 const $ = (selector) => document.querySelector(selector);
 const state = {
-  user: localStorage.getItem("sb.user") || "local",
+  me: null,           // GET /v1/me: who is signed in and what they may do
   session: null,
   next: 0,            // the next entry offset to apply
   drafts: new Map(),  // "turn/step" -> {el, seq}
@@ -28,18 +29,49 @@ function visible(text) {
   });
 }
 
-function headers(extra = {}) {
-  return { "X-Switchboard-User": state.user, ...extra };
-}
-
 async function api(method, path, body) {
-  const init = { method, headers: headers(body ? { "Content-Type": "application/json" } : {}) };
+  const extra = body ? { "Content-Type": "application/json" } : {};
+  const init = { method, headers: Auth.headers(extra) };
   if (body) init.body = JSON.stringify(body);
   const response = await fetch(path, init);
   const text = await response.text();
   const data = text ? JSON.parse(text) : null;
-  if (!response.ok) throw new Error((data && data.detail) || response.statusText);
+  if (response.status === 401) signInAgain((data && data.detail) || "sign in again");
+  if (!response.ok) {
+    const error = new Error((data && data.detail) || response.statusText);
+    error.status = response.status;
+    throw error;
+  }
   return data;
+}
+
+// ---- signing in ---------------------------------------------------------------------
+
+function showSignIn(message) {
+  $("#app").hidden = true;
+  $("#signin").hidden = false;
+  $("#signin-message").textContent = message || "";
+  $("#token-form").hidden = Auth.mode !== "token";
+  $("#oidc-signin").hidden = Auth.mode !== "oidc";
+  if (Auth.mode === "token") $("#token").focus();
+}
+
+// The token was refused (expired, revoked): stop everything and ask again.
+function signInAgain(detail) {
+  if (state.controller) state.controller.abort();
+  state.controller = null;
+  Auth.forget();
+  const why = Auth.mode === "none" ? detail : `Signed out: ${detail}`;
+  showSignIn(why);
+}
+
+function signedIn(me) {
+  state.me = me;
+  $("#signin").hidden = true;
+  $("#app").hidden = false;
+  const roles = me.roles.length ? me.roles.join(", ") : "no role";
+  $("#who").textContent = me.via === "local" ? "" : `${me.name} · ${me.tenant} · ${roles}`;
+  $("#sign-out").hidden = me.via === "local";
 }
 
 // ---- the stream ---------------------------------------------------------------------
@@ -59,10 +91,16 @@ async function connect() {
   try {
     const response = await fetch(
       `/v1/sessions/${state.session}/events?from=${state.next}`,
-      { headers: headers({ Accept: "text/event-stream" }), signal: controller.signal },
+      { headers: Auth.headers({ Accept: "text/event-stream" }), signal: controller.signal },
     );
     if (response.status === 404) {
       setConnection("no such session", "");
+      return;
+    }
+    if (response.status === 401) {
+      const body = await response.json().catch(() => ({}));
+      setConnection("signed out", "");
+      signInAgain(body.detail || "sign in again");
       return;
     }
     if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
@@ -284,16 +322,26 @@ function actions(id, phase, feedback) {
   const live = !["completed", "rejected", "cancelled", "failed"].includes(phase);
   feedback.placeholder = "feedback for changes";
   feedback.className = "feedback";
-  button("Approve", "approve", () => decide(id, "approve", {}), deciding);
-  button("Request changes", "request-changes", () => {
-    const text = feedback.value.trim();
-    if (!text) { feedback.focus(); return; }
-    decide(id, "request-changes", { feedback: text });
-  }, deciding);
-  button("Reject", "reject", () => decide(id, "reject", {}), deciding);
+  // Only an approver gets the decision buttons (the API refuses anyone else anyway).
+  const mayDecide = Boolean(state.me && state.me.can.decide);
+  if (mayDecide) {
+    button("Approve", "approve", () => decide(id, "approve", {}), deciding);
+    button("Request changes", "request-changes", () => {
+      const text = feedback.value.trim();
+      if (!text) { feedback.focus(); return; }
+      decide(id, "request-changes", { feedback: text });
+    }, deciding);
+    button("Reject", "reject", () => decide(id, "reject", {}), deciding);
+  }
   button("Cancel", "cancel", () => decide(id, "cancel", null), live);
   button("Diff", "show-diff", () => showDiff(id));
-  if (deciding) box.appendChild(feedback);
+  if (deciding && mayDecide) box.appendChild(feedback);
+  else if (deciding) {
+    const note = document.createElement("span");
+    note.className = "muted awaiting-approver";
+    note.textContent = "waiting for an approver";
+    box.appendChild(note);
+  }
   return box;
 }
 
@@ -327,6 +375,23 @@ async function showDiff(id) {
   }
 }
 
+// An approver also sees the tenant's tasks that wait for a decision (from other
+// people's sessions), refreshed from the task list every few seconds.
+async function loadApprovals() {
+  if (!state.me || !state.me.can.decide) return;
+  const listed = await api("GET", "/v1/tasks?limit=100");
+  for (const summary of listed.data) {
+    const known = state.tasks.get(summary.task_id);
+    if (known && !known.queued) continue; // from this session: its stream keeps it current
+    if (!known && summary.phase !== "awaiting_approval") continue;
+    if (!known || known.status.phase !== summary.phase) {
+      const status = await api("GET", `/v1/tasks/${summary.task_id}`).catch(() => summary);
+      mergeTask(summary.task_id, status);
+      state.tasks.get(summary.task_id).queued = true;
+    }
+  }
+}
+
 async function loadTasks() {
   const session = await api("GET", `/v1/sessions/${state.session}`);
   for (const task of session.tasks) {
@@ -351,7 +416,7 @@ function reset() {
 async function openSession(id) {
   reset();
   state.session = id;
-  localStorage.setItem(`sb.session.${state.user}`, id);
+  localStorage.setItem(`sb.session.${state.me.owner}`, id);
   location.hash = id;
   $("#session").textContent = id;
   connect();
@@ -378,31 +443,52 @@ async function send(event) {
       await api("POST", `/v1/sessions/${state.session}/messages`, { content, request_id: requestId });
       return;
     } catch (error) {
+      if (error.status === 401) return; // signed out: the sign-in panel says why
+      if (error.status === 403) { addLine("system", `not sent: ${error.message}`); return; }
       if (attempt === 4) addLine("system", `not sent: ${error.message}`);
       await new Promise((resolve) => setTimeout(resolve, 300 * (attempt + 1)));
     }
   }
 }
 
-function start() {
-  $("#user").value = state.user;
+function wire() {
   $("#repo").value = localStorage.getItem("sb.repo") || "";
-  $("#user").addEventListener("change", () => {
-    state.user = $("#user").value.trim() || "local";
-    localStorage.setItem("sb.user", state.user);
-    const known = localStorage.getItem(`sb.session.${state.user}`);
-    if (known) openSession(known); else { reset(); state.session = null; $("#session").textContent = ""; }
-  });
   $("#new-session").addEventListener("click", () => newSession().catch((e) => addLine("system", e.message)));
   $("#composer").addEventListener("submit", (e) => send(e).catch((err) => addLine("system", err.message)));
   $("#input").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); $("#composer").requestSubmit(); }
   });
   $("#diff-close").addEventListener("click", () => { $("#diff").hidden = true; });
+  $("#sign-out").addEventListener("click", () => Auth.signOut());
+  $("#oidc-signin").addEventListener("click", () => {
+    Auth.startOidc().catch((e) => showSignIn(e.message));
+  });
+  $("#token-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const value = $("#token").value.trim();
+    $("#token").value = "";
+    if (!value) return;
+    Auth.signInWithToken(value).then(begin).catch((err) => showSignIn(err.message));
+  });
   setInterval(() => { for (const id of state.tasks.keys()) renderElapsed(id); }, 1000);
+  setInterval(() => { if (!$("#app").hidden) loadApprovals().catch(() => {}); }, 3000);
+}
+
+function begin(me) {
+  signedIn(me);
   const fromHash = location.hash.replace(/^#/, "");
-  const known = fromHash || localStorage.getItem(`sb.session.${state.user}`);
+  const known = fromHash || localStorage.getItem(`sb.session.${me.owner}`);
   if (known) openSession(known);
+  loadApprovals().catch(() => {});
+}
+
+async function start() {
+  wire();
+  try {
+    begin(await Auth.init());
+  } catch (error) {
+    showSignIn(error.message);
+  }
 }
 
 function renderElapsed(id) {

@@ -64,8 +64,9 @@ async def test_chat_delegate_watch_approve_and_see_the_merge(
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     await page.goto(api.url + "/")
-    await page.fill("#user", "erin")
-    await page.dispatch_event("#user", "change")
+    # Local mode: no sign-in, the page goes straight to the chat.
+    await page.wait_for_selector("#app:not([hidden])", timeout=WAIT_MS)
+    assert await page.locator("#signin").is_hidden()
     await page.fill("#repo", str(repo))
     await page.click("#new-session")
     await page.wait_for_selector("#connection.live", timeout=WAIT_MS)
