@@ -1,9 +1,15 @@
 // A real, certified OpenID Connect provider (oidc-provider) for the identity tests.
 //
-// Usage: node server.mjs PORT KEYS_FILE [--rotate]
-// Issues JWT access tokens through the client_credentials grant with resource
-// indicators. Each client stands for one user of one tenant; its tenant, roles and
-// name ride in the token as claims. Resources:
+// Usage: [IDP_WEB_REDIRECT_URIS=uri,...] node server.mjs PORT KEYS_FILE [--rotate]
+// Issues JWT access tokens with resource indicators, two ways:
+// - the client_credentials grant: each confidential client stands for one user of one
+//   tenant (client id = user);
+// - authorization code + PKCE for the public client `switchboard-web` (no secret; the
+//   web chat), registered with the redirect URIs in IDP_WEB_REDIRECT_URIS (exact
+//   match, as a real deployment registers its own). People sign in on the provider's
+//   development login page with a USERS name as login (any password).
+// Either way the user's tenant, roles and name ride in the access token as claims.
+// Resources:
 //   https://switchboard.test/api    audience "switchboard", 10 minutes
 //   https://switchboard.test/short  audience "switchboard", 1 second (expiry tests)
 //   https://other.test/api          audience "other" (wrong audience)
@@ -37,16 +43,36 @@ const RESOURCES = {
   'https://other.test/api': { audience: 'other', accessTokenTTL: 600 },
 };
 
+export const WEB_CLIENT = 'switchboard-web';
+const webRedirects = (process.env.IDP_WEB_REDIRECT_URIS || '').split(',').filter(Boolean);
+const webClients = webRedirects.length
+  ? [{
+      client_id: WEB_CLIENT,
+      application_type: 'web',
+      token_endpoint_auth_method: 'none',
+      grant_types: ['authorization_code'],
+      response_types: ['code'],
+      redirect_uris: webRedirects,
+    }]
+  : [];
+
 const issuer = `http://127.0.0.1:${port}`;
 const provider = new Provider(issuer, {
   jwks: { keys },
-  clients: Object.keys(USERS).map((id) => ({
-    client_id: id,
-    client_secret: `${id}-secret`,
-    grant_types: ['client_credentials'],
-    redirect_uris: [],
-    response_types: [],
-  })),
+  clients: [
+    ...Object.keys(USERS).map((id) => ({
+      client_id: id,
+      client_secret: `${id}-secret`,
+      grant_types: ['client_credentials'],
+      redirect_uris: [],
+      response_types: [],
+    })),
+    ...webClients,
+  ],
+  // The browser calls the token endpoint from the web chat's origin (CORS): allowed
+  // for the public client from the origins of its registered redirect URIs only.
+  clientBasedCORS: (_ctx, origin, client) =>
+    client.clientId === WEB_CLIENT && webRedirects.some((uri) => new URL(uri).origin === origin),
   features: {
     clientCredentials: { enabled: true },
     introspection: { enabled: false },
@@ -61,8 +87,10 @@ const provider = new Provider(issuer, {
       },
     },
   },
+  // A signed-in person (authorization code) is their account; a client_credentials
+  // client is the user it is named after.
   extraTokenClaims: (_ctx, token) => {
-    const user = USERS[token.clientId];
+    const user = token.accountId ? USERS[token.accountId] : USERS[token.clientId];
     return user ? { tenant: user.tenant, roles: user.roles, name: user.name } : undefined;
   },
 });

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -40,10 +41,12 @@ API = "https://switchboard.test/api"
 
 
 class Idp:
-    """The provider as a child process; `restart(rotate=True)` publishes a new signing key."""
+    """The provider as a child process; `restart(rotate=True)` publishes a new signing key.
+    With `web_redirects`, it also registers the web chat's public client there."""
 
-    def __init__(self, keys: Path) -> None:
+    def __init__(self, keys: Path, web_redirects: tuple[str, ...] = ()) -> None:
         self.keys = keys
+        self.web_redirects = web_redirects
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
@@ -55,6 +58,7 @@ class Idp:
         self._process = subprocess.Popen(
             [*argv, "--rotate"] if rotate else argv,
             cwd=IDP_DIR,
+            env={**os.environ, "IDP_WEB_REDIRECT_URIS": ",".join(self.web_redirects)},
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -83,8 +87,8 @@ class Idp:
         return token
 
 
-@pytest.fixture(scope="module")
-def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Idp]:
+def install_idp() -> None:
+    """The provider's package, installed without a lockfile on first use."""
     if shutil.which("node") is None:
         pytest.fail("node is needed for the identity provider (see .ci/run)")
     if not (IDP_DIR / "node_modules" / "oidc-provider").exists():
@@ -94,6 +98,11 @@ def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Idp]:
             check=True,
             timeout=300,
         )
+
+
+@pytest.fixture(scope="module")
+def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Idp]:
+    install_idp()
     provider = Idp(tmp_path_factory.mktemp("idp") / "keys.json")
     provider.start()
     yield provider
