@@ -138,6 +138,17 @@ async def test_requester_delegates_and_an_approver_approves_after_signing_in(
     status, text = await force_approve(ann, task_id)
     assert status == 403 and "approver" in text, text
 
+    # An approver of another tenant never sees it.
+    gus = await sign_in(browser, stack, "globex-gus")
+    async with gus.expect_response(lambda r: "/v1/tasks?limit=" in r.url) as listed:
+        await gus.reload()
+    listing = await (await listed.value).json()
+    assert task_id not in {row["task_id"] for row in listing["data"]}
+    await gus.wait_for_selector("#app:not([hidden])", timeout=WAIT_MS)
+    assert await gus.locator(".task-card").count() == 0
+    status, _ = await force_approve(gus, task_id)
+    assert status == 404
+
     # An approver of the same tenant signs in, finds the task waiting, approves it.
     abe = await sign_in(browser, stack, "acme-abe")
     assert "approver" in await abe.inner_text("#who")
