@@ -78,13 +78,19 @@ __all__ = [
 
 
 def create_worktree(settings: Settings, input: WorktreeInput) -> WorktreeInfo:
-    """A worktree for one subagent on its branch; idempotent, and keeps an existing branch."""
+    """A worktree for one subagent on its branch; idempotent, and keeps an existing branch.
+
+    A lost worktree is checked out again from the branch; with `input.fresh` an
+    existing one is too (its uncommitted changes, a failed run's, are discarded).
+    """
     mirror = existing_mirror(input.mirror_path)
     path = task_dir_of(settings, input.task_id) / str(input.index)
     if input.branch.startswith("-") or not input.branch.strip():
         raise fail(f"invalid branch name {input.branch!r}", Errors.INVALID_INPUT)
     g = git_cmd(mirror)
     ref = f"refs/heads/{input.branch}"
+    if input.fresh:
+        discard_worktree(g, path)  # what a failed run left uncommitted is not kept
     if path.exists():
         entry = list_worktrees(g).get(str(path.resolve()))
         if entry is not None and "locked" not in entry and (path / ".git").is_file():

@@ -247,7 +247,7 @@ async def _history(path: Path, input: LlmTurnInput) -> list[ChatMessage]:
         raise ApplicationError(
             f"transcript {input.transcript_id} has {len(history)} messages but this turn "
             f"expects {input.expected_length}: the transcript file was lost or lives on "
-            "another host",
+            "another host; retrying the subagent starts it again from its branch",
             type=Errors.INVALID_INPUT,
             non_retryable=True,
         )

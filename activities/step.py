@@ -97,6 +97,7 @@ class StepActivities:
             ApplicationError: as `LlmActivities.turn` and `ToolActivities.run_calls` do;
                 `InvalidInput` for a bad step id or an unreadable journal.
         """
+        _require_worktree(input)
         if input.start_sandbox:
             await heartbeating(
                 self._tools.start(input.sandbox), StepHeartbeat.now(StepStage.SANDBOX)
@@ -208,6 +209,25 @@ class _JournaledCalls:
         if output is INTERRUPTED and call.name in REDONE_AFTER_ROLLBACK:
             return await self._run(call)  # from the same files: its edit lands once
         return ToolOutcome(call_id=call.call_id, name=call.name.value, ok=False, output=output)
+
+
+def _require_worktree(input: StepInput) -> None:
+    """Fail the step, before any model call is paid, when the worktree is gone.
+
+    Its uncommitted work is lost with it; going on would let the model build on files
+    that are not there. The subagent fails, naming the loss; the task's gate then
+    offers to retry it (its worktree rebuilt from its branch) or to drop it.
+
+    Raises:
+        ApplicationError: `SandboxUnavailable` (non-retryable).
+    """
+    if not Path(input.sandbox.worktree_path).is_dir():
+        raise ApplicationError(
+            f"the worktree {input.sandbox.worktree_path} was lost (deleted on the host) with "
+            "this run's uncommitted work; retrying the subagent rebuilds it from its branch",
+            type=Errors.SANDBOX_UNAVAILABLE,
+            non_retryable=True,
+        )
 
 
 def _checkpoints(settings: Settings, input: StepInput, index: Path) -> Checkpoints | None:

@@ -54,6 +54,9 @@ class WorktreeInput(Model):
     mirror_path: str
     base_commit: str
     branch: str
+    fresh: bool = False
+    """Discard what an earlier run left in the worktree (uncommitted work of a failed
+    run): the worktree is rebuilt from its branch, i.e. the subagent's committed work."""
 
 
 class WorktreeInfo(Model):
@@ -283,6 +286,8 @@ class SubagentInput(Model):
     """Continue-as-new once the run's history reaches this many events."""
     resume: SubagentCheckpoint | None = None
     """Set by continue-as-new: where the previous run stopped."""
+    fresh: bool = False
+    """A retry of a failed run: rebuild the worktree from the branch (`WorktreeInput.fresh`)."""
 
 
 class SubagentResult(Model):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from switchboard import metrics, prompts
@@ -80,7 +81,7 @@ class SubagentWorkflow:
             role=input.subtask.role,
             mirror_path=input.prepared.mirror_path,
         )
-        if await self._work(input, state, sandbox):
+        if await self._work_or_stop(input, state, sandbox):
             result.state = SubagentState.DONE
         elif input.subtask.role is Role.WORKER:
             state.fail_if_idle()
@@ -109,6 +110,7 @@ class SubagentWorkflow:
                 mirror_path=input.prepared.mirror_path,
                 base_commit=input.start_commit,
                 branch=input.branch,
+                fresh=input.fresh,
             ),
             queue=input.prepared.host_queue,
         )
@@ -130,6 +132,23 @@ class SubagentWorkflow:
                 ChatMessage(role="user", content=first_prompt),
             ],
         )
+
+    async def _work_or_stop(
+        self, input: SubagentInput, state: SubagentRun, sandbox: SandboxSpec
+    ) -> bool:
+        """`_work`; when a step fails for good, the sandbox is stopped before the run
+        fails, so a retry of this subagent starts a new one (a Docker container keeps
+        the mounts it started with, e.g. a worktree since lost)."""
+        try:
+            return await self._work(input, state, sandbox)
+        except ActivityError as err:
+            if not is_cancelled_exception(err):
+                await calls.finish_subagent(
+                    FinishSubagentInput(sandbox_id=sandbox.sandbox_id),
+                    queue=input.prepared.host_queue,
+                    branch=input.branch,
+                )
+            raise
 
     async def _work(self, input: SubagentInput, state: SubagentRun, sandbox: SandboxSpec) -> bool:
         """Step until the model finishes (True), gives up or a budget is spent (False)."""

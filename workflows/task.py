@@ -174,6 +174,7 @@ class DelegatedTaskWorkflow:
             async with gate:
                 child_id = f"{self._task_id}-sub{index}-r{round_number}"
                 self._running[index] = child_id
+                retried = status.state is SubagentState.FAILED  # rebuilt from its branch
                 status.state = SubagentState.RUNNING
                 status.round = round_number
                 status.started_at = workflow.now()
@@ -188,6 +189,7 @@ class DelegatedTaskWorkflow:
                             start_commit=prepared.base_commit,
                             feedback=self._feedback,
                             guidance=list(self._guidance),
+                            fresh=retried,
                         ),
                     )
                 finally:
@@ -213,8 +215,7 @@ class DelegatedTaskWorkflow:
         )
 
     async def _run_child(self, child_id: str, summary: str, input: SubagentInput) -> SubagentResult:
-        """Run one subagent; its failure is a result (the others carry on), not an
-        exception; its start is announced here, once Temporal confirms it."""
+        """Run one subagent (announced once started); its failure is a result, not a raise."""
         try:
             handle = await workflow.start_child_workflow(
                 SubagentWorkflow.run,
@@ -325,8 +326,6 @@ class DelegatedTaskWorkflow:
             ),
             queue=self._prepared.host_queue,
         )
-
-    # ---- bookkeeping ------------------------------------------------------------------
 
     def _set_phase(self, phase: Phase, message: str) -> None:
         if phase.is_final:

@@ -222,9 +222,10 @@ async def check_task(
         if len(report.problems) > before:
             states = [(s.index, s.state.value, s.error) for s in status.subagents]
             report.problems.append(f"{task_id}: subagents {states}")
-        if len(status.approvals) != 1:
+        approvals = [a for a in status.approvals if a.decision == "approved"]
+        if len(approvals) != 1:
             report.duplicated += 1
-            report.problems.append(f"{task_id}: {len(status.approvals)} approvals applied")
+            report.problems.append(f"{task_id}: {len(approvals)} approvals applied")
     elif result.phase is Phase.FAILED and not result.error:
         report.false_reports += 1
         report.problems.append(f"{task_id}: failed without saying why")

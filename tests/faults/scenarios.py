@@ -5,6 +5,7 @@ real stack and returns the end-of-run checker's report. The tests run each once;
 from __future__ import annotations
 
 import asyncio
+import shutil
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from switchboard.models import (
     ApprovalRecord,
     ApproveInput,
     Phase,
+    RequestChangesInput,
     Role,
     SubagentState,
     TaskRequest,
@@ -425,3 +427,64 @@ def _check_stream(report: Report, task_id: str, seen: _Stream, whole: _Stream) -
 
 
 API_RESTARTS: dict[str, Scenario] = {"API SIGKILL under SSE": api_restart_under_sse}
+
+
+# ---- lost files on the host (item 4) ----------------------------------------------
+
+
+def lose_file(what: str) -> Scenario:
+    """Delete worker 1's worktree (`what="worktree"`) or its transcript while its first
+    command runs. The loss must not turn into a quietly partial "completed" task: the
+    worker fails naming the loss, the task stops at the gate marked partial, and
+    retrying that worker rebuilds it from its branch, so the merge holds every mark once."""
+
+    async def run(stack: Stack) -> Report:
+        _configure(stack)
+        handle = await start_task(stack)
+        await when(
+            handle,
+            lambda _: bool(list(stack.settings.worktrees_dir.glob("**/notes/log_1.txt"))),
+            what="worker 1 inside its first command",
+        )
+        if what == "worktree":
+            mark = next(stack.settings.worktrees_dir.glob("**/notes/log_1.txt"))
+            shutil.rmtree(mark.parent.parent)
+        else:
+            (stack.settings.transcripts_dir / handle.id / "1" / "r1.json").unlink()
+        status = await when(
+            handle,
+            lambda s: s.phase.is_final or s.phase is Phase.AWAITING_APPROVAL,
+            timeout=240,
+            what="the task to park or end",
+        )
+        report = Report(tasks=0)
+        lost = status.subagents[0]
+        if status.partial != [1] or what not in (lost.error or ""):
+            report.false_reports += 1
+            report.problems.append(
+                f"{handle.id}: {what} lost, but the gate shows partial={status.partial}, "
+                f"#1 {lost.state.value} ({lost.error})"
+            )
+            await handle.cancel()
+            report.add(
+                await check_task(
+                    stack.client, stack.settings, stack.repo, handle.id, Expected(Phase.CANCELLED)
+                )
+            )
+            return report
+        await handle.execute_update(
+            Updates.REQUEST_CHANGES,
+            RequestChangesInput(by="ops", feedback="", only_failed=True),
+            result_type=ApprovalRecord,
+        )
+        await when(handle, lambda s: s.round == 2, what="the retry round")
+        report.add(await to_gate_and_approve(stack, handle))
+        return report
+
+    return run
+
+
+LOST_FILES: dict[str, Scenario] = {
+    "worktree deleted mid-task (item 4)": lose_file("worktree"),
+    "transcript deleted mid-task (item 4)": lose_file("transcript"),
+}

@@ -33,6 +33,7 @@ from tests.faults.harness import Report, WorkerProcess, dead_worker_cgroups
 from tests.faults.scenarios import (
     API_RESTARTS,
     CANCELS,
+    LOST_FILES,
     MODEL_FAULTS,
     PERSISTENT_FAULTS,
     WORKER_KILLS,
@@ -42,7 +43,14 @@ from tests.faults.scenarios import (
 SCENARIO_TIMEOUT = float(os.environ.get("SOAK_SCENARIO_TIMEOUT", "420"))
 """Seconds one scenario run may take before it is counted lost."""
 
-SCENARIOS = {**WORKER_KILLS, **API_RESTARTS, **MODEL_FAULTS, **PERSISTENT_FAULTS, **CANCELS}
+SCENARIOS = {
+    **WORKER_KILLS,
+    **API_RESTARTS,
+    **MODEL_FAULTS,
+    **PERSISTENT_FAULTS,
+    **CANCELS,
+    **LOST_FILES,
+}
 
 
 @dataclass

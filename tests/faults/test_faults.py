@@ -18,6 +18,7 @@ from tests.faults.harness import WorkerProcess
 from tests.faults.scenarios import (
     API_RESTARTS,
     CANCELS,
+    LOST_FILES,
     MODEL_FAULTS,
     PERSISTENT_FAULTS,
     WORKER_KILLS,
@@ -26,7 +27,7 @@ from tests.faults.scenarios import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
-ALL = {**WORKER_KILLS, **API_RESTARTS, **MODEL_FAULTS, **PERSISTENT_FAULTS, **CANCELS}
+ALL = {**WORKER_KILLS, **API_RESTARTS, **MODEL_FAULTS, **PERSISTENT_FAULTS, **CANCELS, **LOST_FILES}
 SHORT = {
     "worker SIGKILL mid-command",
     "worker SIGKILL parked at gate",
@@ -39,6 +40,8 @@ SHORT = {
     "every worker 401 (item 2)",
     "cancel in planning (item 3)",
     "every worker malformed tool calls (item 2)",
+    "worktree deleted mid-task (item 4)",
+    "transcript deleted mid-task (item 4)",
 }
 SELECTED = ALL if os.environ.get("SWITCHBOARD_FAULTS") == "all" else SHORT
 """The short list in `make test`; every scenario with SWITCHBOARD_FAULTS=all (or `make soak`)."""
