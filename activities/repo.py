@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from temporalio import activity
 
-from activities import _git
+from activities import _git, _target
 from activities._heartbeat import heartbeating
 from switchboard.contracts import (
     CleanupInput,
@@ -23,9 +23,11 @@ from switchboard.contracts import (
     MergeOutcome,
     PreparedRepo,
     PrepareRepoInput,
+    TargetInput,
     WorktreeInfo,
     WorktreeInput,
 )
+from switchboard.models import TargetCheck
 from switchboard.settings import Settings
 from switchboard.wire import Activities
 
@@ -63,6 +65,11 @@ class RepoActivities:
     async def integrate_branches(self, input: IntegrateInput) -> MergeOutcome:
         """Merge the subagent branches (conflicts reported, never resolved); maybe publish."""
         return await self._run(_git.integrate_branches, input)
+
+    @activity.defn(name=Activities.CHECK_TARGET)
+    async def check_target(self, input: TargetInput) -> TargetCheck:
+        """How the change stands against its target branch's current tip."""
+        return await self._run(_target.check_target, input)
 
     async def cleanup_worktrees(self, input: CleanupInput) -> None:
         """Remove a task's worktrees (and, if asked, branches); part of the cleanup activity."""

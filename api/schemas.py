@@ -6,7 +6,7 @@ caller, so these bodies carry only what the caller says.
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from switchboard.models import (
     MAX_GOAL_CHARS,
@@ -49,15 +49,16 @@ class RejectBody(Model):
 
 
 class RequestChangesBody(Model):
-    feedback: str = Field(min_length=1, max_length=MAX_GOAL_CHARS)
+    feedback: str = Field(default="", max_length=MAX_GOAL_CHARS)
     only_failed: bool = False
+    rebase: bool = False
+    """Rebase the change onto the target branch's new tip (no worker runs)."""
 
-    @field_validator("feedback")
-    @classmethod
-    def _feedback_not_blank(cls, value: str) -> str:
-        if not value.strip():
+    @model_validator(mode="after")
+    def _feedback_not_blank(self) -> RequestChangesBody:
+        if not self.feedback.strip() and not (self.only_failed or self.rebase):
             raise ValueError("feedback must not be blank: say what should change")
-        return value
+        return self
 
 
 class SteerBody(Model):

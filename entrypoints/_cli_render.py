@@ -122,6 +122,9 @@ def status_view(status: TaskStatus) -> Group:
     if status.review is not None:
         comment = f": {_clip(status.review.comments, 200)}" if status.review.comments else ""
         lines.append(Text(f"review: {status.review.verdict}{comment}"))
+    if status.target is not None and status.target.message:
+        style = "red" if status.target.conflicts else "yellow" if status.target.behind else ""
+        lines.append(Text(f"target: {visible(status.target.message)}", style=style))
     for record in status.approvals:
         lines.append(Text(approval_line(record)))
     if status.merge is not None:

@@ -296,18 +296,24 @@ def approve(
 @task_app.command("request-changes")
 def request_changes(
     task_id: TaskId,
-    feedback: Annotated[str, typer.Option(help="What should change.")],
+    feedback: Annotated[str, typer.Option(help="What should change.")] = "",
     only_failed: Annotated[
         bool, typer.Option(help="Partial result: re-run only the workers that failed.")
+    ] = False,
+    rebase: Annotated[
+        bool, typer.Option(help="The target moved: rebase onto its tip, review, park again.")
     ] = False,
     user: User = "local",
     as_json: JsonFlag = False,
 ) -> None:
-    """Send the subagents back to work with feedback (`--only-failed`: only the failed)."""
+    """Send the subagents back to work with feedback (`--only-failed`: only the failed;
+    `--rebase`: no worker, the change moves onto the target branch's new tip)."""
     from switchboard.models import RequestChangesInput
 
     decision = _validated(
-        lambda: RequestChangesInput(by=user, feedback=feedback, only_failed=only_failed)
+        lambda: RequestChangesInput(
+            by=user, feedback=feedback, only_failed=only_failed, rebase=rebase
+        )
     )
     record = _run(lambda service: service.request_changes(task_id, decision))
     _show_record(record, as_json)

@@ -92,6 +92,7 @@ def build_workers(
         activities=[
             repo.create_worktree,
             repo.integrate_branches,
+            repo.check_target,
             step.subagent_step,
             lifecycle.finish_subagent,
             lifecycle.cleanup_task,

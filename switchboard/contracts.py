@@ -110,6 +110,21 @@ class IntegrateInput(Model):
     push: bool = False
 
 
+class TargetInput(Model):
+    """Compare a task's change with its target branch's current tip (`TargetCheck`)."""
+
+    task_id: str
+    repo: str
+    mirror_path: str
+    credential_ref: str | None = None
+    branch: str
+    """The target branch (the task's base ref)."""
+    base_commit: str
+    """What the change is based on."""
+    change_commit: str | None = None
+    """The combined change, checked for conflicts with the tip (None: none to check)."""
+
+
 class CleanupInput(Model):
     task_id: str
     mirror_path: str | None = None

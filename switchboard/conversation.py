@@ -305,6 +305,7 @@ _NOTABLE = frozenset(
         EventKind.REJECTED,
         EventKind.MERGED,
         EventKind.MERGE_CONFLICT,
+        EventKind.TARGET_MOVED,
         EventKind.CANCELLED,
         EventKind.FAILED,
         EventKind.COMPLETED,

@@ -201,6 +201,24 @@ class MergeResult(Model):
     message: str = ""
 
 
+class TargetCheck(Model):
+    """The task's change against its target branch's tip, as of `checked_at` (the gate
+    checks before parking, the merge again before publishing)."""
+
+    branch: str
+    """The target branch: the base the task started from (`TaskRequest.base_ref`)."""
+    base_commit: str
+    """What the change is based on now (the target's tip after a rebase round)."""
+    tip: str | None = None
+    """The target's tip in the user's repository; None when the base is no branch."""
+    behind: int = 0
+    """Commits on the target that the change is not based on."""
+    conflicts: list[str] = Field(default_factory=list)
+    """Files in which the change conflicts with the tip (a merge onto it would stop)."""
+    checked_at: datetime
+    message: str = ""
+
+
 class TaskStatus(Model):
     task_id: str
     goal: str
@@ -219,6 +237,8 @@ class TaskStatus(Model):
     drops them (`ApproveInput.drop_failed`) or retries them (request changes)."""
     published: str | None = None
     """The branch published to the user's repository, once it was (also on a cancel)."""
+    target: TargetCheck | None = None
+    """How the change stands against the target branch's tip (behind by N, conflicts)."""
     created_at: datetime
     updated_at: datetime
     next_offset: int = 0
@@ -263,6 +283,7 @@ class EventKind(StrEnum):
     REJECTED = "rejected"
     MERGED = "merged"
     MERGE_CONFLICT = "merge_conflict"
+    TARGET_MOVED = "target_moved"
     CANCELLED = "cancelled"
     FAILED = "failed"
     COMPLETED = "completed"
@@ -325,6 +346,9 @@ class RequestChangesInput(Model):
     feedback: str = Field(max_length=MAX_GOAL_CHARS)
     only_failed: bool = False
     """Retry only the workers that failed (feedback may then be empty)."""
+    rebase: bool = False
+    """Rebase the change onto the target branch's new tip, review it again and park
+    again; no worker runs (feedback may then be empty). Refused on a conflict."""
 
 
 class RejectInput(Model):

@@ -270,7 +270,7 @@ class TaskService:
         return await self._decide(task_id, wire.Updates.APPROVE, decision)
 
     async def request_changes(self, task_id: str, decision: RequestChangesInput) -> ApprovalRecord:
-        if not decision.feedback.strip() and not decision.only_failed:
+        if not decision.feedback.strip() and not (decision.only_failed or decision.rebase):
             raise InvalidRequest("feedback is empty: say what should change")
         return await self._decide(task_id, wire.Updates.REQUEST_CHANGES, decision)
 

@@ -67,6 +67,7 @@ class Activities:
     FINISH_SUBAGENT: Final = "finish_subagent"
     INTEGRATE_BRANCHES: Final = "integrate_branches"
     CLEANUP_TASK: Final = "cleanup_task"
+    CHECK_TARGET: Final = "check_target"
     GC_MIRRORS: Final = "gc_mirrors"
 
 
@@ -93,6 +94,14 @@ NON_RETRYABLE_ERRORS: Final = (
     Errors.SANDBOX_UNAVAILABLE,
     Errors.DISK_LIMIT,
 )
+
+
+class Patches:
+    """`workflow.patched` ids: each marks a change of a workflow's commands (see the
+    upgrade policy in docs/operations.md)."""
+
+    TARGET_CHECK: Final = "target-check"
+    """The task compares its change with the target branch at the gate and at merge."""
 
 
 class SearchAttributes:

@@ -23,9 +23,11 @@ with workflow.unsafe.imports_passed_through():
         PrepareRepoInput,
         StepInput,
         StepResult,
+        TargetInput,
         WorktreeInfo,
         WorktreeInput,
     )
+    from switchboard.models import TargetCheck
     from switchboard.repo_refs import redact_repo
     from switchboard.wire import Activities
     from workflows import _policy as policy
@@ -115,6 +117,21 @@ async def integrate_branches(inp: IntegrateInput, *, queue: str) -> MergeOutcome
         heartbeat_timeout=policy.LONG_HEARTBEAT_TIMEOUT,
         retry_policy=policy.TRANSIENT_RETRY,
         summary="merge subagent branches" + (" and publish" if inp.publish else ""),
+    )
+    return result
+
+
+async def check_target(inp: TargetInput, *, queue: str) -> TargetCheck:
+    """The change against its target branch's current tip (reads the user's repository)."""
+    result: TargetCheck = await workflow.execute_activity(
+        Activities.CHECK_TARGET,
+        inp,
+        result_type=TargetCheck,
+        task_queue=queue,
+        start_to_close_timeout=policy.INTEGRATE_TIMEOUT,
+        heartbeat_timeout=policy.LONG_HEARTBEAT_TIMEOUT,
+        retry_policy=policy.TRANSIENT_RETRY,
+        summary=f"compare with {inp.branch}",
     )
     return result
 

@@ -307,6 +307,8 @@ class TaskBook:
             message += " (the branches conflict: approval is refused)"
         if self.status.partial:
             message += f" — {self.partial_advice()}"
+        if self.status.target and self.status.target.behind:
+            message += f" — {self.status.target.message}"
         self.emit(
             EventKind.APPROVAL_NEEDED,
             message,
@@ -314,6 +316,9 @@ class TaskBook:
             data={
                 "diff_stat": self.status.diff_stat.model_dump() if self.status.diff_stat else None,
                 "review": self.status.review.model_dump() if self.status.review else None,
+                "target": self.status.target.model_dump(mode="json")
+                if self.status.target
+                else None,
                 "partial": [
                     {"index": i, "error": self.status.subagents[i - 1].error}
                     for i in self.status.partial

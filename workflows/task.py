@@ -62,8 +62,10 @@ with workflow.unsafe.imports_passed_through():
         task_branch,
     )
     from workflows import _calls as calls
+    from workflows import _target as target
+    from workflows._child import run_child
     from workflows._status import REVIEW_INDEX_BASE, Decision, TaskBook, failure_message
-    from workflows.subagent import SubagentWorkflow
+    from workflows._target import TargetTracker
 
 
 @workflow.defn(name=Workflows.TASK)
@@ -80,8 +82,10 @@ class DelegatedTaskWorkflow:
         self._guidance: list[str] = []
         self._running: dict[int, str] = {}
         self._only_failed = False
+        self._rebase_asked = False
         self._book = TaskBook.new(self._task_id, request, workflow.now())
         self._status = self._book.status
+        self._target = TargetTracker(request, self._book)
 
     # ---- the business process -------------------------------------------------------
 
@@ -127,32 +131,32 @@ class DelegatedTaskWorkflow:
         if request.subtasks:
             self._subtasks = list(request.subtasks)
         else:
-            plan = await calls.plan_subtasks(
-                PlanInput(
-                    task_id=self._task_id,
-                    goal=request.goal,
-                    repo=request.repo,
-                    max_subtasks=request.max_parallel,
-                )
-            )
-            self._subtasks = plan.subtasks
+            asked = request.model_dump(include={"goal", "repo"})
+            planning = PlanInput(**asked, task_id=self._task_id, max_subtasks=request.max_parallel)
+            self._subtasks = (await calls.plan_subtasks(planning)).subtasks
         self._book.record_plan(self._subtasks, workflow.now())
+        work: bool | None = True  # True: a worker round; False: a rebase round; None: neither
         while True:
-            self._set_phase(Phase.RUNNING, f"round {self._status.round}: subagents at work")
-            await self._run_subagents()
-            self._book.judge_round()
-            await self._integrate()
-            if request.review and self._integration and self._integration.merged:
+            if work:
+                self._set_phase(Phase.RUNNING, f"round {self._status.round}: subagents at work")
+                await self._run_subagents()
+                self._book.judge_round()
+                await self._integrate()
+            fresh = work or (work is False and await self._rebase_round())
+            if fresh and request.review and self._integration and self._integration.merged:
                 await self._review()
             decision = await self._await_approval()
             if decision.decision == "approved":
-                await self._merge()
-                await self._cleanup(delete_branches=False)
-                return
+                if await self._merge():
+                    await self._cleanup(delete_branches=False)
+                    return
+                work = None  # the target moved into a conflict: decide again
+                continue
             if decision.decision == "rejected":
                 self._set_phase(Phase.REJECTED, f"rejected by {decision.by}")
                 await self._cleanup(delete_branches=True)
                 return
+            work = not self._rebase_asked
             self._feedback = decision.comment or self._feedback
             self._status.round += 1
 
@@ -179,7 +183,8 @@ class DelegatedTaskWorkflow:
                 status.round = round_number
                 status.started_at = workflow.now()
                 try:
-                    result = await self._run_child(
+                    result = await run_child(
+                        self._book,
                         child_id,
                         f"{spec.role.value}: {spec.title}",
                         self._subagent_input(
@@ -214,29 +219,6 @@ class DelegatedTaskWorkflow:
             **fields,
         )
 
-    async def _run_child(self, child_id: str, summary: str, input: SubagentInput) -> SubagentResult:
-        """Run one subagent (announced once started); its failure is a result, not a raise."""
-        try:
-            handle = await workflow.start_child_workflow(
-                SubagentWorkflow.run,
-                input,
-                id=child_id,
-                task_queue=input.prepared.host_queue,
-                static_summary=summary[:200],
-            )
-            self._book.announce_start(input, workflow.now())
-            result: SubagentResult = await handle
-        except ChildWorkflowError as err:
-            if is_cancelled_exception(err):
-                raise  # the task is being cancelled: not a failed subagent
-            result = SubagentResult(
-                index=input.index,
-                state=SubagentState.FAILED,
-                branch=input.branch,
-                error=failure_message(err),
-            )
-        return result
-
     async def _integrate(self, *, publish: bool = False) -> MergeResult:
         assert self._prepared is not None
         outcome = await calls.integrate_branches(
@@ -244,7 +226,7 @@ class DelegatedTaskWorkflow:
                 task_id=self._task_id,
                 repo=self._request.repo,
                 mirror_path=self._prepared.mirror_path,
-                base_commit=self._prepared.base_commit,
+                base_commit=self._target.base(self._prepared),
                 branches=self._book.worker_branches(),
                 integration_branch=f"{task_branch(self._task_id)}/merged",
                 target_branch=task_branch(self._task_id),
@@ -263,7 +245,8 @@ class DelegatedTaskWorkflow:
         assert self._prepared is not None and self._integration is not None
         self._set_phase(Phase.REVIEWING, "reviewer reading the combined diff")
         round_number = self._status.round
-        result = await self._run_child(
+        result = await run_child(
+            self._book,
             f"{self._task_id}-review-r{round_number}",
             "reviewer",
             self._subagent_input(
@@ -276,8 +259,14 @@ class DelegatedTaskWorkflow:
         )
         self._book.record_review(result, workflow.now())
 
+    async def _rebase_round(self) -> bool:
+        assert self._prepared is not None
+        self._set_phase(Phase.RUNNING, f"round {self._status.round}: rebasing onto the target")
+        return await self._target.rebase(self._prepared, self._integration, self._integrate)
+
     async def _await_approval(self) -> ApprovalRecord:
         self._book.decision = None
+        await self._target.check(self._prepared, self._integration, target.GATE)
         self._set_phase(Phase.AWAITING_APPROVAL, "waiting for a human decision")
         self._book.ask_for_approval(
             workflow.now(), conflicted=bool(self._integration and not self._integration.merged)
@@ -294,8 +283,12 @@ class DelegatedTaskWorkflow:
         )
         return decision
 
-    async def _merge(self) -> None:
+    async def _merge(self) -> bool:
+        """Publish the change; False (nothing published) when the target moved into a
+        conflict since the approval: the human decides again."""
         self._set_phase(Phase.MERGING, "merging the subagent branches")
+        if await self._target.stops_merge(self._prepared, self._integration):
+            return False
         # Shielded: a cancel arriving mid-merge waits for it, so the task can say
         # truthfully whether the branch was published before it ends as cancelled.
         merging = asyncio.ensure_future(self._integrate(publish=True))
@@ -310,6 +303,7 @@ class DelegatedTaskWorkflow:
             self._book.record_merge(result, workflow.now())
             self._set_phase(Phase.COMPLETED, "task completed")
             self._book.emit(EventKind.COMPLETED, f"done: branch {result.branch}", workflow.now())
+            return True
         else:
             raise ApplicationError(
                 "merge conflict in " + ", ".join(result.conflicts), non_retryable=True
@@ -346,7 +340,8 @@ class DelegatedTaskWorkflow:
 
     @workflow.query(name=Queries.DIFF)
     def diff(self, request: DiffRequest) -> DiffLocation:
-        return self._book.diff_location(request, self._prepared, self._integration)
+        prepared = self._prepared and self._target.rebased(self._prepared)
+        return self._book.diff_location(request, prepared, self._integration)
 
     @workflow.signal(name=Signals.SUBAGENT_PROGRESS)
     def subagent_progress(self, progress: Progress) -> None:
@@ -377,6 +372,7 @@ class DelegatedTaskWorkflow:
     @workflow.update(name=Updates.REQUEST_CHANGES)
     def request_changes(self, decision: RequestChangesInput) -> ApprovalRecord:
         self._only_failed = decision.only_failed
+        self._rebase_asked = decision.rebase
         return self._decide("changes_requested", decision.by, decision.feedback)
 
     @request_changes.validator
@@ -384,7 +380,9 @@ class DelegatedTaskWorkflow:
         self._book.require_awaiting()
         if decision.only_failed and not self._status.partial:
             raise ApplicationError("no subagent failed: nothing to retry", type=Errors.WRONG_PHASE)
-        if not decision.feedback.strip() and not decision.only_failed:
+        if decision.rebase:
+            target.require_rebasable(self._status.target)
+        elif not decision.feedback.strip() and not decision.only_failed:
             raise ApplicationError("feedback must say what to change", type=Errors.INVALID_INPUT)
 
     @workflow.update(name=Updates.REJECT)

@@ -194,7 +194,12 @@ async def request_changes(
     await service.check_access(task_id, caller, Action.DECIDE)
     return await service.request_changes(
         task_id,
-        RequestChangesInput(by=caller.owner, feedback=body.feedback, only_failed=body.only_failed),
+        RequestChangesInput(
+            by=caller.owner,
+            feedback=body.feedback,
+            only_failed=body.only_failed,
+            rebase=body.rebase,
+        ),
     )
 
 

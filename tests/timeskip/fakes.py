@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from temporalio import activity
@@ -29,12 +30,13 @@ from switchboard.contracts import (
     PrepareRepoInput,
     StepInput,
     StepResult,
+    TargetInput,
     ToolOutcome,
     Usage,
     WorktreeInfo,
     WorktreeInput,
 )
-from switchboard.models import DiffStat, MergeResult, SubtaskSpec
+from switchboard.models import DiffStat, MergeResult, SubtaskSpec, TargetCheck
 from switchboard.tools import CheckedCall, ToolName
 from switchboard.wire import Activities, Errors
 
@@ -63,6 +65,7 @@ class Fakes:
             self.subagent_step,
             self.finish_subagent,
             self.integrate_branches,
+            self.check_target,
             self.cleanup_task,
         ]
 
@@ -133,6 +136,16 @@ class Fakes:
         return MergeOutcome(
             result=MergeResult(branch=branch, merged=True, commit="2" * 40),
             stat=DiffStat(files_changed=1, insertions=1),
+        )
+
+    @activity.defn(name=Activities.CHECK_TARGET)
+    async def check_target(self, inp: TargetInput) -> TargetCheck:
+        return TargetCheck(
+            branch=inp.branch,
+            base_commit=inp.base_commit,
+            tip=inp.base_commit,
+            checked_at=datetime.now(UTC),
+            message=f"up to date with {inp.branch}",
         )
 
     @activity.defn(name=Activities.CLEANUP_TASK)

@@ -1,0 +1,175 @@
+"""The target branch moves while a task runs (issue #12 item 6): on the real dev server,
+real git, bwrap and the scripted model. The gate and the merge compare the change with
+the target's current tip; a rebase round moves it there; a conflict is reported and a
+rebase onto it refused; nothing is ever merged silently onto a moved target."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+
+from switchboard.model_server import ModelServerHandle, parse_scenario
+from switchboard.models import (
+    ApprovalRecord,
+    ApproveInput,
+    EventKind,
+    EventsPage,
+    EventsRequest,
+    Phase,
+    RequestChangesInput,
+    Role,
+    SubtaskSpec,
+    TaskRequest,
+    TaskResult,
+    TaskStatus,
+)
+from switchboard.settings import Settings
+from switchboard.wire import Queries, Updates, Workflows
+from testkit import git, wait_for, wait_for_phase
+
+pytestmark = pytest.mark.integration
+
+Handle = WorkflowHandle[object, TaskResult]
+
+
+async def _task_moving_main(
+    client: Client, settings: Settings, repo: Path, model: ModelServerHandle, *, ours: str
+) -> tuple[Handle, TaskStatus]:
+    """A one-worker task writing `ours`; `main` gains a commit (writing `theirs.txt`
+    and `README.md`) while the reviewer reads. Returns the task parked at the gate."""
+    model.set_scenario(
+        parse_scenario(
+            {
+                "name": "target-moves",
+                "roles": {
+                    "worker": [
+                        {
+                            "tool_calls": [
+                                {
+                                    "name": "write_file",
+                                    "arguments": {"path": ours, "content": "ours\n"},
+                                }
+                            ]
+                        },
+                        {"tool_calls": [{"name": "finish", "arguments": {"summary": "wrote"}}]},
+                    ],
+                    "reviewer": [
+                        {
+                            "tool_calls": [
+                                {
+                                    "name": "finish",
+                                    "arguments": {"summary": "fine", "verdict": "approve"},
+                                }
+                            ]
+                        }
+                    ],
+                },
+            }
+        )
+    )
+    model.configure(role_latency_ms={"reviewer": 1500})
+    handle: Handle = await client.start_workflow(
+        Workflows.TASK,
+        TaskRequest(
+            goal="Write a file",
+            repo=str(repo),
+            subtasks=[SubtaskSpec(title="Write it", role=Role.WORKER)],
+        ),
+        id=f"task-{uuid.uuid4().hex}",
+        task_queue=settings.task_queue,
+        result_type=TaskResult,
+    )
+    await wait_for_phase(handle, Phase.REVIEWING)
+    (repo / "theirs.txt").write_text("theirs\n")
+    (repo / "README.md").write_text("# demo, rewritten on main\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "main moves on")
+    model.configure(role_latency_ms={})
+    return handle, await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
+
+
+async def _events(handle: Handle, kind: EventKind) -> list[str]:
+    page: EventsPage = await handle.query(
+        Queries.EVENTS, EventsRequest(from_offset=0, limit=2000), result_type=EventsPage
+    )
+    return [e.message for e in page.events if e.kind is kind]
+
+
+async def test_a_moved_target_is_reported_and_a_rebase_round_moves_the_change_onto_it(
+    client: Client, settings: Settings, worker: None, repo: Path, model: ModelServerHandle
+) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    handle, status = await _task_moving_main(client, settings, repo, model, ours="src/new.py")
+    tip = git(repo, "rev-parse", "main")
+    assert status.target is not None
+    assert (status.target.base_commit, status.target.tip) == (base, tip)
+    assert (status.target.behind, status.target.conflicts) == (1, [])
+    assert "behind main by 1 commit; merges cleanly" in status.target.message
+    moved = await _events(handle, EventKind.TARGET_MOVED)
+    assert any("at the gate" in m and "rebase" in m for m in moved), moved
+    assert any("behind main by 1" in m for m in await _events(handle, EventKind.APPROVAL_NEEDED))
+    worker_calls = model.stats()["by_role"].get("worker", 0)
+
+    await handle.execute_update(
+        Updates.REQUEST_CHANGES,
+        RequestChangesInput(by="alice", feedback="", rebase=True),
+        result_type=ApprovalRecord,
+    )
+    status = await wait_for(
+        handle,
+        lambda s: s.round == 2 and s.phase is Phase.AWAITING_APPROVAL,
+        what="the rebased change at the gate",
+    )
+    assert status.target is not None and (status.target.behind, status.target.tip) == (0, tip)
+    assert status.target.base_commit == tip
+    assert any(
+        m.startswith("rebased onto main") for m in await _events(handle, EventKind.TARGET_MOVED)
+    )
+    assert model.stats()["by_role"].get("worker", 0) == worker_calls  # no worker ran again
+    reviews = await _events(handle, EventKind.REVIEW)
+    assert sum("reviewer says" in m for m in reviews) == 2  # the rebased change was reviewed
+    assert status.diff_stat is not None and status.diff_stat.files == ["src/new.py"]
+
+    await handle.execute_update(
+        Updates.APPROVE, ApproveInput(by="alice"), result_type=ApprovalRecord
+    )
+    result = await handle.result()
+    assert result.phase is Phase.COMPLETED and result.merge is not None
+    branch = result.merge.branch
+    git(repo, "merge-base", "--is-ancestor", tip, branch)  # built on main's new tip
+    assert git(repo, "show", f"{branch}:src/new.py") == "ours"
+    assert git(repo, "show", f"{branch}:theirs.txt") == "theirs"
+
+
+async def test_a_conflicting_target_is_reported_a_rebase_refused_and_never_merged_silently(
+    client: Client, settings: Settings, worker: None, repo: Path, model: ModelServerHandle
+) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    handle, status = await _task_moving_main(client, settings, repo, model, ours="README.md")
+    assert status.target is not None
+    assert (status.target.behind, status.target.conflicts) == (1, ["README.md"])
+    assert "conflicts with its tip" in status.target.message
+    moved = await _events(handle, EventKind.TARGET_MOVED)
+    assert any("conflicts" in m and "resolve by hand" in m for m in moved), moved
+
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update(
+            Updates.REQUEST_CHANGES,
+            RequestChangesInput(by="alice", feedback="", rebase=True),
+            result_type=ApprovalRecord,
+        )
+    assert "cannot rebase" in str(refused.value.cause)
+    assert (await wait_for_phase(handle, Phase.AWAITING_APPROVAL)).round == 1
+
+    await handle.execute_update(
+        Updates.APPROVE, ApproveInput(by="alice"), result_type=ApprovalRecord
+    )
+    result = await handle.result()
+    assert result.phase is Phase.COMPLETED and result.merge is not None
+    # Published as approved: on the old base, the conflict said again at merge.
+    assert git(repo, "merge-base", result.merge.branch, "main") == base
+    at_merge = [m for m in await _events(handle, EventKind.TARGET_MOVED) if "at merge" in m]
+    assert at_merge and "README.md" in at_merge[0]
