@@ -138,8 +138,12 @@ async def test_request_changes_then_reject(
 
     blank = await cli(cli_env, "task", "request-changes", task_id, "--feedback", "  ")
     assert blank.exit_code == EXIT_FAILED and "feedback is empty" in blank.stderr
-    missing = await cli(cli_env, "task", "request-changes", task_id)
-    assert missing.exit_code == EXIT_USAGE
+    missing = await cli(cli_env, "task", "request-changes", task_id)  # only --rebase may omit it
+    assert missing.exit_code == EXIT_FAILED and "feedback is empty" in missing.stderr
+    shown = await cli(cli_env, "task", "status", task_id)
+    assert "target: up to date with main" in shown.stdout, shown.stdout
+    rebase = await cli(cli_env, "task", "request-changes", task_id, "--rebase")
+    assert rebase.exit_code == EXIT_FAILED and "nothing to rebase" in rebase.stderr
 
     changes = await cli(cli_env, "task", "request-changes", task_id, "--feedback", "add docs")
     assert changes.exit_code == 0, changes.output

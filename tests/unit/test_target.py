@@ -6,9 +6,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from temporalio.exceptions import ApplicationError
 
 from activities import _git, _target
+from api.schemas import RequestChangesBody
 from switchboard import wire
 from switchboard.contracts import (
     CommitInput,
@@ -148,3 +150,11 @@ def test_a_rebase_is_refused_with_nothing_to_rebase_onto_or_a_conflict() -> None
         assert why in refused.value.message
         assert refused.value.type == wire.Errors.WRONG_PHASE
     flow.require_rebasable(_check("1" * 40, behind=3))
+
+
+def test_a_rebase_needs_no_feedback_any_other_request_does() -> None:
+    assert RequestChangesBody.model_validate({"rebase": True}).feedback == ""
+    assert RequestChangesBody.model_validate({"only_failed": True}).only_failed
+    for body in ({}, {"feedback": "  "}):
+        with pytest.raises(ValidationError, match="feedback must not be blank"):
+            RequestChangesBody.model_validate(body)
