@@ -299,13 +299,44 @@ function renderTask(id) {
     item.querySelector(".role").textContent = sub.role;
     item.querySelector(".title").textContent = visible(sub.title);
     item.querySelector(".meta").textContent = `${sub.state} · ${sub.steps} steps · ${sub.tokens} tok`;
+    const last = (sub.tools || [])[(sub.tools || []).length - 1];
+    if (last) item.appendChild(toolLine(last));
+    if (sub.state === "failed" && sub.error) {
+      const why = document.createElement("div");
+      why.className = "sub-error";
+      why.textContent = visible(clip(sub.error, 300));
+      item.appendChild(why);
+    }
     list.appendChild(item);
   }
+  const parts = [head, goal, meta, list];
+  const target = status.target;
+  if (target && target.behind) {
+    const line = document.createElement("div");
+    line.className = target.conflicts && target.conflicts.length ? "target conflict" : "target";
+    line.textContent = `target: ${visible(target.message)}`;
+    parts.push(line);
+  }
   task.feedback = task.feedback || document.createElement("input");
-  task.el.append(head, goal, meta, list, actions(id, phase, task.feedback));
+  task.el.append(...parts, actions(id, phase, task.feedback, target));
 }
 
-function actions(id, phase, feedback) {
+// A subagent's last tool call: how it ended and a bounded excerpt of its output
+// (hostile text: shown as text, control characters made visible, clipped).
+function toolLine(used) {
+  const line = document.createElement("div");
+  line.className = used.ok ? "last-tool ok" : "last-tool failed";
+  const how = used.ok ? "ok" : `failed (${used.limit || (used.exit_code ?? "error")})`;
+  const excerpt = visible(clip((used.excerpt || "").replace(/\s+/g, " ").trim(), 240));
+  line.textContent = `${used.tool} ${how}` + (excerpt ? `: ${excerpt}` : "");
+  return line;
+}
+
+function clip(text, limit) {
+  return text.length > limit ? `${text.slice(0, limit)}…` : text;
+}
+
+function actions(id, phase, feedback, target) {
   const box = document.createElement("div");
   box.className = "actions";
   const button = (label, cls, onClick, enabled = true) => {
@@ -331,6 +362,9 @@ function actions(id, phase, feedback) {
       if (!text) { feedback.focus(); return; }
       decide(id, "request-changes", { feedback: text });
     }, deciding);
+    if (deciding && target && target.behind && !(target.conflicts || []).length) {
+      button("Rebase", "rebase", () => decide(id, "request-changes", { rebase: true }));
+    }
     button("Reject", "reject", () => decide(id, "reject", {}), deciding);
   }
   button("Cancel", "cancel", () => decide(id, "cancel", null), live);

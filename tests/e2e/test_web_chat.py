@@ -6,6 +6,7 @@ the API, workflows, worker, sandboxes and scripted model are all real."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -111,6 +112,10 @@ async def test_chat_delegate_watch_approve_and_see_the_merge(
 
     await page.wait_for_selector('.task-card[data-phase="awaiting_approval"]', timeout=WAIT_MS)
     await page.wait_for_selector(".msg.event-approval_needed", timeout=WAIT_MS)
+    # Each subagent that ran a tool shows its last call's outcome and an excerpt.
+    last_tools = await page.locator(".task-card .subagents .last-tool").all_inner_texts()
+    assert last_tools and all(re.match(r"^\w+ (ok|failed \(.+\))", t) for t in last_tools)
+    assert await page.locator(".task-card .target").count() == 0  # main did not move
     roles = await page.locator(".task-card .subagents .role").all_inner_texts()
     assert sorted(r.lower() for r in roles) == ["explorer", "worker", "worker"]
     await page.click(".task-card button.show-diff")

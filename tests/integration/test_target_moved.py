@@ -173,3 +173,32 @@ async def test_a_conflicting_target_is_reported_a_rebase_refused_and_never_merge
     assert git(repo, "merge-base", result.merge.branch, "main") == base
     at_merge = [m for m in await _events(handle, EventKind.TARGET_MOVED) if "at merge" in m]
     assert at_merge and "README.md" in at_merge[0]
+
+
+async def test_a_target_moved_into_a_conflict_after_the_gate_stops_the_merge(
+    client: Client, settings: Settings, worker: None, repo: Path, model: ModelServerHandle
+) -> None:
+    handle, status = await _task_moving_main(client, settings, repo, model, ours="src/new.py")
+    assert status.target is not None and status.target.conflicts == []
+    (repo / "src" / "new.py").write_text("theirs, added on main after the gate\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "main adds the same file")
+
+    approval = ApproveInput(by="alice")
+    await handle.execute_update(Updates.APPROVE, approval, result_type=ApprovalRecord)
+    status = await wait_for(
+        handle,
+        lambda s: (
+            s.phase is Phase.AWAITING_APPROVAL and s.target is not None and bool(s.target.conflicts)
+        ),
+        what="the task back at the gate",
+    )
+    assert status.target is not None and status.target.conflicts == ["src/new.py"]
+    assert status.published is None and status.merge is None
+    moved = await _events(handle, EventKind.TARGET_MOVED)
+    assert any(m.startswith("not merged: main moved since the approval") for m in moved), moved
+
+    await handle.execute_update(Updates.APPROVE, approval, result_type=ApprovalRecord)
+    result = await handle.result()  # approved again, knowing: published as it is
+    assert result.phase is Phase.COMPLETED and result.merge is not None
+    assert git(repo, "show", f"{result.merge.branch}:src/new.py") == "ours"
