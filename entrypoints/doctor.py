@@ -83,8 +83,8 @@ def _checks(settings: Settings) -> tuple[list[Check], dict[str, object] | None]:
     guarantees: dict[str, object] | None = None
     from activities.sandbox import seccomp_status
 
-    # bwrap refuses to start without it; Docker's daemon applies the profile itself.
-    checks.append(Check("seccomp filter (bwrap)", *seccomp_status(), required=False))
+    # Both backends refuse to start without it (Docker's exec agent loads the same program).
+    checks.append(Check("seccomp filter", *seccomp_status(), required=False))
     try:
         from activities.sandbox import select_backend
 

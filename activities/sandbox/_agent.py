@@ -13,8 +13,14 @@ non-dumpable so that commands, which run as the same uid, can neither trace it n
 read its memory. It reaps every orphan as it exits, and after each command
 SIGKILLs every other process in the container.
 
+Before it connects, it loads the seccomp program the host left next to the
+socket (`seccomp.bpf`, the filter bubblewrap applies, compiled by libseccomp on
+the host) onto itself, so every command inherits it on top of the profile Docker
+applied to the container.
+
 Protocol, one request at a time on the connection. Hello (agent -> host, once):
-a JSON line `{"counters": [oom_kills, refused_forks], "undumpable": bool}`.
+a JSON line `{"counters": [oom_kills, refused_forks], "undumpable": bool,
+"filtered": bool}`.
 Request: a JSON line `{"argv", "stdin" (a byte count or null), "timeout",
 "keep", "ceiling", "merge_stderr"}` then the stdin bytes. Reply: a JSON line
 `{"exit_code", "limit", "seen", "stdout", "stderr", "counters"}` (`stdout` and
@@ -44,6 +50,11 @@ MAX_REQUEST_LINE = 8 * 1024 * 1024
 REAP_SECONDS = 5.0
 """After a kill, how long the agent waits for the processes to go (D state aside, ms)."""
 PR_SET_DUMPABLE = 4
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+FILTER = "seccomp.bpf"
+"""Next to the socket: Switchboard's seccomp program (BPF), stacked on Docker's profile."""
 COUNTERS = (
     # (key, cgroup v2 file, cgroup v1 file): the container's OOM kills and refused forks.
     ("oom_kill", "/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"),
@@ -76,6 +87,35 @@ def undumpable() -> bool:
         import ctypes
 
         return int(ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)) == 0
+    except (ImportError, OSError, AttributeError):
+        return False
+
+
+def install_filter(path: str) -> bool:
+    """Load the host's BPF program onto the agent, so every command inherits it.
+
+    It stacks on the profile Docker applied: a syscall either refuses is refused.
+    """
+    try:
+        import ctypes
+
+        with open(path, "rb") as source:
+            program = source.read()
+        if not program or len(program) % 8:
+            return False
+
+        class Fprog(ctypes.Structure):
+            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+        buffer = ctypes.create_string_buffer(program, len(program))
+        fprog = Fprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+        libc = ctypes.CDLL(None, use_errno=True)
+        zero = ctypes.c_ulong(0)
+        if libc.prctl(PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), zero, zero, zero) != 0:
+            return False
+        address = ctypes.c_void_p(ctypes.addressof(fprog))
+        mode = ctypes.c_ulong(SECCOMP_MODE_FILTER)
+        return int(libc.prctl(PR_SET_SECCOMP, mode, address, zero, zero)) == 0
     except (ImportError, OSError, AttributeError):
         return False
 
@@ -149,14 +189,16 @@ class Capture:
 class Agent:
     """Runs each command in a new session and clears the container after it."""
 
-    def __init__(self, channel: Channel, wake: int, undumpable: bool) -> None:
+    def __init__(self, channel: Channel, wake: int, undumpable: bool, filtered: bool) -> None:
         self.channel = channel
         self.wake = wake
         """Readable when a child exited (SIGCHLD's wakeup fd)."""
         self.undumpable = undumpable
+        self.filtered = filtered
 
     def serve(self) -> None:
-        self.channel.send({"counters": counters(), "undumpable": self.undumpable})
+        hello = {"counters": counters(), "undumpable": self.undumpable, "filtered": self.filtered}
+        self.channel.send(hello)
         while (line := self.channel.line()) is not None:
             request = json.loads(line)
             stdin = None
@@ -375,6 +417,7 @@ def main(argv: list[str]) -> int:
     # A PID 1 receives only the signals it handles: none from commands but SIGCHLD.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     untraceable = undumpable()
+    filtered = install_filter(os.path.join(os.path.dirname(argv[1]), FILTER))
     wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
@@ -384,7 +427,7 @@ def main(argv: list[str]) -> int:
     except OSError as exc:
         sys.stderr.write(f"switchboard agent: cannot reach the host at {argv[1]}: {exc}\n")
         return 1
-    agent = Agent(Channel(conn), wake_read, untraceable)
+    agent = Agent(Channel(conn), wake_read, untraceable, filtered)
     try:
         agent.serve()
     except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -58,8 +58,9 @@ class Reply:
     """The container's OOM kills and refused forks so far."""
 
 
-def listen(directory: Path) -> socket.socket:
-    """Make the runtime directory: the agent script and a socket listening for it.
+def listen(directory: Path, seccomp: bytes) -> socket.socket:
+    """Make the runtime directory: the agent script, the seccomp program it loads onto
+    itself, and a socket listening for it.
 
     The socket is connectable by any uid (the container runs as the worktree
     owner); the directory's parent keeps other users of the host out.
@@ -67,6 +68,8 @@ def listen(directory: Path) -> socket.socket:
     directory.mkdir(mode=0o755)
     shutil.copyfile(_agent.__file__, directory / SCRIPT)
     (directory / SCRIPT).chmod(0o644)
+    (directory / _agent.FILTER).write_bytes(seccomp)
+    (directory / _agent.FILTER).chmod(0o644)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         # sun_path holds 108 bytes and the data directory may be deeper: bind by fd.
@@ -94,6 +97,7 @@ class AgentLink:
         self._writer = writer
         self.counters = _counters(hello.get("counters"))
         self.undumpable = hello.get("undumpable") is True
+        self.filtered = hello.get("filtered") is True
 
     @classmethod
     async def connect(cls, conn: socket.socket) -> AgentLink:

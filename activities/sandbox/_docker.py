@@ -94,11 +94,11 @@ class DockerSandbox(Sandbox):
         except DockerException as exc:
             raise SandboxUnavailable(f"no Docker daemon answers: {exc}") from exc
         try:
-            profile = _seccomp.docker_profile()
+            program = _seccomp.filter_bpf()
         except _seccomp.SeccompUnavailable as exc:
             raise SandboxUnavailable(str(exc)) from exc
         runtime = Path(os.path.abspath(settings.data_dir)) / RUNTIME_DIR
-        self._containers = Containers(settings, client, runtime, profile)
+        self._containers = Containers(settings, client, runtime, program)
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._agents: dict[str, AgentHandle] = {}
         self._removals: dict[str, asyncio.Future[None]] = {}
@@ -181,7 +181,9 @@ class DockerSandbox(Sandbox):
                 f"({s.sandbox_uid}) when root owns the worktree; all capabilities dropped, "
                 "no-new-privileges; the exec agent is PID 1 and non-dumpable, so commands "
                 "can neither signal nor trace it",
-                "seccomp": _seccomp.describe() + " (this profile replaces Docker's default)",
+                "seccomp": f"Docker's profile ({self._containers.daemon_profile}), and "
+                + _seccomp.describe()
+                + " stacked on it by the exec agent (the same program bubblewrap loads)",
                 "environment": "only " + ", ".join(sorted(SANDBOX_ENV)),
                 "time_limit": "per command; at expiry every other process in the container "
                 "is killed (as after every command)",
@@ -314,11 +316,12 @@ class DockerSandbox(Sandbox):
                 link = await AgentLink.connect(accept.result()[0])
             except (AgentLost, OSError) as exc:
                 problem = str(exc)
-        if link is not None and not link.undumpable:
+        if link is not None and not (link.undumpable and link.filtered):
             link.close()
             problem = (
-                "it cannot make itself non-dumpable (no ctypes in the image's python3?), "
-                "so commands could trace it; use an image with the full python3"
+                "it cannot make itself non-dumpable or load the seccomp filter (no ctypes "
+                "in the image's python3?), so commands could trace it or call what the "
+                "filter refuses; use an image with the full python3"
             )
         if link is None or problem is not None:
             await asyncio.to_thread(self._containers.remove_container, sandbox_id)

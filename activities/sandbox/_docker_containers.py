@@ -51,21 +51,25 @@ class Containers:
         settings: image and limits.
         client: the Docker client.
         runtime: where the runtime directories of launches go.
-        seccomp: the seccomp profile (JSON) every container gets.
+        seccomp: Switchboard's seccomp program (BPF) every container's agent loads onto
+            itself, on top of the daemon's own profile.
     """
 
     def __init__(
-        self, settings: Settings, client: docker.DockerClient, runtime: Path, seccomp: str
+        self, settings: Settings, client: docker.DockerClient, runtime: Path, seccomp: bytes
     ) -> None:
         self._settings = settings
         self._client = client
         self.runtime = runtime
         self._seccomp = seccomp
+        self.daemon_profile = "not checked yet"
+        """The daemon's seccomp profile as `docker info` names it (`default`, `builtin`)."""
 
     def check(self) -> None:
-        """The daemon answers and the sandbox image exists."""
+        """The daemon answers, applies a seccomp profile, and the sandbox image exists."""
         try:
             self._client.ping()
+            self.daemon_profile = daemon_seccomp(self._client.info())
             self._client.images.get(self._settings.sandbox_image)
         except ImageNotFound as exc:
             raise SandboxUnavailable(
@@ -102,7 +106,7 @@ class Containers:
         self.runtime.mkdir(mode=0o700, parents=True, exist_ok=True)  # other users: keep out
         if hand_over_first and writable(spec.role):
             hand_over(Path(labels[LABEL_WORKTREE]), self._settings)
-        listener = listen(directory)
+        listener = listen(directory, self._seccomp)
         try:
             self._create(spec, labels, directory)
         except BaseException:
@@ -161,7 +165,9 @@ class Containers:
         return {
             "network_mode": "none",
             "cap_drop": ["ALL"],
-            "security_opt": ["no-new-privileges", f"seccomp={self._seccomp}"],
+            # No seccomp= here: the daemon's default profile applies (check() made sure
+            # there is one), and the agent stacks Switchboard's filter on it.
+            "security_opt": ["no-new-privileges"],
             "read_only": True,
             "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={TMPFS_SIZE},mode=1777"},
             "mounts": mounts,
@@ -240,6 +246,27 @@ class Containers:
         except OSError:
             return {}
         return {entry.name.rpartition(".")[0]: entry for entry in entries}
+
+
+def daemon_seccomp(info: dict[str, object]) -> str:
+    """The seccomp profile the daemon gives a container that names none.
+
+    Raises:
+        SandboxUnavailable: the daemon applies none (no seccomp support, or its default
+            set to `unconfined`): a container would get Switchboard's filter alone.
+    """
+    options = info.get("SecurityOptions")
+    for option in options if isinstance(options, list) else []:
+        fields = dict(part.partition("=")[::2] for part in str(option).split(","))
+        if fields.get("name") == "seccomp":
+            profile = fields.get("profile", "default")
+            if profile != "unconfined":
+                return profile
+    raise SandboxUnavailable(
+        "the Docker daemon applies no seccomp profile (SecurityOptions: "
+        f"{options!r}); Switchboard stacks its filter on Docker's default profile and "
+        "refuses to run without it"
+    )
 
 
 def labels_for(spec: SandboxSpec, settings: Settings) -> dict[str, str]:

@@ -1,8 +1,11 @@
 """The seccomp filter both backends put on every sandboxed command.
 
-One deny list, built with libseccomp (through `pyseccomp`, ctypes over the
-system's libseccomp2) for bubblewrap, and rendered as a Docker seccomp profile
-for Docker: the same syscalls are refused by both. Everything else is allowed;
+One deny list, compiled to BPF by libseccomp (through `pyseccomp`, ctypes over
+the system's libseccomp2) on the host. bubblewrap loads the program with
+`--seccomp FD`; in Docker the exec agent loads the same program onto itself
+(PID 1, before any command), stacked on the daemon's default profile (an allow
+list), so both backends refuse every syscall listed here and Docker also refuses
+what its own profile refuses. Everything else is allowed by this filter;
 what is refused is what a coding agent never needs and what widens the kernel
 surface a sandbox escape starts from: new namespaces, tracing other processes,
 BPF, the kernel keyring, mounts, kernel modules, personality flags, kexec, perf,
@@ -14,14 +17,13 @@ clone, whose flags the filter can inspect). Syscalls of a foreign architecture
 an architecture the filter was not built for.
 
 When libseccomp or its bindings are missing, `SeccompUnavailable` is raised and
-the backend refuses to start: a sandbox is never run without its filter.
+either backend refuses to start: a sandbox is never run without its filter.
 """
 
 from __future__ import annotations
 
 import errno
 import functools
-import json
 import os
 from typing import Any
 
@@ -113,7 +115,6 @@ bit (ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC, ...) is refused, and so is the
 0xffffffff query."""
 
 SUPPORTED_ARCHES = ("x86_64", "aarch64")
-DOCKER_ARCHES = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}
 
 
 class SeccompUnavailable(RuntimeError):
@@ -186,35 +187,6 @@ def filter_fd() -> int:
         os.close(fd)
         raise
     return fd
-
-
-@functools.cache
-def docker_profile() -> str:
-    """The same deny list as a Docker seccomp profile (JSON for `security_opt`).
-
-    Allow by default, refuse `DENIED`, namespace flags on clone, personality bits
-    and clone3 exactly as the BPF filter does.
-    """
-    machine = os.uname().machine
-    if machine not in DOCKER_ARCHES:
-        raise SeccompUnavailable(f"no seccomp profile written for the {machine} architecture")
-    eperm = {"action": "SCMP_ACT_ERRNO", "errnoRet": errno.EPERM}
-    rules: list[dict[str, Any]] = [{"names": list(DENIED), **eperm}]
-    rules += [{"names": ["clone"], **eperm, "args": [_masked(flag)]} for flag in NAMESPACE_FLAGS]
-    rules += [
-        {"names": ["personality"], **eperm, "args": [_masked(bit)]} for bit in _personality_bits()
-    ]
-    rules.append({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENOSYS})
-    profile = {
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": [DOCKER_ARCHES[machine]],
-        "syscalls": rules,
-    }
-    return json.dumps(profile, separators=(",", ":"))
-
-
-def _masked(bit: int) -> dict[str, Any]:
-    return {"index": 0, "value": bit, "valueTwo": bit, "op": "SCMP_CMP_MASKED_EQ"}
 
 
 def describe() -> str:

@@ -204,18 +204,21 @@ FAKE_AGENT = """
 import socket, sys, time
 conn = socket.socket(socket.AF_UNIX)
 conn.connect(sys.argv[1])
-conn.sendall(b'{"counters": [0, 0], "undumpable": false}\\n')
+conn.sendall(b'{"counters": [0, 0], %s}\\n')
 time.sleep(60)
 """
+TRACEABLE = FAKE_AGENT % '"undumpable": false, "filtered": true'
+UNFILTERED = FAKE_AGENT % '"undumpable": true, "filtered": false'
 
 
 @pytest.mark.parametrize(
     ("entrypoint", "reason"),
     [
         (["python3", "-c", "raise SystemExit(3)"], "the container exited (3)"),
-        (["python3", "-c", FAKE_AGENT, f"{RUN_MOUNT}/agent.sock"], "non-dumpable"),
+        (["python3", "-c", TRACEABLE, f"{RUN_MOUNT}/agent.sock"], "non-dumpable"),
+        (["python3", "-c", UNFILTERED, f"{RUN_MOUNT}/agent.sock"], "seccomp filter"),
     ],
-    ids=["exits", "traceable"],
+    ids=["exits", "traceable", "unfiltered"],
 )
 async def test_an_agent_that_cannot_start_fails_the_start_and_leaves_nothing(
     box: DockerSandbox,
@@ -264,6 +267,19 @@ async def test_a_reply_out_of_protocol_counts_as_a_lost_agent(reply: bytes) -> N
         with pytest.raises(AgentLost):
             await link.run(["true"], None, timeout=1, keep=1024, ceiling=8192, merge_stderr=False)
         assert not link.alive
+
+
+def test_a_daemon_without_a_seccomp_profile_is_refused() -> None:
+    """The filter is stacked on the daemon's default profile, never used alone."""
+    try:
+        info = docker.from_env().info()
+    except docker.errors.DockerException as exc:
+        pytest.skip(f"no Docker daemon here: {exc}")
+    real = containers.daemon_seccomp(info)
+    assert real in ("default", "builtin") or real.startswith("/"), real
+    for options in (["name=apparmor"], ["name=seccomp,profile=unconfined"], None):
+        with pytest.raises(SandboxUnavailable, match="applies no seccomp profile"):
+            containers.daemon_seccomp({"SecurityOptions": options})
 
 
 async def test_stop_kills_at_once_and_deletes_the_container_in_the_background(

@@ -36,6 +36,7 @@ SYSCALLS = {
     "io_uring_setup": (425, 425),
     "perf_event_open": (298, 241),
     "userfaultfd": (323, 282),
+    "get_mempolicy": (239, 236),
 }
 EPERM = 1
 
@@ -149,6 +150,50 @@ async def test_seccomp_refuses_what_an_agent_never_needs(
     # What a coding agent does still works: threads, forks, git, a compiler-like pipeline.
     ok = await sh(sandbox, spec, "git status --short && (echo a | sort) && python3 -c 'print(1)'")
     assert ok.ok, ok.stdout
+    assert (await sh(sandbox, spec, WORKLOAD)).stdout.strip().endswith("WORKLOAD OK")
+
+
+# A coding agent's everyday work, every step of which must pass both filters: a
+# repository of its own in /tmp, commits, a test run with threads and processes.
+WORKLOAD = """set -e
+cd /tmp && rm -rf work && git init -q work && cd work
+git config user.email a@b && git config user.name a
+printf 'def add(a, b):\n    return a + b\n' > calc.py
+printf 'from calc import add\ndef test_add():\n    assert add(1, 2) == 3\n' > test_calc.py
+git add -A && git commit -qm one && git log --oneline | wc -l
+python3 - <<'PY'
+import concurrent.futures, subprocess, sys
+from calc import add
+with concurrent.futures.ThreadPoolExecutor(4) as pool:
+    assert list(pool.map(add, range(8), range(8))) == [2 * n for n in range(8)]
+with concurrent.futures.ProcessPoolExecutor(2) as pool:
+    assert sum(pool.map(abs, range(-4, 0))) == 10
+out = subprocess.run([sys.executable, "-c", "import test_calc; test_calc.test_add()"])
+assert out.returncode == 0
+PY
+tar czf /tmp/w.tgz . && echo WORKLOAD OK
+"""
+
+
+async def test_docker_keeps_its_default_profile_under_the_filter(
+    sandbox: Sandbox, checkout: Checkout
+) -> None:
+    """Docker: the daemon's default profile still applies (a call it refuses to a
+    container without CAP_SYS_NICE, which Switchboard's filter allows, is refused) and
+    Switchboard's filter is stacked on it (a second filter; ptrace and io_uring, which
+    Docker's default allows, are refused above). bubblewrap: the filter alone."""
+    spec = checkout.spec(Role.WORKER)
+    status = await sh(sandbox, spec, "grep -E '^Seccomp_filters:' /proc/self/status || true")
+    mempolicy = await probe(sandbox, spec, "get_mempolicy", 0, 0, 0, 0, 0)
+    if sandbox.name == "docker":
+        assert mempolicy == EPERM
+        assert sandbox.describe()["guarantees"]["seccomp"].startswith("Docker's profile (")
+        expected = "2"
+    else:
+        assert mempolicy == 0
+        expected = "1"
+    if status.stdout.strip():  # kernels from 5.9 count the filters
+        assert status.stdout.split()[-1] == expected, status.stdout
 
 
 async def test_a_file_over_the_size_limit_is_cut(
@@ -248,8 +293,8 @@ def test_a_commit_over_the_disk_bound_is_refused(checkout: Checkout) -> None:
 
 
 def test_without_libseccomp_no_sandbox_starts(tmp_path: Path) -> None:
-    """Never silently unfiltered: bwrap refuses and the doctor says why. Docker's daemon
-    applies the profile with its own libseccomp, so Docker does not need the bindings."""
+    """Never silently unfiltered: both backends refuse (Docker's agent loads the program
+    libseccomp compiles on the host) and the doctor says why."""
     script = (
         "import sys; sys.modules['pyseccomp'] = None  # as if it were not installed\n"
         "from activities.sandbox import BwrapSandbox, SandboxUnavailable, seccomp_status\n"
@@ -270,4 +315,4 @@ def test_without_libseccomp_no_sandbox_starts(tmp_path: Path) -> None:
     assert "doctor (False, 'the seccomp filter cannot be built" in done.stdout, done.stdout
     assert "REFUSED BwrapSandbox the seccomp filter cannot be built" in done.stdout
     assert "Refusing to run sandboxes without it" in done.stdout
-    assert "STARTED DockerSandbox" in done.stdout
+    assert "REFUSED DockerSandbox the seccomp filter cannot be built" in done.stdout
