@@ -7,11 +7,14 @@ store through a private index file of the subagent, so the worktree's own index
 and branch are never touched.
 
 Everything in the worktree was written by a subagent and is hostile input, so git
-runs here with every configuration source but the mirror's own (written by us)
-neutralised: no system or global config, an explicit `--git-dir` and
+runs here with every configuration source but the repository's own (written by
+us) neutralised: no system or global config, an explicit `--git-dir` and
 `--work-tree` (the worktree's `.git` file is ignored), no hooks, no fsmonitor,
-no submodule recursion, and a minimal environment. Files git ignores (by the
-repository's `.gitignore` or the default excludes) are neither saved nor restored.
+no submodule recursion, and a minimal environment. And it runs confined like the
+commit (`activities._git_env`): in bubblewrap, no network, only the repository's
+`objects` and the private index's own directory writable (and the worktree, for a
+restore). Files git ignores (by the repository's `.gitignore` or the default
+excludes) are neither saved nor restored.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from activities._git_env import borrowed_objects, confined_prefix
 from activities.sandbox import forget_hand_over
 
 GIT_TIMEOUT_SECONDS = 300.0
@@ -100,7 +104,7 @@ class Checkpoints:
         self._seed_index()
         # The index must know every present file.
         self._git("add", "--all", "--", ".", *self._skip_nested())
-        self._git("read-tree", "--reset", "-u", tree)
+        self._git("read-tree", "--reset", "-u", tree, write_tree=True)
         forget_hand_over(self._work_tree)  # restored files are root's until the next start
 
     def _skip_nested(self) -> list[str]:
@@ -141,11 +145,17 @@ class Checkpoints:
                 continue
         return None
 
-    def _git(self, *args: str) -> str:
+    def _git(self, *args: str, write_tree: bool = False) -> str:
         env = _confined_env(self._mirror, self._work_tree, self._index, self._excludes)
+        readable = [self._mirror, *borrowed_objects(self._mirror), self._work_tree]
+        writable = [self._mirror / "objects", self._index.parent]
+        if write_tree:  # a restore writes the snapshot's files back
+            writable.append(self._work_tree)
+        readable.append(self._excludes)
+        prefix = confined_prefix(self._work_tree, readable, writable, env)
         try:
             done = subprocess.run(
-                ["git", *args],
+                [*prefix, "git", *args],
                 cwd=self._work_tree,
                 env=env,
                 stdin=subprocess.DEVNULL,

@@ -114,7 +114,7 @@ def create_worktree(settings: Settings, input: WorktreeInput) -> WorktreeInfo:
                 f"cannot create worktree {input.branch} at {input.base_commit}: {stderr_of(err)}",
                 Errors.INVALID_INPUT,
             ) from None
-        g.worktree("add", "--quiet", str(path), input.branch)
+        add_worktree(g, path, str(path), input.branch)
         return WorktreeInfo(path=str(path), branch=input.branch, head=g.rev_parse(ref))
     head = input.base_commit if SHA.match(input.base_commit) else g.rev_parse(ref)
     return WorktreeInfo(path=str(path), branch=input.branch, head=head)

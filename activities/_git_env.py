@@ -26,9 +26,11 @@ import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
+
+import git
 
 _log = logging.getLogger(__name__)
 
@@ -150,10 +152,14 @@ def _namespaces() -> list[str]:
 
 
 def _sandbox(
-    bwrap: str, cwd: Path, readable: Iterable[Path], writable: Iterable[Path]
+    bwrap: str,
+    cwd: Path,
+    readable: Iterable[Path],
+    writable: Iterable[Path],
+    env: Mapping[str, str] = GIT_ENV,
 ) -> list[str]:
     bw = [bwrap, *_namespaces(), "--die-with-parent", "--new-session", "--clearenv"]
-    for key, value in {**GIT_ENV, "PATH": "/usr/bin:/bin"}.items():
+    for key, value in {**env, "PATH": "/usr/bin:/bin"}.items():
         bw += ["--setenv", key, value]
     bw += ["--ro-bind", "/usr", "/usr"]
     for system in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
@@ -168,6 +174,40 @@ def _sandbox(
         if path.exists():
             bw += ["--bind", str(path), str(path)]
     return [*bw, "--remount-ro", "/", "--chdir", str(cwd), "--"]
+
+
+def confined_prefix(
+    cwd: Path, readable: Iterable[Path], writable: Iterable[Path], env: Mapping[str, str]
+) -> list[str]:
+    """The bubblewrap argv that runs a command seeing only `readable` (read-only) and
+    `writable` of the host, with exactly `env`; [] where bubblewrap cannot run (the
+    caller then runs the command neutralised only, with the same `env`)."""
+    bwrap = _bwrap()
+    return _sandbox(bwrap, cwd, readable, writable, env) if bwrap else []
+
+
+def add_worktree(repo: Path, path: Path, args: Sequence[str]) -> None:
+    """`git worktree add ARGS` on `repo`, confined: it checks out committed content a
+    subagent wrote (its branch, a merge base), so it runs like the commit does, with
+    only the repository's `worktrees`, `refs` and `logs` and the new worktree's parent
+    directory writable.
+
+    Raises:
+        git.GitCommandError: git failed (its stderr, as GitPython would report it).
+    """
+    (repo / "worktrees").mkdir(exist_ok=True)
+    (repo / "logs").mkdir(exist_ok=True)
+    readable = [repo, *borrowed_objects(repo)]
+    writable = [repo / "worktrees", repo / "refs", repo / "logs", path.parent]
+    prefix = confined_prefix(repo, readable, writable, GIT_ENV)
+    argv = ["git", "worktree", "add", *args]
+    env = None if prefix else {"PATH": os.environ.get("PATH", ""), **GIT_ENV}
+    done = subprocess.run(
+        [*prefix, *argv], cwd=repo, env=env, capture_output=True, timeout=600, check=False
+    )
+    if done.returncode != 0:
+        stderr = done.stderr.decode(errors="replace")
+        raise git.GitCommandError(argv, done.returncode, stderr)
 
 
 def borrowed_objects(repo: Path) -> list[Path]:

@@ -19,6 +19,7 @@ import git
 from temporalio.exceptions import ApplicationError
 
 from activities._git_env import GIT_ENV, REMOTE_GIT_ENV
+from activities._git_env import add_worktree as confined_add_worktree
 from switchboard.credentials import CredentialStore, env_credentials, env_name_for
 from switchboard.repo_refs import split_credentials
 from switchboard.settings import Settings
@@ -164,7 +165,7 @@ def add_worktree(g: Any, path: Path, *args: str) -> None:
     """
     for attempt in range(4):
         try:
-            g.worktree("add", "--quiet", *args)
+            confined_add_worktree(Path(g.working_dir), path, ["--quiet", *args])
             return
         except git.GitCommandError as err:
             if attempt == 3 or "worktrees/" not in stderr_of(err):

@@ -48,13 +48,14 @@ def journal_path(root: Path, step_id: str) -> Path:
 
 
 def checkpoint_index_path(root: Path, transcript_id: str) -> Path:
-    """The private git index a subagent's checkpoints use (one per transcript).
+    """The private git index a subagent's checkpoints use (one per transcript), alone
+    in its own directory: the confined checkpoint git may write that directory only.
 
     Raises:
         TranscriptIdError: the id would leave `root`.
     """
     path = transcript_path(root, transcript_id)
-    return path.with_name(path.name.removesuffix(".json") + ".index")
+    return path.with_name(path.name.removesuffix(".json") + ".checkpoint") / "index"
 
 
 def load_journal(path: Path) -> StepJournal:

@@ -10,6 +10,7 @@ from activities._git_env import NO_DRIVERS, GitFailed, WorktreeGit
 from activities._git_util import (
     FETCH_TIMEOUT_SECONDS,
     STDERR_TAIL_CHARS,
+    add_worktree,
     credentials_for,
     discard_worktree,
     existing_mirror,
@@ -58,7 +59,7 @@ def integrate_branches(settings: Settings, input: IntegrateInput) -> MergeOutcom
 def _merge(g: git.Git, path: Path, input: IntegrateInput, branches: list[str]) -> MergeResult:
     """The merges run confined (`WorktreeGit`): they write subagent content into `path`."""
     discard_worktree(g, path)
-    g.worktree("add", "--quiet", "-B", input.integration_branch, str(path), input.base_commit)
+    add_worktree(g, path, "-B", input.integration_branch, str(path), input.base_commit)
     conflict: MergeResult | None = None
     try:
         mirror = existing_mirror(input.mirror_path)
