@@ -11,9 +11,11 @@ both read-only, so another task's refs and objects are not in its filesystem.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
+import time
 from pathlib import Path
 
 import git
@@ -24,6 +26,8 @@ from switchboard.settings import Settings
 from switchboard.wire import Errors
 
 BASE_REFS = "refs/switchboard-bases/"
+ENDED = "switchboard-ended"
+"""In a task repository: written when its task ended; its mtime starts the retention."""
 PUBLISHED_DIR = "switchboard-published"
 """In the mirror: one empty file per (target branch, commit) Switchboard published."""
 
@@ -106,3 +110,46 @@ def published_marker(repo: Path, settings: Settings, target_branch: str, commit:
     home = mirror_of(settings, repo) or repo
     key = hashlib.sha256(target_branch.encode()).hexdigest()[:24]
     return home / PUBLISHED_DIR / key / commit
+
+
+def mark_ended(settings: Settings, task_id: str) -> bool:
+    """Record that the task ended (its retention starts now; idempotent: the first
+    mark counts). Whether the task has a repository here."""
+    path = task_repo_path(settings, task_id)
+    if not (path / "HEAD").is_file():
+        return False
+    marker = path / ENDED
+    if not marker.exists():
+        marker.write_text(f"{time.time():.0f}\n")
+    return True
+
+
+def mark_orphans_ended(settings: Settings, live_task_ids: set[str], listed_at: float) -> list[str]:
+    """Mark the repositories of tasks that no longer run (ended without their cleanup
+    here: terminated, timed out, a worker lost); only those older than `listed_at`, the
+    time the live tasks were listed, so a task started since is never taken for ended."""
+    marked = []
+    root = settings.task_repos_dir
+    for repo in sorted(root.glob("*.git")) if root.is_dir() else []:
+        task_id = repo.name.removesuffix(".git")
+        if task_id in live_task_ids or (repo / ENDED).exists() or not TASK_ID.match(task_id):
+            continue
+        with contextlib.suppress(OSError):
+            if (repo / "HEAD").stat().st_mtime < listed_at and mark_ended(settings, task_id):
+                marked.append(task_id)
+    return marked
+
+
+def collect_ended(settings: Settings, retention_hours: float) -> list[str]:
+    """Remove the repositories of tasks that ended more than `retention_hours` ago
+    (and unpin their bases in the mirror); the task ids removed."""
+    cutoff = time.time() - retention_hours * 3600
+    removed = []
+    root = settings.task_repos_dir
+    for marker in sorted(root.glob(f"*.git/{ENDED}")) if root.is_dir() else []:
+        task_id = marker.parent.name.removesuffix(".git")
+        with contextlib.suppress(OSError):
+            if TASK_ID.match(task_id) and marker.stat().st_mtime < cutoff:
+                remove_task_repo(settings, task_id)
+                removed.append(task_id)
+    return removed

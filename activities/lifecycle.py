@@ -8,6 +8,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities._heartbeat import heartbeating
+from activities._task_repo import mark_ended
 from activities._transcripts import TranscriptIdError, reap_task_files, remove_task_files
 from activities.repo import RepoActivities
 from activities.sandbox import Sandbox
@@ -16,6 +17,7 @@ from switchboard.contracts import (
     FinishSubagentInput,
     FinishSubagentResult,
 )
+from switchboard.credentials import CredentialStore
 from switchboard.settings import Settings
 from switchboard.wire import Activities, Errors
 
@@ -45,10 +47,18 @@ class LifecycleActivities:
     @activity.defn(name=Activities.CLEANUP_TASK)
     async def cleanup_task(self, input: CleanupInput) -> None:
         """Idempotent: sandboxes first (they hold the worktrees open), then worktrees,
-        then the task's transcripts, step journals and recorded planner replies."""
+        then the task's transcripts, step journals and recorded planner replies. The
+        task's repository, when kept (completed, failed), is marked ended: the
+        maintenance schedule removes it after `task_retention_hours`. The credentials
+        the task held on this host are deleted unless another task holds them."""
         await self._sandbox.remove_task(input.task_id)
         await self._repo.cleanup_worktrees(input)
-        root = self._repo.settings.transcripts_dir
+        settings = self._repo.settings
+        if not input.delete_branches:
+            await asyncio.to_thread(mark_ended, settings, input.task_id)
+        store = CredentialStore(settings.credentials_dir)
+        await asyncio.to_thread(store.release, input.task_id)
+        root = settings.transcripts_dir
         try:
             await asyncio.to_thread(remove_task_files, root, input.task_id)
         except TranscriptIdError as exc:

@@ -1,4 +1,5 @@
-"""Host maintenance activities: `git gc` in this host's mirrors (see workflows/maintenance.py).
+"""Host maintenance activities: `git gc` in this host's mirrors (see workflows/maintenance.py),
+after removing what ended tasks left past their retention (repositories, credentials).
 
 A refused or abandoned task leaves unreachable objects in its repository's
 mirror (hundreds of MiB when a subagent wrote large files); nothing else ever
@@ -19,7 +20,9 @@ from pathlib import Path
 from temporalio import activity
 
 from activities._heartbeat import heartbeating
+from activities._task_repo import collect_ended
 from switchboard.contracts import GcMirrorsInput, GcMirrorsResult
+from switchboard.credentials import CredentialStore
 from switchboard.settings import Settings
 from switchboard.wire import Activities
 
@@ -78,8 +81,16 @@ def gc_mirror(mirror: Path, prune_hours: int) -> str | None:
 
 
 def gc_mirrors(settings: Settings, input: GcMirrorsInput) -> GcMirrorsResult:
-    """Collect every mirror of this host; one that fails is reported and skipped."""
-    result = GcMirrorsResult()
+    """Collect every mirror of this host; one that fails is reported and skipped.
+
+    First what ended tasks left past `task_retention_hours`: their repositories (which
+    unpins their bases, so this gc may drop them) and stored credentials no task holds.
+    """
+    retention = settings.task_retention_hours
+    result = GcMirrorsResult(
+        task_repos_removed=len(collect_ended(settings, retention)),
+        credentials_removed=len(CredentialStore(settings.credentials_dir).sweep(retention * 3600)),
+    )
     mirrors_dir = settings.mirrors_dir
     if not mirrors_dir.is_dir():
         return result

@@ -15,6 +15,7 @@ from temporalio import activity
 
 from activities import _git, _target
 from activities._heartbeat import heartbeating
+from activities._task_repo import mark_orphans_ended
 from switchboard.contracts import (
     CleanupInput,
     CommitInput,
@@ -27,6 +28,7 @@ from switchboard.contracts import (
     WorktreeInfo,
     WorktreeInput,
 )
+from switchboard.credentials import CredentialStore
 from switchboard.models import TargetCheck
 from switchboard.settings import Settings
 from switchboard.wire import Activities
@@ -89,3 +91,13 @@ def reap_orphan_worktrees(settings: Settings, live_task_ids: set[str]) -> list[s
     """Remove this host's worktrees of tasks that no longer run (worker start-up);
     returns the task ids reaped."""
     return _git.reap_orphans(settings, live_task_ids)
+
+
+def mark_orphan_task_repos(
+    settings: Settings, live_task_ids: set[str], listed_at: float
+) -> list[str]:
+    """Start the retention of the repositories of tasks that ended without their cleanup
+    on this host (worker start-up), and release the credentials they held; returns the
+    task ids marked."""
+    CredentialStore(settings.credentials_dir).release_orphans(live_task_ids, listed_at)
+    return mark_orphans_ended(settings, live_task_ids, listed_at)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -125,8 +126,10 @@ async def reap_orphans(client: Client, settings: Settings, sandbox: Sandbox) -> 
     keeps its own (its next activity reuses them), so only ended tasks are reaped.
     """
     from activities.lifecycle import reap_orphan_transcripts
+    from activities.repo import mark_orphan_task_repos
     from activities.repo import reap_orphan_worktrees as reap_worktrees
 
+    listed_at = time.time()
     running = client.list_workflows(
         f"WorkflowType = '{wire.Workflows.TASK}' AND ExecutionStatus = 'Running'"
     )
@@ -140,6 +143,8 @@ async def reap_orphans(client: Client, settings: Settings, sandbox: Sandbox) -> 
         reaped.add(task_id)
     reaped.update(await asyncio.to_thread(reap_worktrees, settings, live))
     reaped.update(await asyncio.to_thread(reap_orphan_transcripts, settings, live))
+    # Kept for `task_retention_hours` from now, then the maintenance schedule removes them.
+    await asyncio.to_thread(mark_orphan_task_repos, settings, live, listed_at)
     return sorted(reaped)
 
 

@@ -145,6 +145,10 @@ class GcMirrorsResult(Model):
     """Mirrors whose gc failed (with git's words), left for the next run."""
     bytes_before: int = 0
     bytes_after: int = 0
+    task_repos_removed: int = 0
+    """Repositories of tasks that ended more than `task_retention_hours` ago."""
+    credentials_removed: int = 0
+    """Stored credentials no task held, older than the retention."""
 
 
 # ---- planning and model turns -------------------------------------------------------

@@ -13,16 +13,29 @@ The store is a directory of 0600 files under the data directory (itself 0700).
 References are an HMAC of the URL and credentials under a key kept in the store, so
 the same URL and token always give the same reference (a retried start is the same
 task) while the reference reveals nothing of the token.
+
+Nothing is kept longer than its tasks: `put` records which task holds a reference
+(`<ref>.tasks/<task_id>`, written before the credentials), `release` (the task's
+cleanup on this host) drops that claim and deletes the credentials once no task
+holds them, and `sweep` (the host's maintenance schedule) deletes credentials no
+task holds that are older than the retention (references from before claims, a
+task whose cleanup never ran here). Claims and deletions happen under one lock, so
+a task starting with the same URL and token as one ending keeps its credentials.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
 import os
 import re
 import secrets
+import shutil
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from switchboard.repo_refs import split_credentials
@@ -31,6 +44,9 @@ __all__ = ["ENV_PREFIX", "CredentialStore", "env_credentials", "env_name_for"]
 
 ENV_PREFIX = "SWITCHBOARD_REPO_CREDENTIALS_"
 _REF = re.compile(r"^cred-[0-9a-f]{32}$")
+_TASK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+CLAIMS = ".tasks"
+"""`<ref>.tasks/<task_id>`: an empty file per task that holds the reference."""
 
 
 class CredentialStore:
@@ -39,16 +55,85 @@ class CredentialStore:
     def __init__(self, directory: Path) -> None:
         self._dir = directory
 
-    def put(self, repo: str) -> tuple[str, str | None]:
-        """(the URL without credentials, a reference to them or None if it had none)."""
+    def put(self, repo: str, task_id: str | None = None) -> tuple[str, str | None]:
+        """(the URL without credentials, a reference to them or None if it had none).
+
+        With `task_id`, the task holds the reference until `release(task_id)`.
+        """
         bare, user, password = split_credentials(repo)
         if user is None and password is None:
             return repo, None
         digest = hmac.new(self._key(), f"{bare}\0{user}\0{password}".encode(), hashlib.sha256)
         ref = f"cred-{digest.hexdigest()[:32]}"
         body = json.dumps({"repo": bare, "user": user, "password": password})
-        self._write(self._dir / ref, body.encode())
+        with self._locked():
+            if task_id is not None:
+                if not _TASK.match(task_id):
+                    raise ValueError(f"invalid task id {task_id!r}")
+                claims = self._dir / f"{ref}{CLAIMS}"
+                claims.mkdir(mode=0o700, exist_ok=True)
+                (claims / task_id).touch()
+            self._write(self._dir / ref, body.encode())
         return bare, ref
+
+    def release(self, task_id: str) -> list[str]:
+        """The task no longer holds its references; the ones no task holds are deleted.
+        Returns the references deleted. Idempotent."""
+        if not _TASK.match(task_id):
+            return []
+        deleted = []
+        with self._locked():
+            for claims in self._dir.glob(f"cred-*{CLAIMS}"):
+                claim = claims / task_id
+                if not claim.exists():
+                    continue
+                claim.unlink()
+                if not any(claims.iterdir()):
+                    ref = claims.name.removesuffix(CLAIMS)
+                    (self._dir / ref).unlink(missing_ok=True)
+                    claims.rmdir()
+                    deleted.append(ref)
+        return deleted
+
+    def release_orphans(self, live_task_ids: set[str], listed_at: float) -> list[str]:
+        """Release every claim of a task that no longer runs (its cleanup never ran
+        here), made before `listed_at` (when the live tasks were listed: a task being
+        started since is not taken for ended). Returns the references deleted."""
+        ended = set()
+        for claim in self._dir.glob(f"cred-*{CLAIMS}/*"):
+            with contextlib.suppress(OSError):
+                if claim.name not in live_task_ids and claim.stat().st_mtime < listed_at:
+                    ended.add(claim.name)
+        return [ref for task_id in sorted(ended) for ref in self.release(task_id)]
+
+    def sweep(self, older_than_seconds: float) -> list[str]:
+        """Delete the credentials no task holds that were stored more than
+        `older_than_seconds` ago; returns the references deleted."""
+        deleted = []
+        cutoff = time.time() - older_than_seconds
+        with self._locked():
+            for path in self._dir.glob("cred-*"):
+                if not _REF.match(path.name) or not path.is_file():
+                    continue
+                claims = self._dir / f"{path.name}{CLAIMS}"
+                if claims.is_dir() and any(claims.iterdir()):
+                    continue
+                if path.stat().st_mtime < cutoff:
+                    path.unlink(missing_ok=True)
+                    shutil.rmtree(claims, ignore_errors=True)
+                    deleted.append(path.name)
+        return deleted
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        if not self._dir.is_dir():
+            self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self._dir / ".lock", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def get(self, ref: str, repo: str) -> tuple[str | None, str | None] | None:
         """(user, password) stored under `ref` for `repo`, or None when this store lacks it."""

@@ -131,13 +131,14 @@ class TaskService:
             repo_refs.validate_repo_reference(request.repo, roots)
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from exc
+        task_id = task_id_for(request.owner, request.request_id)
         # The credentials of `https://user:token@...` stay on this host, by reference:
         # the task (its history, status, events, search attributes) holds the bare URL.
+        # The task holds the reference until its cleanup releases it.
         repo, ref = CredentialStore(self._settings.credentials_dir).put(
-            repo_refs.normalise_repo(request.repo)
+            repo_refs.normalise_repo(request.repo), task_id
         )
         request = request.model_copy(update={"repo": repo, "credential_ref": ref})
-        task_id = task_id_for(request.owner, request.request_id)
         async with self._errors(None):  # a NOT_FOUND here is the namespace, not the task
             try:
                 await self._client.start_workflow(
@@ -164,6 +165,10 @@ class TaskService:
                     static_summary=one_line(request.goal, 200),
                 )
             except WorkflowAlreadyStartedError:
+                if ref is not None:  # a retried request: the claim outlives no ended task
+                    handle = self._client.get_workflow_handle(task_id)
+                    if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
+                        CredentialStore(self._settings.credentials_dir).release(task_id)
                 return TaskSubmitted(task_id=task_id, created=False)
         return TaskSubmitted(task_id=task_id, created=True)
 

@@ -151,6 +151,10 @@ class Settings(BaseSettings):
     """How often each host runs `git gc` in its mirrors (a Temporal Schedule)."""
     mirror_gc_prune_hours: int = Field(default=24, ge=1)
     """Unreachable objects younger than this survive a gc (a task may still use them)."""
+    task_retention_hours: float = Field(default=168.0, ge=0)
+    """How long an ended task's repository (its branches and diff) is kept on its host;
+    the maintenance schedule removes it after that. Stored credentials no task holds
+    (their tasks' cleanup releases them at once) are deleted after the same time."""
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

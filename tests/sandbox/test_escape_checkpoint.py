@@ -52,7 +52,7 @@ EXTRA: dict[str, str] = {
     "git -C ../../evil-admin/repo config core.bare false && "
     "git -C ../../evil-admin/repo config core.fsmonitor {root}/evil.sh && "
     "git -C ../../evil-admin/repo config core.sshCommand '{pwn}' && "
-    "(echo \"gitdir: $(cd ../../evil-admin/repo && pwd)\" > .git || true) && echo two > x.txt",
+    '(echo "gitdir: $(cd ../../evil-admin/repo && pwd)" > .git || true) && echo two > x.txt',
 }
 
 
