@@ -33,6 +33,7 @@ from switchboard.conversation import (
     new_session_id,
     session_id_for,
 )
+from switchboard.credentials import CredentialStore
 from switchboard.errors import WrongPhase
 from switchboard.llm_client import GATEWAY_RETRIES, openai_client
 from switchboard.models import Model, TaskEvent, TaskStatus
@@ -78,6 +79,7 @@ class Gateway:
     ) -> None:
         self._client = client
         self._settings = settings
+        self._credentials = CredentialStore(settings.credentials_dir)
         self._service = service or TaskService(client, settings)
         self._store = SessionStore(client, settings)
         self._streams = SessionStreams(self._store)
@@ -126,6 +128,8 @@ class Gateway:
             TooManySessions: The owner holds `max_open_sessions_per_user` open sessions.
         """
         session_id = session_id_for(owner, key) if key is not None else new_session_id()
+        if repo is not None:  # its credentials stay in the store, never in the session
+            repo = await asyncio.to_thread(self._credentials.remember, owner, repo)
         limit = self._settings.max_open_sessions_per_user
         await self._store.check_quota(owner, limit, session_id if key is not None else None)
         start = SessionStart(
@@ -184,8 +188,14 @@ class Gateway:
         model: str | None = None,
         request_id: str | None = None,
     ) -> PostResult:
-        """Record the user's message and start answering it; returns once it is durable."""
+        """Record the user's message and start answering it; returns once it is durable.
+
+        A repository URL with credentials in it is recorded (and shown to the model)
+        without them; they stay in the credential store for this user's tasks of it.
+        """
         active = await self._activate(session_id, user)
+        if "@" in content:
+            content = await asyncio.to_thread(self._credentials.redact_text, user, content)
         post = PostMessage(
             by=user, content=content, runner=self.runner, model=model, request_id=request_id
         )

@@ -38,7 +38,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from switchboard.repo_refs import split_credentials
+from switchboard.repo_refs import normalise_repo, split_credentials
 
 __all__ = ["ENV_PREFIX", "CredentialStore", "env_credentials", "env_name_for"]
 
@@ -47,6 +47,11 @@ _REF = re.compile(r"^cred-[0-9a-f]{32}$")
 _TASK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 CLAIMS = ".tasks"
 """`<ref>.tasks/<task_id>`: an empty file per task that holds the reference."""
+OWNERS = "owners"
+"""`owners/<holder>`: the reference an owner's session or chat gave for a bare URL."""
+_URL_WITH_USERINFO = re.compile(r"https?://[^\s/@<>\"'`]+@[^\s<>\"'`]+", re.IGNORECASE)
+_TRAILING = ".,;:!?)]}*_"
+"""Punctuation a URL typed in a sentence ends with, which is not part of it."""
 
 
 class CredentialStore:
@@ -75,6 +80,61 @@ class CredentialStore:
                 (claims / task_id).touch()
             self._write(self._dir / ref, body.encode())
         return bare, ref
+
+    def remember(self, owner: str, repo: str) -> str:
+        """`repo` without credentials; they stay here for `owner`'s tasks of that URL
+        (a session's default repository, a URL typed into chat), until unused for the
+        retention (`sweep`)."""
+        bare, user, password = split_credentials(normalise_repo(repo))
+        if user is None and password is None:
+            return repo
+        holder = self._holder(owner, bare)
+        _, ref = self.put(normalise_repo(repo), holder)
+        with self._locked():
+            (self._dir / OWNERS).mkdir(mode=0o700, exist_ok=True)
+            self._write(self._dir / OWNERS / holder, json.dumps({"ref": ref}).encode())
+        return bare
+
+    def redact_text(self, owner: str, text: str) -> str:
+        """`text` with every http(s) URL that carries credentials replaced by the URL
+        without them (each remembered for `owner`, as `remember` does)."""
+
+        def bare(match: re.Match[str]) -> str:
+            url = match.group(0)
+            core = url.rstrip(_TRAILING)
+            return self.remember(owner, core) + url[len(core) :]
+
+        return _URL_WITH_USERINFO.sub(bare, text)
+
+    def for_owner(self, owner: str, repo: str) -> str | None:
+        """The reference `owner` gave for the bare URL `repo` (`remember`), if any."""
+        bare, _, _ = split_credentials(normalise_repo(repo))
+        path = self._dir / OWNERS / self._holder(owner, bare)
+        try:
+            ref = json.loads(path.read_text()).get("ref")
+        except (OSError, ValueError, AttributeError):
+            return None
+        if not isinstance(ref, str) or self.get(ref, bare) is None:
+            return None
+        with contextlib.suppress(OSError):
+            path.touch()  # in use: the retention counts from the last use
+        return ref
+
+    def claim(self, ref: str, task_id: str) -> bool:
+        """`task_id` holds `ref` too (a task started from a remembered URL)."""
+        if not (_REF.match(ref) and _TASK.match(task_id)):
+            return False
+        with self._locked():
+            if not (self._dir / ref).is_file():
+                return False
+            claims = self._dir / f"{ref}{CLAIMS}"
+            claims.mkdir(mode=0o700, exist_ok=True)
+            (claims / task_id).touch()
+        return True
+
+    def _holder(self, owner: str, bare: str) -> str:
+        digest = hmac.new(self._key(), f"owner\0{owner}\0{bare}".encode(), hashlib.sha256)
+        return f"owner-{digest.hexdigest()[:32]}"
 
     def release(self, task_id: str) -> list[str]:
         """The task no longer holds its references; the ones no task holds are deleted.
@@ -107,10 +167,16 @@ class CredentialStore:
         return [ref for task_id in sorted(ended) for ref in self.release(task_id)]
 
     def sweep(self, older_than_seconds: float) -> list[str]:
-        """Delete the credentials no task holds that were stored more than
-        `older_than_seconds` ago; returns the references deleted."""
+        """Forget what owners gave (`remember`) and did not use for `older_than_seconds`,
+        and delete the credentials no task holds that were stored longer ago than that;
+        returns the references deleted."""
         deleted = []
         cutoff = time.time() - older_than_seconds
+        for remembered in self._dir.glob(f"{OWNERS}/owner-*"):
+            with contextlib.suppress(OSError):
+                if remembered.stat().st_mtime < cutoff:
+                    remembered.unlink()
+                    deleted += self.release(remembered.name)
         with self._locked():
             for path in self._dir.glob("cred-*"):
                 if not _REF.match(path.name) or not path.is_file():

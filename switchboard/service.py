@@ -135,9 +135,12 @@ class TaskService:
         # The credentials of `https://user:token@...` stay on this host, by reference:
         # the task (its history, status, events, search attributes) holds the bare URL.
         # The task holds the reference until its cleanup releases it.
-        repo, ref = CredentialStore(self._settings.credentials_dir).put(
-            repo_refs.normalise_repo(request.repo), task_id
-        )
+        # A bare URL the owner gave with credentials in a session or a chat message
+        # (`CredentialStore.remember`) gets those.
+        store = CredentialStore(self._settings.credentials_dir)
+        repo, ref = store.put(repo_refs.normalise_repo(request.repo), task_id)
+        if ref is None and (held := store.for_owner(request.owner, repo)) is not None:
+            ref = held if store.claim(held, task_id) else None
         request = request.model_copy(update={"repo": repo, "credential_ref": ref})
         async with self._errors(None):  # a NOT_FOUND here is the namespace, not the task
             try:

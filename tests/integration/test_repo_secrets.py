@@ -10,18 +10,22 @@ status, event, log record, file the task wrote or anything the sandbox printed.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import os
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 
+from chat_gateway import Gateway
+from switchboard.conversation import SessionState
+from switchboard.credentials import CredentialStore
 from switchboard.model_server import ModelServerHandle, parse_scenario
 from switchboard.models import (
     ApproveInput,
@@ -35,7 +39,7 @@ from switchboard.models import (
 from switchboard.service import TaskService
 from switchboard.settings import Settings
 from switchboard.wire import Queries, SearchAttributes, Updates
-from testkit import git, wait_for_phase
+from testkit import git, wait_for, wait_for_phase
 
 pytestmark = pytest.mark.integration
 
@@ -215,3 +219,66 @@ async def test_a_token_in_the_url_is_used_and_stored_nowhere_else(
     }.items():
         assert TOKEN not in text, f"the token is in the task's {surface}"
     assert _files_with(settings.data_dir, TOKEN, skip=settings.credentials_dir) == []
+    # The task ended: its cleanup released its credentials, and no other task holds them.
+    await handle.result()
+    assert _files_with(settings.credentials_dir, TOKEN, skip=settings.data_dir / "none") == []
+
+
+async def test_a_token_in_a_session_or_a_chat_message_is_stored_like_the_api_path(
+    client: Client,
+    settings: Settings,
+    worker: None,
+    model: ModelServerHandle,
+    remote: tuple[str, Path, type[_GitHttp]],
+) -> None:
+    """A session's default repository and a URL typed into chat keep their credentials in
+    the store, for that user's tasks of that URL; the session holds the bare URL."""
+    where, _served, handler = remote
+    gateway = Gateway(client, settings)
+    try:
+        info = await gateway.create_session("alice", repo=f"http://alice:{TOKEN}@{where}")
+        assert info.repo == f"http://{where}"
+        typed = f"also look at http://alice:{TOKEN}@{where}, it is the same."
+        await gateway.post(info.session_id, "alice", typed)
+        for _ in range(300):  # the turn ends before the next message
+            page = await gateway.store.entries(info.session_id, 0)
+            if any(e.ends_turn for e in page.entries):
+                break
+            await asyncio.sleep(0.2)
+        await gateway.post(info.session_id, "alice", "delegate: add a slugify helper")
+        state = await wait_for_state(gateway, info.session_id, lambda s: bool(s.tasks))
+        assert state.repo == f"http://{where}"
+        page = await gateway.store.entries(info.session_id, 0)
+        said = [e.content for e in page.entries if e.role == "user"]
+        assert said[0] == f"also look at http://{where}, it is the same."
+        task = client.get_workflow_handle(state.tasks[0].task_id)
+        # The task started from the bare URL fetched with the remembered credentials.
+        await wait_for(task, lambda s: s.phase is not Phase.PREPARING, what="the fetch")
+        assert set(handler.seen) == {f"alice:{TOKEN}"}
+        await gateway.service.cancel(task.id)
+        with pytest.raises(WorkflowFailureError):  # ended as cancelled, cleaned up
+            await task.result()
+        session = await client.get_workflow_handle(info.session_id).fetch_history()
+        history = b"".join(e.SerializeToString() for e in session.events).decode(errors="replace")
+        assert "also look at" in history and TOKEN not in history
+        assert TOKEN not in (await task.fetch_history()).to_json()
+        # The session's user still holds them (a next task); no file outside the store.
+        assert _files_with(settings.credentials_dir, TOKEN, skip=settings.data_dir / "none")
+        assert _files_with(settings.data_dir, TOKEN, skip=settings.credentials_dir) == []
+        # Another user naming the bare URL gets nothing of alice's.
+        store = CredentialStore(settings.credentials_dir)
+        assert store.for_owner("mallory", f"http://{where}") is None
+        assert store.for_owner("alice", f"http://{where}") is not None
+    finally:
+        await gateway.aclose()
+
+
+async def wait_for_state(
+    gateway: Gateway, session_id: str, ready: Callable[[SessionState], bool]
+) -> SessionState:
+    for _ in range(300):
+        state = await gateway.state(session_id, "alice")
+        if ready(state):
+            return state
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"the session never got there: {state}")
