@@ -13,20 +13,10 @@ non-dumpable so that commands, which run as the same uid, can neither trace it n
 read its memory. It reaps every orphan as it exits, and after each command
 SIGKILLs every other process in the container.
 
-Before it connects, it loads the seccomp program the host left next to the
-socket (`seccomp.bpf`, the filter bubblewrap applies, compiled by libseccomp on
-the host) onto itself, so every command inherits it on top of the profile Docker
-applied to the container.
+Before it connects, it hardens itself (`_agent_harden.py`, copied beside it):
+non-dumpable, and Switchboard's seccomp filter loaded on top of Docker's profile.
 
-Protocol, one request at a time on the connection. Hello (agent -> host, once):
-a JSON line `{"counters": [oom_kills, refused_forks], "undumpable": bool,
-"filtered": bool}`.
-Request: a JSON line `{"argv", "stdin" (a byte count or null), "timeout",
-"keep", "ceiling", "merge_stderr"}` then the stdin bytes. Reply: a JSON line
-`{"exit_code", "limit", "seen", "stdout", "stderr", "counters"}` (`stdout` and
-`stderr` are byte counts) then those bytes. `limit` is "timeout", "output" or
-"pids" when the agent itself stopped the command; the host reads memory and
-refused forks from the counters.
+The protocol is described in `_agent_link.py`.
 """
 
 from __future__ import annotations
@@ -35,6 +25,7 @@ import contextlib
 import errno
 import json
 import os
+import runpy
 import selectors
 import signal
 import socket
@@ -49,10 +40,8 @@ MAX_REQUEST_LINE = 8 * 1024 * 1024
 """Room for the longest argv the kernel accepts."""
 REAP_SECONDS = 5.0
 """After a kill, how long the agent waits for the processes to go (D state aside, ms)."""
-PR_SET_DUMPABLE = 4
-PR_SET_NO_NEW_PRIVS = 38
-PR_SET_SECCOMP = 22
-SECCOMP_MODE_FILTER = 2
+HARDEN = "harden.py"
+"""Next to this script: `_agent_harden.py`, run with `runpy` (`-I`: no `sys.path` entry)."""
 FILTER = "seccomp.bpf"
 """Next to the socket: Switchboard's seccomp program (BPF), stacked on Docker's profile."""
 COUNTERS = (
@@ -81,43 +70,13 @@ def counters() -> list[int]:
     return found
 
 
-def undumpable() -> bool:
-    """Refuse ptrace and /proc/1/mem to processes without CAP_SYS_PTRACE (all commands)."""
+def harden(directory: str) -> tuple[bool, bool]:
+    """(non-dumpable, seccomp filter loaded): both are required by the host."""
     try:
-        import ctypes
-
-        return int(ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)) == 0
-    except (ImportError, OSError, AttributeError):
-        return False
-
-
-def install_filter(path: str) -> bool:
-    """Load the host's BPF program onto the agent, so every command inherits it.
-
-    It stacks on the profile Docker applied: a syscall either refuses is refused.
-    """
-    try:
-        import ctypes
-
-        with open(path, "rb") as source:
-            program = source.read()
-        if not program or len(program) % 8:
-            return False
-
-        class Fprog(ctypes.Structure):
-            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-        buffer = ctypes.create_string_buffer(program, len(program))
-        fprog = Fprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
-        libc = ctypes.CDLL(None, use_errno=True)
-        zero = ctypes.c_ulong(0)
-        if libc.prctl(PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), zero, zero, zero) != 0:
-            return False
-        address = ctypes.c_void_p(ctypes.addressof(fprog))
-        mode = ctypes.c_ulong(SECCOMP_MODE_FILTER)
-        return int(libc.prctl(PR_SET_SECCOMP, mode, address, zero, zero)) == 0
-    except (ImportError, OSError, AttributeError):
-        return False
+        functions = runpy.run_path(os.path.join(directory, HARDEN))
+        return functions["undumpable"](), functions["load_filter"](f"{directory}/{FILTER}")
+    except (OSError, KeyError, ImportError, SyntaxError):
+        return False, False
 
 
 def prefer_for_oom() -> None:
@@ -416,8 +375,7 @@ def answer(
 def main(argv: list[str]) -> int:
     # A PID 1 receives only the signals it handles: none from commands but SIGCHLD.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    untraceable = undumpable()
-    filtered = install_filter(os.path.join(os.path.dirname(argv[1]), FILTER))
+    untraceable, filtered = harden(os.path.dirname(argv[1]))
     wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)

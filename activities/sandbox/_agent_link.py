@@ -12,6 +12,16 @@ awaits, then the link.
 
 Nothing the agent sends is trusted beyond its shape: sizes are checked against
 what was asked for, and a malformed reply counts as a lost agent.
+
+Protocol, one request at a time on the connection. Hello (agent -> host, once):
+a JSON line `{"counters": [oom_kills, refused_forks], "undumpable": bool,
+"filtered": bool}`.
+Request: a JSON line `{"argv", "stdin" (a byte count or null), "timeout",
+"keep", "ceiling", "merge_stderr"}` then the stdin bytes. Reply: a JSON line
+`{"exit_code", "limit", "seen", "stdout", "stderr", "counters"}` (`stdout` and
+`stderr` are byte counts) then those bytes. `limit` is "timeout", "output" or
+"pids" when the agent itself stopped the command; the host reads memory and
+refused forks from the counters.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from activities.sandbox import _agent
+from activities.sandbox import _agent, _agent_harden
 from activities.sandbox._base import Limit
 
 RUN_MOUNT = "/run/switchboard"
@@ -59,8 +69,8 @@ class Reply:
 
 
 def listen(directory: Path, seccomp: bytes) -> socket.socket:
-    """Make the runtime directory: the agent script, the seccomp program it loads onto
-    itself, and a socket listening for it.
+    """Make the runtime directory: the agent script, its hardening and the seccomp
+    program it loads onto itself, and a socket listening for it.
 
     The socket is connectable by any uid (the container runs as the worktree
     owner); the directory's parent keeps other users of the host out.
@@ -68,6 +78,8 @@ def listen(directory: Path, seccomp: bytes) -> socket.socket:
     directory.mkdir(mode=0o755)
     shutil.copyfile(_agent.__file__, directory / SCRIPT)
     (directory / SCRIPT).chmod(0o644)
+    shutil.copyfile(_agent_harden.__file__, directory / _agent.HARDEN)
+    (directory / _agent.HARDEN).chmod(0o644)
     (directory / _agent.FILTER).write_bytes(seccomp)
     (directory / _agent.FILTER).chmod(0o644)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
