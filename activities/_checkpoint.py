@@ -28,6 +28,10 @@ from activities._git_env import borrowed_objects, confined_prefix
 from activities.sandbox import forget_hand_over
 
 GIT_TIMEOUT_SECONDS = 300.0
+# Both git commands of a take, or of a restore, in one sandbox ($1: the tree to
+# restore, then the pathspecs leaving nested repositories out).
+_TAKE = 'shift; git add --all -- . "$@" && git write-tree'
+_RESTORE = 'tree=$1; shift; git add --all -- . "$@" && git read-tree --reset -u "$tree"'
 
 
 class CheckpointError(RuntimeError):
@@ -90,8 +94,7 @@ class Checkpoints:
             CheckpointError: git failed.
         """
         self._seed_index()
-        self._git("add", "--all", "--", ".", *self._skip_nested())
-        return self._git("write-tree").strip()
+        return self._git("add", _TAKE, "", self._skip_nested()).strip()
 
     def restore(self, tree: str) -> None:
         """Make the worktree's (not ignored) files exactly those of `tree`.
@@ -102,9 +105,8 @@ class Checkpoints:
             CheckpointError: git failed.
         """
         self._seed_index()
-        # The index must know every present file.
-        self._git("add", "--all", "--", ".", *self._skip_nested())
-        self._git("read-tree", "--reset", "-u", tree, write_tree=True)
+        # The index must know every present file, then the tree's files are written.
+        self._git("read-tree", _RESTORE, tree, self._skip_nested(), write_tree=True)
         forget_hand_over(self._work_tree)  # restored files are root's until the next start
 
     def _skip_nested(self) -> list[str]:
@@ -145,7 +147,10 @@ class Checkpoints:
                 continue
         return None
 
-    def _git(self, *args: str, write_tree: bool = False) -> str:
+    def _git(
+        self, name: str, script: str, tree: str, skip: list[str], *, write_tree: bool = False
+    ) -> str:
+        """Run `script` (git commands) in one sandbox: `$1` is `tree`, then `skip`."""
         env = _confined_env(self._mirror, self._work_tree, self._index, self._excludes)
         readable = [self._mirror, *borrowed_objects(self._mirror), self._work_tree]
         writable = [self._mirror / "objects", self._index.parent]
@@ -155,7 +160,7 @@ class Checkpoints:
         prefix = confined_prefix(self._work_tree, readable, writable, env)
         try:
             done = subprocess.run(
-                [*prefix, "git", *args],
+                [*prefix, "sh", "-c", script, "sh", tree, *skip],
                 cwd=self._work_tree,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -164,8 +169,8 @@ class Checkpoints:
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise CheckpointError(f"git {args[0]} failed: {exc}") from exc
+            raise CheckpointError(f"git {name} failed: {exc}") from exc
         if done.returncode != 0:
             why = done.stderr.decode(errors="replace").strip()[-800:]
-            raise CheckpointError(f"git {args[0]} failed ({done.returncode}): {why}")
+            raise CheckpointError(f"git {name} failed ({done.returncode}): {why}")
         return done.stdout.decode(errors="replace")
