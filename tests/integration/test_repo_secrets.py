@@ -120,14 +120,20 @@ def remote(tmp_path: Path, repo: Path) -> Iterator[tuple[str, Path, type[_GitHtt
 
 
 def _files_with(root: Path, needle: str, skip: Path) -> list[str]:
-    return [
-        str(path)
-        for path in root.rglob("*")
-        if path.is_file()
-        and not path.is_symlink()
-        and not path.is_relative_to(skip)
-        and needle.encode() in path.read_bytes()
-    ]
+    """Files under `root` holding `needle`; walks past what the task's cleanup removes
+    meanwhile (os.walk ignores a directory that vanished)."""
+    found = []
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = Path(folder) / name
+            if path.is_relative_to(skip) or path.is_symlink():
+                continue
+            try:
+                if needle.encode() in path.read_bytes():
+                    found.append(str(path))
+            except (FileNotFoundError, IsADirectoryError):
+                continue
+    return found
 
 
 async def test_a_token_in_the_url_is_used_and_stored_nowhere_else(
