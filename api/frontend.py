@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from api.openai_errors import openai_error
 from chat_gateway import Gateway
 from switchboard.frontends import conversation_key, is_background
+from switchboard.identity import Identity
 from switchboard.settings import Settings
 
 __all__ = [
@@ -176,7 +177,7 @@ async def background_answer(
 
 async def frontend_session(
     gateway: Gateway,
-    user: str,
+    caller: Identity,
     *,
     header_session: str | None,
     repo: str | None,
@@ -192,6 +193,6 @@ async def frontend_session(
         key = conversation_key(
             user_field=user_field, ids=ids, first_user_message=first_user_message
         )
-        session_id = await gateway.session_for_key(user, key, repo=repo)
-    await gateway.open(session_id, user)
+        session_id = await gateway.session_for_key(caller.owner, key, repo=repo)
+    await gateway.open(session_id, caller)
     return session_id

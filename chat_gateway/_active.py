@@ -24,6 +24,7 @@ from switchboard.conversation import (
     select_context,
     task_event_entry,
 )
+from switchboard.identity import Identity
 from switchboard.models import TaskEvent, TaskStatus
 
 __all__ = ["ActiveSession"]
@@ -35,6 +36,8 @@ class ActiveSession:
     facts: SessionState
     """The session as it was when this gateway started serving it (owner, repo, summary)."""
     hub: SessionHub
+    caller: Identity
+    """The owner as last verified by a request; the session's tools act with its roles."""
     tasks: dict[str, SessionTask] = field(default_factory=dict)
     """The session's tasks with their latest recorded phase, kept up to date here."""
     turn_lock: asyncio.Lock = field(default_factory=asyncio.Lock)

@@ -20,7 +20,7 @@ from chat_gateway._background import Background, consume
 from chat_gateway._hub import StreamItem
 from chat_gateway._store import SessionNotFound, SessionStore, SessionSummary
 from chat_gateway._streams import SessionStreams, answer_text
-from chat_gateway._turns import Prefetch, TurnRunner
+from chat_gateway._turns import Prefetch, TurnHooks, TurnRunner
 from chat_gateway._watch import TaskWatcher
 from switchboard.conversation import (
     NewEntry,
@@ -35,12 +35,17 @@ from switchboard.conversation import (
 )
 from switchboard.credentials import CredentialStore
 from switchboard.errors import WrongPhase
+from switchboard.identity import Identity, local_identity
 from switchboard.llm_client import GATEWAY_RETRIES, openai_client
 from switchboard.models import Model, TaskEvent, TaskStatus
 from switchboard.service import TaskService
 from switchboard.settings import Settings
 
-__all__ = ["Gateway", "SessionInfo"]
+__all__ = ["Caller", "Gateway", "SessionInfo"]
+
+Caller = Identity | str
+"""Who speaks: the verified identity (the API), or a bare name, which is a local-mode
+caller (`local_identity`: requester and approver; tests and the in-process demo)."""
 
 
 CATCH_UP_SECONDS = 1.0
@@ -150,7 +155,7 @@ class Gateway:
             await self.create_session(owner, repo=repo, key=key)
         return session_id
 
-    async def open(self, session_id: str, user: str) -> None:
+    async def open(self, session_id: str, user: Caller) -> None:
         """Check the session is `user`'s and open, and start serving it here.
 
         Raises:
@@ -182,7 +187,7 @@ class Gateway:
     async def post(
         self,
         session_id: str,
-        user: str,
+        user: Caller,
         content: str,
         *,
         model: str | None = None,
@@ -194,6 +199,7 @@ class Gateway:
         without them; they stay in the credential store for this user's tasks of it.
         """
         active = await self._activate(session_id, user)
+        user = active.owner
         if "@" in content:
             content = await asyncio.to_thread(self._credentials.redact_text, user, content)
         post = PostMessage(
@@ -247,7 +253,7 @@ class Gateway:
     async def ask(
         self,
         session_id: str,
-        user: str,
+        user: Caller,
         content: str,
         *,
         model: str | None = None,
@@ -283,7 +289,7 @@ class Gateway:
     # ---- streams ----------------------------------------------------------------------
 
     async def stream(
-        self, session_id: str, user: str, from_offset: int = 0
+        self, session_id: str, user: Caller, from_offset: int = 0
     ) -> AsyncIterator[StreamItem]:
         """The session's stream from `from_offset`: backlog, snapshot, then live.
 
@@ -305,7 +311,10 @@ class Gateway:
 
     # ---- activation, turns and watchers -------------------------------------------------
 
-    async def _activate(self, session_id: str, user: str) -> ActiveSession:
+    async def _activate(self, session_id: str, user: Caller) -> ActiveSession:
+        """The session served here, checked to be the caller's; remembers the caller's
+        verified identity, whose roles the session's tools act with."""
+        caller = user if isinstance(user, Identity) else local_identity(user)
         active = self._sessions.get(session_id)
         if active is None:
             pending = self._activating.get(session_id)
@@ -313,7 +322,7 @@ class Gateway:
                 pending = asyncio.get_running_loop().create_future()
                 self._activating[session_id] = pending
                 try:
-                    active = await self._load(session_id)
+                    active = await self._load(session_id, caller)
                 except BaseException as exc:
                     pending.set_exception(exc)
                     pending.exception()  # retrieved: nobody else may be waiting
@@ -323,18 +332,22 @@ class Gateway:
                 pending.set_result(active)
             else:
                 active = await asyncio.shield(pending)
-        if active.owner != user:
+        if active.owner != caller.owner:
             raise SessionNotFound(f"no session {session_id!r}: create one with POST /v1/sessions")
         if active.closed:
             raise WrongPhase(f"{session_id} is closed: start a new session")
+        active.caller = caller
         return active
 
-    async def _load(self, session_id: str) -> ActiveSession:
+    async def _load(self, session_id: str, caller: Identity) -> ActiveSession:
         state = await self._store.state(session_id)
+        if state.owner != caller.owner:
+            raise SessionNotFound(f"no session {session_id!r}: create one with POST /v1/sessions")
         if state.closed:
             raise WrongPhase(f"{session_id} is closed: start a new session")
         hub = await self._streams.hub(session_id, state)
-        active = ActiveSession(session_id, state, hub, tasks={t.task_id: t for t in state.tasks})
+        tasks = {t.task_id: t for t in state.tasks}
+        active = ActiveSession(session_id, state, hub, caller, tasks=tasks)
         self._sessions[session_id] = active
         for task in state.tasks:
             if not task.phase.is_final:
@@ -358,13 +371,17 @@ class Gateway:
         async with active.turn_lock:
             await asyncio.gather(*(w.caught_up(CATCH_UP_SECONDS) for w in active.watchers.values()))
             while turn is not None and not self._closed:
+                hooks = TurnHooks(
+                    status=self._task_status,
+                    live=active.live_statuses,
+                    started=lambda task: self._started(active, task),
+                    caller=active.caller,
+                )
                 turn = await self._turns.answer(
                     active.session_id,
                     active.hub,
                     turn,
-                    status=self._task_status,
-                    live=active.live_statuses,
-                    started=lambda task: self._started(active, task),
+                    hooks,
                     context=context,
                     prefetch=prefetch,
                 )

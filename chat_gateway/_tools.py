@@ -21,6 +21,7 @@ from switchboard.contracts import ChatToolCall
 from switchboard.conversation import MAX_ENTRY_CHARS, SessionTask
 from switchboard.errors import ServiceError, TaskNotFound
 from switchboard.frontends import repo_from_words
+from switchboard.identity import Action, Identity
 from switchboard.models import (
     MAX_GOAL_CHARS,
     MAX_PARALLEL,
@@ -169,6 +170,8 @@ class ToolScope(Model):
 
     session_id: str
     owner: str
+    caller: Identity
+    """The owner as last verified: the tools act with its roles, as the API would."""
     repo: str | None = None
     turn: int
     step: int
@@ -341,11 +344,17 @@ class _Runner:
         return self._ok("\n".join(lines))
 
     async def _resolve(self, name: ToolName, task_id: str | None) -> str:
-        """The task meant: the named one (if the owner's), else the only candidate."""
+        """The task meant and the caller's right to act on it (the API's rules)."""
+        chosen = self._choose(name, task_id)
+        action = _ACTION_OF.get(name, Action.READ)
+        if action != Action.READ or not any(t.task_id == chosen for t in self._scope.tasks):
+            await self._service.check_access(chosen, self._scope.caller, action)
+        return chosen
+
+    def _choose(self, name: ToolName, task_id: str | None) -> str:
+        """The named task, else the only candidate of the session's tasks."""
         scope = self._scope
         if task_id is not None:
-            if not any(t.task_id == task_id for t in scope.tasks):
-                await self._service.check_owner(task_id, scope.owner)
             return task_id
         if not scope.tasks:
             raise TaskNotFound("this session has no tasks yet: pass task_id")
@@ -361,6 +370,13 @@ class _Runner:
         raise TaskNotFound(f"several tasks fit ({ids}): pass task_id")
 
 
+_ACTION_OF: dict[ToolName, Action] = {
+    ToolName.APPROVE_TASK: Action.DECIDE,
+    ToolName.REQUEST_CHANGES: Action.DECIDE,
+    ToolName.REJECT_TASK: Action.DECIDE,
+    ToolName.STEER_TASK: Action.STEER,
+    ToolName.CANCEL_TASK: Action.CANCEL,
+}
 _DECIDABLE = frozenset({Phase.AWAITING_APPROVAL})
 _LIVE = frozenset(p for p in Phase if not p.is_final)
 _PHASES_FOR: dict[ToolName, frozenset[Phase]] = {

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import openai
 from openai.types.chat import (
@@ -34,12 +34,13 @@ from switchboard.conversation import (
     TurnContext,
 )
 from switchboard.errors import WrongPhase
+from switchboard.identity import Identity
 from switchboard.llm_client import chat_messages
 from switchboard.model_server import CALL_ID_HEADER, ROLE_HEADER
 from switchboard.models import TaskStatus
 from switchboard.service import TaskService
 
-__all__ = ["CONVERSATION_ROLE", "MAX_STEPS", "Prefetch", "TurnRunner"]
+__all__ = ["CONVERSATION_ROLE", "MAX_STEPS", "Prefetch", "TurnHooks", "TurnRunner"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,19 @@ class Prefetch:
         self._task.cancel()
 
 
+class TurnHooks(NamedTuple):
+    """What the gateway lends a turn: task statuses, new-task notices, the caller."""
+
+    status: Status
+    """Reads a task's status for the tools."""
+    live: LivePhases
+    """The gateway's live task statuses (fresher phases than recorded)."""
+    started: Started
+    """Told about each task a tool started, to watch it."""
+    caller: Identity
+    """The session owner as last verified; the tools act with its roles."""
+
+
 class _Reply:
     def __init__(self) -> None:
         self.content: list[str] = []
@@ -117,10 +131,8 @@ class TurnRunner:
         session_id: str,
         hub: SessionHub,
         turn: int,
+        hooks: TurnHooks,
         *,
-        status: Status,
-        live: LivePhases,
-        started: Started,
         context: TurnContext | None = None,
         prefetch: Prefetch | None = None,
     ) -> int | None:
@@ -130,17 +142,13 @@ class TurnRunner:
             session_id: The session.
             hub: Where tokens and recorded entries go.
             turn: The turn.
-            status: Reads a task's status for the tools.
-            live: The gateway's live task statuses (fresher phases than recorded).
-            started: Told about each task a tool started, to watch it.
+            hooks: Task statuses, new-task notices and the caller the tools act as.
             context: The turn's context when the caller has it (else it is queried).
             prefetch: The first model call, started before the turn was recorded.
         """
         hub.turn(turn, running=True)
         try:
-            return await self._answer(
-                session_id, hub, turn, status, live, started, context, prefetch
-            )
+            return await self._answer(session_id, hub, turn, hooks, context, prefetch)
         except WrongPhase:
             log.info("%s turn %d was taken over by another runner", session_id, turn)
             return None
@@ -164,9 +172,7 @@ class TurnRunner:
         session_id: str,
         hub: SessionHub,
         turn: int,
-        status: Status,
-        live: LivePhases,
-        started: Started,
+        hooks: TurnHooks,
         context: TurnContext | None,
         prefetch: Prefetch | None,
     ) -> int | None:
@@ -188,9 +194,7 @@ class TurnRunner:
 
         step, pending = unanswered_calls(context)
         if pending:
-            await record(
-                await self._run_tools(context, tasks, step, pending, status, live, started)
-            )
+            await record(await self._run_tools(context, tasks, step, pending, hooks))
         step = last_step(context)
         while True:
             step += 1
@@ -213,7 +217,7 @@ class TurnRunner:
             if not calls:
                 return await record([message.model_copy(update={"ends_turn": True})], finish=True)
             await record([message])
-            await record(await self._run_tools(now, tasks, step, calls, status, live, started))
+            await record(await self._run_tools(now, tasks, step, calls, hooks))
 
     async def _create(
         self, context: TurnContext, call_id: str
@@ -265,14 +269,14 @@ class TurnRunner:
         tasks: dict[str, SessionTask],
         step: int,
         calls: list[ChatToolCall],
-        status: Status,
-        live: LivePhases,
-        started: Started,
+        hooks: TurnHooks,
     ) -> list[NewEntry]:
-        fresh = live()
+        status, started = hooks.status, hooks.started
+        fresh = hooks.live()
         scope = ToolScope(
             session_id=context.session_id,
             owner=context.owner,
+            caller=hooks.caller,
             repo=context.repo,
             turn=context.turn,
             step=step,

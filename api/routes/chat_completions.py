@@ -25,7 +25,7 @@ from fastapi import APIRouter, Header, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from api.deps import AppSettings, CurrentUser
+from api.deps import AppSettings, CurrentIdentity
 from api.errors import status_for
 from api.frontend import (
     PlainModel,
@@ -42,6 +42,7 @@ from api.routes.sessions import ChatGateway
 from chat_gateway import ModelCallFailed, ModelError
 from switchboard.conversation import MAX_MESSAGE_CHARS
 from switchboard.errors import InvalidRequest, ServiceError
+from switchboard.identity import Identity
 
 __all__ = ["router"]
 
@@ -149,7 +150,7 @@ them unless their value asks for nothing more than one text answer."""
 async def chat_completions(
     body: ChatCompletionRequest,
     gateway: ChatGateway,
-    user: CurrentUser,
+    caller: CurrentIdentity,
     settings: AppSettings,
     llm: PlainModel,
     x_switchboard_session: Annotated[str | None, Header(max_length=100)] = None,
@@ -176,7 +177,7 @@ async def chat_completions(
         ids = _conversation_ids(fields, x_openwebui_chat_id)
         session_id = await frontend_session(
             gateway,
-            user,
+            caller,
             header_session=x_switchboard_session,
             repo=x_switchboard_repo,
             user_field=body.user,
@@ -184,7 +185,7 @@ async def chat_completions(
             first_user_message=body.first_question(),
         )
         headers[SESSION_HEADER] = session_id
-        return await _answer(body, gateway, user, session_id, upstream, headers)
+        return await _answer(body, gateway, caller, session_id, upstream, headers)
     except Refusal as exc:
         return exc.response()
     except ModelCallFailed as exc:
@@ -205,13 +206,13 @@ def _conversation_ids(fields: dict[str, Any], chat_id_header: str | None) -> dic
 async def _answer(
     body: ChatCompletionRequest,
     gateway: ChatGateway,
-    user: str,
+    caller: Identity,
     session_id: str,
     upstream: str,
     headers: dict[str, str],
 ) -> Response:
     question = body.question()
-    answer = gateway.ask(session_id, user, question, model=upstream)
+    answer = gateway.ask(session_id, caller, question, model=upstream)
     try:
         # Wait for the first piece before answering, so a model that fails at once
         # gets its own status rather than a 200 stream that carries the error.

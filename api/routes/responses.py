@@ -22,7 +22,7 @@ from fastapi import APIRouter, Header, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import AppSettings, CurrentUser
+from api.deps import AppSettings, CurrentIdentity
 from api.errors import status_for
 from api.frontend import (
     IGNORED_HEADER,
@@ -133,7 +133,7 @@ def _message(index: int, item: dict[str, Any]) -> tuple[str, str]:
 async def create_response(
     body: ResponsesRequest,
     gateway: ChatGateway,
-    user: CurrentUser,
+    caller: CurrentIdentity,
     settings: AppSettings,
     llm: PlainModel,
     x_switchboard_repo: Annotated[str | None, Header(max_length=2000)] = None,
@@ -163,7 +163,7 @@ async def create_response(
             return _reply(body, _BACKGROUND, _once(text), text, headers)
         session_id = await frontend_session(
             gateway,
-            user,
+            caller,
             header_session=_session_of(body.previous_response_id),
             repo=x_switchboard_repo,
             user_field=body.user or fields.get("safety_identifier"),
@@ -171,7 +171,7 @@ async def create_response(
             first_user_message=next((t for r, t in messages if r == "user"), ""),
         )
         headers[SESSION_HEADER] = session_id
-        answer = gateway.ask(session_id, user, question, model=upstream)
+        answer = gateway.ask(session_id, caller, question, model=upstream)
         first = await anext(answer, "")
         text = "" if body.stream else first + "".join([piece async for piece in answer])
         return _reply(body, session_id, _prepend(first, answer), text, headers)

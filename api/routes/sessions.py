@@ -33,11 +33,12 @@ from fastapi import (
 from pydantic import Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api.deps import CurrentUser
+from api.deps import CurrentIdentity, CurrentUser
 from api.openapi import ErrorBody
 from chat_gateway import Gateway, SessionInfo, SessionSummary
 from switchboard.conversation import MAX_MESSAGE_CHARS, SessionState
 from switchboard.errors import ServiceError
+from switchboard.identity import Identity
 from switchboard.models import Model
 
 __all__ = ["ChatGateway", "chat_gateway", "router"]
@@ -147,12 +148,12 @@ async def close_session(session_id: str, gateway: ChatGateway, user: CurrentUser
 
 @router.post("/{session_id}/messages", status_code=status.HTTP_202_ACCEPTED, responses=_ERRORS)
 async def post_message(
-    session_id: str, body: MessageCreate, gateway: ChatGateway, user: CurrentUser
+    session_id: str, body: MessageCreate, gateway: ChatGateway, caller: CurrentIdentity
 ) -> MessageAccepted:
     """Say something. Returns once the message is durable (~10 ms); the answer streams
     on `GET /v1/sessions/{id}/events`."""
     result = await gateway.post(
-        session_id, user, body.content, model=body.model, request_id=body.request_id
+        session_id, caller, body.content, model=body.model, request_id=body.request_id
     )
     return MessageAccepted(
         session_id=session_id,
@@ -177,7 +178,7 @@ async def post_message(
 async def stream_events(
     session_id: str,
     gateway: ChatGateway,
-    user: CurrentUser,
+    caller: CurrentIdentity,
     from_offset: Annotated[int, Query(alias="from", ge=0, description="First offset to send.")] = 0,
     last_event_id: Annotated[
         str | None, Header(description="Resume after this offset (EventSource sends it).")
@@ -185,15 +186,15 @@ async def stream_events(
 ) -> EventSourceResponse:
     """The session's stream; reconnect with `Last-Event-ID` to lose nothing."""
     start = _resume_point(from_offset, last_event_id)
-    await gateway.open(session_id, user)  # refuse before the 200 goes out
-    return EventSourceResponse(_sse(gateway, session_id, user, start), ping=PING_SECONDS)
+    await gateway.open(session_id, caller)  # refuse before the 200 goes out
+    return EventSourceResponse(_sse(gateway, session_id, caller, start), ping=PING_SECONDS)
 
 
 async def _sse(
-    gateway: Gateway, session_id: str, user: str, start: int
+    gateway: Gateway, session_id: str, caller: Identity, start: int
 ) -> AsyncIterator[ServerSentEvent]:
     try:
-        async for item in gateway.stream(session_id, user, start):
+        async for item in gateway.stream(session_id, caller, start):
             yield ServerSentEvent(
                 data=json.dumps(item.data, ensure_ascii=False),
                 event=item.event,
