@@ -20,7 +20,7 @@ from chat_gateway._gateway import Gateway, SessionInfo
 from chat_gateway._hub import Draft, StreamItem, TaskUpdate, TokenDelta, TurnMarker
 from chat_gateway._model_errors import ModelCallFailed, ModelError
 from chat_gateway._store import SessionNotFound, SessionStore, SessionSummary, TooManySessions
-from chat_gateway._tools import TOOL_SCHEMAS, ToolName
+from chat_gateway._tool_args import TOOL_SCHEMAS, ToolName
 
 __all__ = [
     "TOOL_SCHEMAS",

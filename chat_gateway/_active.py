@@ -24,10 +24,25 @@ from switchboard.conversation import (
     select_context,
     task_event_entry,
 )
-from switchboard.identity import Identity
-from switchboard.models import TaskEvent, TaskStatus
+from switchboard.identity import Identity, local_identity
+from switchboard.models import Model, TaskEvent, TaskStatus
 
-__all__ = ["ActiveSession"]
+__all__ = ["ActiveSession", "Caller", "SessionInfo", "as_identity"]
+
+Caller = Identity | str
+"""Who speaks: the verified identity (the API), or a bare name, which is a local-mode
+caller (`local_identity`: requester and approver; tests and the in-process demo)."""
+
+
+def as_identity(caller: Caller) -> Identity:
+    return caller if isinstance(caller, Identity) else local_identity(caller)
+
+
+class SessionInfo(Model):
+    session_id: str
+    owner: str
+    repo: str | None = None
+    title: str = ""
 
 
 @dataclass

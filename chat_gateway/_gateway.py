@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import openai
 from temporalio.client import Client
 
-from chat_gateway._active import ActiveSession
+from chat_gateway._active import ActiveSession, Caller, SessionInfo, as_identity
 from chat_gateway._background import Background, consume
 from chat_gateway._hub import StreamItem
 from chat_gateway._store import SessionNotFound, SessionStore, SessionSummary
@@ -35,29 +35,18 @@ from switchboard.conversation import (
 )
 from switchboard.credentials import CredentialStore
 from switchboard.errors import WrongPhase
-from switchboard.identity import Identity, local_identity
+from switchboard.identity import Identity
 from switchboard.llm_client import GATEWAY_RETRIES, openai_client
-from switchboard.models import Model, TaskEvent, TaskStatus
+from switchboard.models import TaskEvent, TaskStatus
 from switchboard.service import TaskService
 from switchboard.settings import Settings
 
 __all__ = ["Caller", "Gateway", "SessionInfo"]
 
-Caller = Identity | str
-"""Who speaks: the verified identity (the API), or a bare name, which is a local-mode
-caller (`local_identity`: requester and approver; tests and the in-process demo)."""
-
 
 CATCH_UP_SECONDS = 1.0
 """Before the first turn after activation, let watchers record what the tasks did
 while no gateway watched (bounded: a turn never waits long on a task)."""
-
-
-class SessionInfo(Model):
-    session_id: str
-    owner: str
-    repo: str | None = None
-    title: str = ""
 
 
 class Gateway:
@@ -314,7 +303,7 @@ class Gateway:
     async def _activate(self, session_id: str, user: Caller) -> ActiveSession:
         """The session served here, checked to be the caller's; remembers the caller's
         verified identity, whose roles the session's tools act with."""
-        caller = user if isinstance(user, Identity) else local_identity(user)
+        caller = as_identity(user)
         active = self._sessions.get(session_id)
         if active is None:
             pending = self._activating.get(session_id)

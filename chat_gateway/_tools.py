@@ -12,157 +12,47 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from enum import StrEnum
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import AfterValidator, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from chat_gateway._tool_args import (
+    ARGS,
+    ApproveArgs,
+    DelegateTaskArgs,
+    RejectArgs,
+    RequestChangesArgs,
+    ShowDiffArgs,
+    SteerArgs,
+    TaskArgs,
+    ToolArgs,
+    ToolName,
+    describe_status,
+)
 from switchboard.contracts import ChatToolCall
 from switchboard.conversation import MAX_ENTRY_CHARS, SessionTask
 from switchboard.errors import ServiceError, TaskNotFound
 from switchboard.frontends import repo_from_words
 from switchboard.identity import Action, Identity
 from switchboard.models import (
-    MAX_GOAL_CHARS,
-    MAX_PARALLEL,
-    MAX_SUBTASKS,
     ApproveInput,
     Model,
     Phase,
     RejectInput,
     RequestChangesInput,
     SteerInput,
-    SubtaskSpec,
     TaskRequest,
     TaskStatus,
 )
 from switchboard.service import TaskService
 
-__all__ = ["TOOL_SCHEMAS", "ToolName", "ToolOutcome", "ToolScope", "run_tool"]
+__all__ = ["ToolOutcome", "ToolScope", "run_tool"]
 
 log = logging.getLogger(__name__)
 
 DIFF_CHARS = 8_000
 """The patch a `show_diff` result quotes; the rest stays in git (and the web diff view)."""
 LIST_LIMIT = 20
-
-
-class ToolName(StrEnum):
-    DELEGATE_TASK = "delegate_task"
-    LIST_TASKS = "list_tasks"
-    TASK_STATUS = "task_status"
-    SHOW_DIFF = "show_diff"
-    STEER_TASK = "steer_task"
-    APPROVE_TASK = "approve_task"
-    REQUEST_CHANGES = "request_changes"
-    REJECT_TASK = "reject_task"
-    CANCEL_TASK = "cancel_task"
-
-
-class _Args(Model):
-    """Tool arguments: unknown fields are refused, so a typo is reported, not ignored."""
-
-
-def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be blank")
-    return value
-
-
-Text = Annotated[str, AfterValidator(_not_blank)]
-
-
-class DelegateTaskArgs(_Args):
-    goal: Text = Field(min_length=1, max_length=MAX_GOAL_CHARS, description="What to achieve.")
-    repo: str | None = Field(
-        default=None,
-        max_length=2000,
-        description="Local path or git URL; the session's repository when omitted.",
-    )
-    subtasks: list[SubtaskSpec] = Field(
-        default_factory=list,
-        max_length=MAX_SUBTASKS,
-        description="Optional split into subtasks; planned automatically when omitted.",
-    )
-    max_parallel: int | None = Field(default=None, ge=1, le=MAX_PARALLEL)
-    review: bool = Field(default=True, description="Have a reviewer read the diff first.")
-
-
-class ListTasksArgs(_Args):
-    pass
-
-
-class TaskArgs(_Args):
-    task_id: str | None = Field(
-        default=None,
-        max_length=100,
-        description="The task; this session's only fitting task when omitted.",
-    )
-
-
-class ShowDiffArgs(TaskArgs):
-    subagent: int | None = Field(default=None, ge=1, description="One subagent's diff only.")
-
-
-class SteerArgs(TaskArgs):
-    guidance: Text = Field(min_length=1, max_length=MAX_GOAL_CHARS)
-
-
-class ApproveArgs(TaskArgs):
-    comment: str = Field(default="", max_length=10_000)
-
-
-class RequestChangesArgs(TaskArgs):
-    feedback: Text = Field(min_length=1, max_length=MAX_GOAL_CHARS)
-
-
-class RejectArgs(TaskArgs):
-    comment: str = Field(default="", max_length=10_000)
-
-
-_ARGS: dict[ToolName, type[_Args]] = {
-    ToolName.DELEGATE_TASK: DelegateTaskArgs,
-    ToolName.LIST_TASKS: ListTasksArgs,
-    ToolName.TASK_STATUS: TaskArgs,
-    ToolName.SHOW_DIFF: ShowDiffArgs,
-    ToolName.STEER_TASK: SteerArgs,
-    ToolName.APPROVE_TASK: ApproveArgs,
-    ToolName.REQUEST_CHANGES: RequestChangesArgs,
-    ToolName.REJECT_TASK: RejectArgs,
-    ToolName.CANCEL_TASK: TaskArgs,
-}
-
-_DESCRIPTIONS: dict[ToolName, str] = {
-    ToolName.DELEGATE_TASK: "Start a coding task run by sandboxed subagents. Returns at once "
-    "with the task id; its progress is posted into this conversation as it happens.",
-    ToolName.LIST_TASKS: "List this session's tasks with their phase.",
-    ToolName.TASK_STATUS: "A task's live status: phase, subagents and their progress, review.",
-    ToolName.SHOW_DIFF: "The task's combined diff (ready once the task reports diff_ready).",
-    ToolName.STEER_TASK: "Give a running task's subagents new guidance (reaches them at their "
-    "next step).",
-    ToolName.APPROVE_TASK: "Approve a task waiting for approval; it merges. Only when the user "
-    "says so.",
-    ToolName.REQUEST_CHANGES: "Send a task waiting for approval back to work with feedback.",
-    ToolName.REJECT_TASK: "Reject a task waiting for approval; it ends without merging.",
-    ToolName.CANCEL_TASK: "Stop a task; it cleans up and ends as cancelled.",
-}
-
-
-def _schema(name: ToolName) -> dict[str, Any]:
-    parameters = _ARGS[name].model_json_schema()
-    parameters.pop("title", None)
-    return {
-        "type": "function",
-        "function": {
-            "name": name.value,
-            "description": _DESCRIPTIONS[name],
-            "parameters": parameters,
-        },
-    }
-
-
-TOOL_SCHEMAS: list[dict[str, Any]] = [_schema(name) for name in ToolName]
-"""The OpenAI `tools` parameter of every conversation turn."""
 
 
 class ToolScope(Model):
@@ -220,7 +110,7 @@ async def run_tool(
         return error(f"{name} failed unexpectedly: {type(exc).__name__}: {exc}")
 
 
-def _parse(call: ChatToolCall) -> tuple[ToolName, _Args] | str:
+def _parse(call: ChatToolCall) -> tuple[ToolName, ToolArgs] | str:
     """The tool and its validated arguments, or what is wrong with the call."""
     try:
         name = ToolName(call.name)
@@ -233,7 +123,7 @@ def _parse(call: ChatToolCall) -> tuple[ToolName, _Args] | str:
     if not isinstance(decoded, dict):
         return f"arguments of {name} must be a JSON object"
     try:
-        return name, _ARGS[name].model_validate(decoded)
+        return name, ARGS[name].model_validate(decoded)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in exc.errors()
@@ -264,7 +154,7 @@ class _Runner:
             started=started,
         )
 
-    async def run(self, name: ToolName, args: _Args) -> ToolOutcome:
+    async def run(self, name: ToolName, args: ToolArgs) -> ToolOutcome:
         if isinstance(args, DelegateTaskArgs):
             return await self._delegate(args)
         if name is ToolName.LIST_TASKS:
@@ -386,28 +276,3 @@ _PHASES_FOR: dict[ToolName, frozenset[Phase]] = {
     ToolName.STEER_TASK: _LIVE,
     ToolName.CANCEL_TASK: _LIVE,
 }
-
-
-def describe_status(status: TaskStatus) -> str:
-    """A task's status in a few lines a model (or a person) reads at a glance."""
-    lines = [
-        f"{status.task_id} · {status.phase.value} · round {status.round} · {status.goal[:200]}"
-    ]
-    for sub in status.subagents:
-        lines.append(
-            f"  #{sub.index} {sub.role.value} {sub.state.value}: {sub.title} "
-            f"({sub.steps} steps, {sub.tokens} tokens)" + (f" — {sub.error}" if sub.error else "")
-        )
-    if status.diff_stat is not None:
-        d = status.diff_stat
-        lines.append(f"  diff: {d.files_changed} files, +{d.insertions} -{d.deletions}")
-    if status.review is not None:
-        lines.append(f"  review: {status.review.verdict} — {status.review.comments[:300]}")
-    if status.merge is not None:
-        m = status.merge
-        lines.append(
-            f"  merge: {'merged into ' + m.branch if m.merged else 'not merged'} {m.message}"
-        )
-    if status.error:
-        lines.append(f"  error: {status.error}")
-    return "\n".join(lines)

@@ -24,7 +24,8 @@ from chat_gateway._hub import SessionHub, TokenDelta
 from chat_gateway._model_errors import model_error
 from chat_gateway._prompt import build_messages, last_step, unanswered_calls
 from chat_gateway._store import SessionStore
-from chat_gateway._tools import TOOL_SCHEMAS, ToolOutcome, ToolScope, run_tool
+from chat_gateway._tool_args import TOOL_SCHEMAS
+from chat_gateway._tools import ToolOutcome, ToolScope, run_tool
 from switchboard.contracts import ChatToolCall
 from switchboard.conversation import (
     EntryKind,
