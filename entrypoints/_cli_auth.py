@@ -18,9 +18,25 @@ from entrypoints._cli_common import EXIT_FAILED, EXIT_USAGE, fail, load_settings
 from switchboard.api_tokens import TokenStore
 from switchboard.identity import Role
 
-__all__ = ["TOKEN_ENV", "login", "resolve_token", "stored_token_path", "token_app"]
+__all__ = [
+    "LOGIN_HINT",
+    "TOKEN_ENV",
+    "login",
+    "resolve_token",
+    "stored_token_path",
+    "token_app",
+    "use_token",
+]
 
 TOKEN_ENV = "SWITCHBOARD_TOKEN"
+LOGIN_HINT = (
+    "sign in with 'switchboard login' (or pass --token, or set SWITCHBOARD_TOKEN) "
+    "with a token from your identity provider or 'switchboard token create'"
+)
+"""What a refused (401) CLI call tells the user to do."""
+
+_given: list[str] = []
+"""The global `--token` of this command line (`use_token`), if one was given."""
 
 token_app = typer.Typer(
     help="Static API tokens (stored hashed under the data directory).", no_args_is_help=True
@@ -32,10 +48,18 @@ def stored_token_path() -> Path:
     return Path(base) / "switchboard" / "token"
 
 
+def use_token(token: str | None) -> None:
+    """Remember the global `--token` for every API call this command makes."""
+    _given[:] = [token] if token else []
+
+
 def resolve_token(explicit: str | None = None) -> str | None:
-    """The token to send: `--token`, else `SWITCHBOARD_TOKEN`, else `switchboard login`'s."""
+    """The token to send: the argument, else the global `--token`, else
+    `SWITCHBOARD_TOKEN`, else `switchboard login`'s."""
     if explicit:
         return explicit
+    if _given:
+        return _given[0]
     if os.environ.get(TOKEN_ENV):
         return os.environ[TOKEN_ENV]
     path = stored_token_path()

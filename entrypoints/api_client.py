@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from chat_gateway import SessionInfo, StreamItem
-from entrypoints._cli_auth import resolve_token
+from entrypoints._cli_auth import LOGIN_HINT, resolve_token
 from switchboard.conversation import EntryKind, SessionEntry, SessionState
 from switchboard.models import DiffView, TaskStatus
 
@@ -198,7 +198,10 @@ def _detail(response: httpx.Response) -> str:
         detail = response.json().get("detail")
     except (ValueError, AttributeError):
         detail = None
-    return str(detail or f"HTTP {response.status_code}: {response.text[:300]}")
+    text = str(detail or f"HTTP {response.status_code}: {response.text[:300]}")
+    if response.status_code == 401 and "switchboard login" not in text:
+        text = f"{text}: {LOGIN_HINT}"
+    return text
 
 
 def render_entry(entry: SessionEntry) -> str | None:

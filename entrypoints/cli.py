@@ -1,9 +1,11 @@
 """The `switchboard` command: run the stack, and delegate, watch and decide tasks.
 
-`switchboard task ...` talks to Temporal directly through `TaskService` (settings
-from `SWITCHBOARD_*` variables); it needs no API server. Exit codes: 0 success,
-1 bad input / unknown task / wrong phase, 2 usage or configuration, 3 Temporal
-(or every worker) unreachable, 130 interrupted.
+`switchboard task ...` acts through the API (`SWITCHBOARD_API_URL`, default the local
+stack's) with the user's token (`--token`, `SWITCHBOARD_TOKEN` or `switchboard login`),
+so the API's tenant and role checks apply; `switchboard task --direct ...` is the
+operator's route straight to Temporal (`TaskService`, no identity checks). Exit codes:
+0 success, 1 bad input / unknown task / wrong phase / refused, 2 usage, configuration
+or not signed in, 3 the API, Temporal (or every worker) unreachable, 130 interrupted.
 
 Heavy modules (temporalio, FastAPI, the stack) are imported inside commands so
 `switchboard --help` stays quick and every command imports on its own.
@@ -11,15 +13,14 @@ Heavy modules (temporalio, FastAPI, the stack) are imported inside commands so
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
+from collections.abc import Callable
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -27,6 +28,7 @@ from rich.console import Console
 
 from entrypoints import _cli_processes as processes
 from entrypoints import _cli_render as render
+from entrypoints._cli_auth import TOKEN_ENV, use_token
 from entrypoints._cli_common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -34,12 +36,9 @@ from entrypoints._cli_common import (
     EXIT_USAGE,
 )
 from entrypoints._cli_common import fail as _fail
-from entrypoints._cli_common import load_settings as _settings
 from entrypoints._cli_common import out as _out
+from entrypoints._cli_run import Tasks, run_tasks, set_direct
 from switchboard.models import FollowNotice, Role
-
-if TYPE_CHECKING:
-    from switchboard.service import TaskService
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_UNAVAILABLE", "EXIT_USAGE", "app", "main"]
 
@@ -95,24 +94,35 @@ def _exit_status(code: object) -> int:
 # ---- plumbing -------------------------------------------------------------------------
 
 
-def _run(operation: Callable[[TaskService], Awaitable[_T]]) -> _T:
-    """Connect, run one service operation and turn service errors into exit codes."""
-    from switchboard.errors import ServiceError, ServiceUnavailable
-    from switchboard.service import TaskService
-    from switchboard.temporal import connect
+@app.callback()
+def _options(
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar=TOKEN_ENV,
+            help="Your API or access token (default: the one 'switchboard login' stored).",
+            show_envvar=True,
+        ),
+    ] = None,
+) -> None:
+    """Durable orchestration of sandboxed coding subagents."""
+    use_token(token)
 
-    settings = _settings()
 
-    async def call() -> _T:
-        client = await connect(settings)
-        return await operation(TaskService(client, settings))
-
-    try:
-        return asyncio.run(call())
-    except ServiceUnavailable as exc:
-        _fail(str(exc), EXIT_UNAVAILABLE)
-    except ServiceError as exc:
-        _fail(str(exc), EXIT_FAILED)
+@task_app.callback()
+def _task_options(
+    direct: Annotated[
+        bool,
+        typer.Option(
+            "--direct",
+            help="Operator only: go straight to Temporal instead of the API (no identity "
+            "or role checks; needs access to Temporal).",
+        ),
+    ] = False,
+) -> None:
+    """Delegate, watch, inspect and decide tasks (through the API as you)."""
+    set_direct(direct)
 
 
 def _print_json(payload: str) -> None:
@@ -164,7 +174,7 @@ def submit(
         request = TaskRequest.model_validate(fields)
     except ValidationError as exc:
         _fail(render.validation_message(exc.errors()))
-    submitted = _run(lambda service: service.submit(request))
+    submitted = run_tasks(lambda tasks: tasks.submit(request), user)
     if as_json:
         _print_json(submitted.model_dump_json())
         return
@@ -175,14 +185,15 @@ def submit(
 
 @task_app.command("list")
 def list_tasks(
-    user: Annotated[
-        str | None, typer.Option("--user", help="Only this owner's tasks (default: all).")
+    owner: Annotated[
+        str | None, typer.Option("--owner", help="Only this owner's tasks (default: all).")
     ] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    user: User = "local",
     as_json: JsonFlag = False,
 ) -> None:
-    """Recent tasks, newest activity first."""
-    tasks = _run(lambda service: service.list(owner=user, limit=limit))
+    """Recent tasks you may see, newest activity first."""
+    tasks = run_tasks(lambda service: service.list(owner=owner, limit=limit), user)
     if as_json:
         _print_json(json.dumps([task.model_dump(mode="json") for task in tasks]))
         return
@@ -195,9 +206,9 @@ def list_tasks(
 
 
 @task_app.command("status")
-def status(task_id: TaskId, as_json: JsonFlag = False) -> None:
+def status(task_id: TaskId, user: User = "local", as_json: JsonFlag = False) -> None:
     """Phase, subagents (role, state, steps, tokens), review, approvals and diff stats."""
-    current = _run(lambda service: service.status(task_id))
+    current = run_tasks(lambda tasks: tasks.status(task_id), user)
     if as_json:
         _print_json(current.model_dump_json(indent=2))
         return
@@ -208,10 +219,11 @@ def status(task_id: TaskId, as_json: JsonFlag = False) -> None:
 def logs(
     task_id: TaskId,
     subagent: Annotated[int | None, typer.Option(min=1, help="Only this subagent.")] = None,
+    user: User = "local",
     as_json: JsonFlag = False,
 ) -> None:
     """Each subagent's last tool calls: how each ended and an excerpt of its output."""
-    current = _run(lambda service: service.status(task_id))
+    current = run_tasks(lambda tasks: tasks.status(task_id), user)
     chosen = [s for s in current.subagents if subagent is None or s.index == subagent]
     if subagent is not None and not chosen:
         _fail(f"task {task_id} has no subagent #{subagent}")
@@ -226,6 +238,7 @@ def logs(
 def watch(
     task_id: TaskId,
     from_offset: Annotated[int, typer.Option("--from", min=0, help="First event offset.")] = 0,
+    user: User = "local",
     as_json: JsonFlag = False,
 ) -> None:
     """Print events live until the task ends; Ctrl-C prints where to resume.
@@ -236,7 +249,7 @@ def watch(
     next_offset = from_offset
     console = _out()
 
-    async def follow(service: TaskService) -> None:
+    async def follow(service: Tasks) -> None:
         nonlocal next_offset
         async for event in service.watch(task_id, from_offset):
             if isinstance(event, FollowNotice):  # to stderr: stdout holds the task's events
@@ -249,7 +262,7 @@ def watch(
             next_offset = event.offset + 1
 
     try:
-        _run(follow)
+        run_tasks(follow, user)
     except KeyboardInterrupt:
         Console(stderr=True).print(
             f"stopped at offset {next_offset}; resume with: "
@@ -265,10 +278,11 @@ def diff(
     task_id: TaskId,
     subagent: Annotated[int | None, typer.Option(min=1, help="One subagent's diff.")] = None,
     stat: Annotated[bool, typer.Option("--stat", help="Only the files and line counts.")] = False,
+    user: User = "local",
     as_json: JsonFlag = False,
 ) -> None:
     """The task's diff (or one subagent's), read from git."""
-    view = _run(lambda service: service.diff(task_id, subagent))
+    view = run_tasks(lambda tasks: tasks.diff(task_id, subagent), user)
     if as_json:
         _print_json(view.model_dump_json(indent=2))
         return
@@ -289,7 +303,7 @@ def approve(
     from switchboard.models import ApproveInput
 
     decision = _validated(lambda: ApproveInput(by=user, comment=comment, drop_failed=drop_failed))
-    record = _run(lambda service: service.approve(task_id, decision))
+    record = run_tasks(lambda tasks: tasks.approve(task_id, decision), user)
     _show_record(record, as_json)
 
 
@@ -315,7 +329,7 @@ def request_changes(
             by=user, feedback=feedback, only_failed=only_failed, rebase=rebase
         )
     )
-    record = _run(lambda service: service.request_changes(task_id, decision))
+    record = run_tasks(lambda tasks: tasks.request_changes(task_id, decision), user)
     _show_record(record, as_json)
 
 
@@ -330,14 +344,14 @@ def reject(
     from switchboard.models import RejectInput
 
     decision = _validated(lambda: RejectInput(by=user, comment=comment))
-    record = _run(lambda service: service.reject(task_id, decision))
+    record = run_tasks(lambda tasks: tasks.reject(task_id, decision), user)
     _show_record(record, as_json)
 
 
 @task_app.command("cancel")
-def cancel(task_id: TaskId) -> None:
+def cancel(task_id: TaskId, user: User = "local") -> None:
     """Stop the task; it removes its worktrees and sandboxes and ends as cancelled."""
-    _run(lambda service: service.cancel(task_id))
+    run_tasks(lambda tasks: tasks.cancel(task_id), user)
     typer.echo(f"cancellation requested for {task_id}")
 
 
@@ -351,7 +365,7 @@ def steer(
     from switchboard.models import SteerInput
 
     message = _validated(lambda: SteerInput(by=user, guidance=guidance))
-    _run(lambda service: service.steer(task_id, message))
+    run_tasks(lambda tasks: tasks.steer(task_id, message), user)
     typer.echo(f"guidance sent to {task_id}")
 
 
