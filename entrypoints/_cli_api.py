@@ -118,7 +118,7 @@ class ApiTasks:
         return await self._decide(task_id, "approve", body)
 
     async def request_changes(self, task_id: str, decision: RequestChangesInput) -> ApprovalRecord:
-        body = {"feedback": decision.feedback, "only_failed": decision.only_failed}
+        body = decision.model_dump(mode="json", include={"feedback", "only_failed", "rebase"})
         return await self._decide(task_id, "request-changes", body)
 
     async def reject(self, task_id: str, decision: RejectInput) -> ApprovalRecord:

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 
 from entrypoints._cli_common import EXIT_FAILED, EXIT_USAGE, fail, load_settings, out
@@ -25,7 +26,6 @@ __all__ = [
     "resolve_token",
     "stored_token_path",
     "token_app",
-    "use_token",
 ]
 
 TOKEN_ENV = "SWITCHBOARD_TOKEN"
@@ -34,9 +34,6 @@ LOGIN_HINT = (
     "with a token from your identity provider or 'switchboard token create'"
 )
 """What a refused (401) CLI call tells the user to do."""
-
-_given: list[str] = []
-"""The global `--token` of this command line (`use_token`), if one was given."""
 
 token_app = typer.Typer(
     help="Static API tokens (stored hashed under the data directory).", no_args_is_help=True
@@ -48,22 +45,28 @@ def stored_token_path() -> Path:
     return Path(base) / "switchboard" / "token"
 
 
-def use_token(token: str | None) -> None:
-    """Remember the global `--token` for every API call this command makes."""
-    _given[:] = [token] if token else []
-
-
 def resolve_token(explicit: str | None = None) -> str | None:
     """The token to send: the argument, else the global `--token`, else
     `SWITCHBOARD_TOKEN`, else `switchboard login`'s."""
     if explicit:
         return explicit
-    if _given:
-        return _given[0]
+    given = _global_token()
+    if given:
+        return given
     if os.environ.get(TOKEN_ENV):
         return os.environ[TOKEN_ENV]
     path = stored_token_path()
     return path.read_text().strip() or None if path.exists() else None
+
+
+def _global_token() -> str | None:
+    """The `switchboard --token` of the command running in this thread, if any (read
+    from its click context, so nothing outlives the command)."""
+    context = click.get_current_context(silent=True)
+    if context is None:
+        return None
+    value = context.find_root().params.get("token")
+    return value if isinstance(value, str) and value else None
 
 
 def _store() -> TokenStore:

@@ -28,7 +28,7 @@ from rich.console import Console
 
 from entrypoints import _cli_processes as processes
 from entrypoints import _cli_render as render
-from entrypoints._cli_auth import TOKEN_ENV, use_token
+from entrypoints._cli_auth import TOKEN_ENV
 from entrypoints._cli_common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -106,8 +106,9 @@ def _options(
         ),
     ] = None,
 ) -> None:
-    """Durable orchestration of sandboxed coding subagents."""
-    use_token(token)
+    """Durable orchestration of sandboxed coding subagents.
+
+    `--token` is read where a request is made (`_cli_auth.resolve_token`)."""
 
 
 @task_app.callback()

@@ -54,7 +54,7 @@ def test_up_serves_rest_sse_and_cli_then_stops_cleanly(tmp_path: Path) -> None:
         seen = _event_kinds_until_approval(base, task_id)
         assert seen[0] == "phase" and "plan" in seen and "subagent_step" in seen
 
-        # Approve through the CLI (talks to Temporal directly).
+        # Approve through the CLI (through the API, as the local user).
         approved = subprocess.run(
             [sys.executable, "-m", "entrypoints", "task", "approve", task_id, "--comment", "ok"],
             env=env,

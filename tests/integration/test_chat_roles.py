@@ -79,7 +79,7 @@ async def _wait_phase(http: httpx.AsyncClient, task_id: str, token: str, phase: 
             await asyncio.sleep(0.2)
 
 
-async def _updates(env: WorkflowEnvironment, task_id: str) -> list[str]:
+async def accepted_updates(env: WorkflowEnvironment, task_id: str) -> list[str]:
     """The names of every update the task's history accepted."""
     history = await env.client.get_workflow_handle(task_id).fetch_history()
     return [
@@ -107,7 +107,7 @@ async def test_decisions_by_words_need_the_role_within_the_tenant(
         refused = await ann.say("approve it")
         assert "need the role 'approver'" in refused, refused
         assert "approved by" not in refused
-        assert wire.Updates.APPROVE not in await _updates(temporal_env, task_id)
+        assert wire.Updates.APPROVE not in await accepted_updates(temporal_env, task_id)
         assert await _phase(http, task_id, ann_token) == Phase.AWAITING_APPROVAL.value
 
         # Another tenant's approver: the task is as absent as one that never existed.
@@ -117,13 +117,13 @@ async def test_decisions_by_words_need_the_role_within_the_tenant(
         assert elsewhere.replace(task_id, "X") == nothing.replace(
             "task-01JX0000000000000000000000", "X"
         )
-        assert wire.Updates.APPROVE not in await _updates(temporal_env, task_id)
+        assert wire.Updates.APPROVE not in await accepted_updates(temporal_env, task_id)
 
         # A colleague with the approver role approves it by words.
         approved = await abe.say(f"approve {task_id}")
         assert f"{task_id}: approved by acme/acme-abe" in approved, approved
         await _wait_phase(http, task_id, ann_token, Phase.COMPLETED)
-    assert await _updates(temporal_env, task_id) == [wire.Updates.APPROVE]
+    assert await accepted_updates(temporal_env, task_id) == [wire.Updates.APPROVE]
     assert git(repo, "rev-parse", "--verify", f"{wire.BRANCH_PREFIX}{task_id}")
 
 

@@ -1,7 +1,8 @@
-"""`switchboard task ...` against the session's Temporal dev server and the real
-`DelegatedTaskWorkflow` run by a real worker. Commands run through typer's CliRunner
-(in a thread, so the worker keeps running on the test's event loop) and, for Ctrl-C,
-as a real subprocess.
+"""`switchboard task ...` through the API (under uvicorn, local mode) on the session's
+Temporal dev server and the real `DelegatedTaskWorkflow` run by a real worker, and
+`--direct` straight to Temporal. Commands run through typer's CliRunner (in a thread,
+so the API and the worker keep running on the test's event loop) and, for Ctrl-C, as
+a real subprocess.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import re
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -25,13 +27,27 @@ from switchboard.model_server import ModelServerHandle
 from switchboard.models import Phase, SubagentState, TaskStatus, TaskSubmitted
 from switchboard.settings import Settings
 from testkit import wait_for, wait_for_phase
+from tests.integration.test_conversation_api import ApiServer
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def cli_env(settings: Settings, temporal_env: WorkflowEnvironment) -> dict[str, str]:
+async def api_url(settings: Settings, temporal_env: WorkflowEnvironment) -> AsyncIterator[str]:
+    """The API in local mode (no worker of its own: tests start one when they need it)."""
+    target = temporal_env.client.service_client.config.target_host
+    server = ApiServer(settings.model_copy(update={"temporal_address": target}))
+    await server.start()
+    try:
+        yield server.url
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+def cli_env(settings: Settings, temporal_env: WorkflowEnvironment, api_url: str) -> dict[str, str]:
     return {
+        "SWITCHBOARD_API_URL": api_url,
         "SWITCHBOARD_TEMPORAL_ADDRESS": temporal_env.client.service_client.config.target_host,
         "SWITCHBOARD_TASK_QUEUE": settings.task_queue,
         "SWITCHBOARD_USER": "alice",
@@ -137,9 +153,9 @@ async def test_request_changes_then_reject(
     await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
 
     blank = await cli(cli_env, "task", "request-changes", task_id, "--feedback", "  ")
-    assert blank.exit_code == EXIT_FAILED and "feedback is empty" in blank.stderr
+    assert blank.exit_code == EXIT_FAILED and "feedback must not be blank" in blank.stderr
     missing = await cli(cli_env, "task", "request-changes", task_id)  # only --rebase may omit it
-    assert missing.exit_code == EXIT_FAILED and "feedback is empty" in missing.stderr
+    assert missing.exit_code == EXIT_FAILED and "feedback must not be blank" in missing.stderr
     shown = await cli(cli_env, "task", "status", task_id)
     assert "target: up to date with main" in shown.stdout, shown.stdout
     rebase = await cli(cli_env, "task", "request-changes", task_id, "--rebase")
@@ -209,8 +225,12 @@ async def test_exit_codes(cli_env: dict[str, str], tmp_path: Path, repo: Path) -
         result = await cli(cli_env, *usage)
         assert result.exit_code == EXIT_USAGE, (usage, result.output)
 
+    no_api = await cli({**cli_env, "SWITCHBOARD_API_URL": "http://127.0.0.1:1"}, "task", "list")
+    assert no_api.exit_code == EXIT_UNAVAILABLE
+    assert "the Switchboard API is not reachable at http://127.0.0.1:1" in no_api.stderr
+    assert "switchboard task --direct" in no_api.stderr
     down = {**cli_env, "SWITCHBOARD_TEMPORAL_ADDRESS": "127.0.0.1:1"}
-    unreachable = await cli(down, "task", "list")
+    unreachable = await cli(down, "task", "--direct", "list")
     assert unreachable.exit_code == EXIT_UNAVAILABLE
     assert "Temporal is not reachable at 127.0.0.1:1" in unreachable.stderr
 

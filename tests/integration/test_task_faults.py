@@ -334,7 +334,7 @@ async def test_a_failed_tool_says_why_in_events_status_and_task_logs(
         "SWITCHBOARD_TASK_QUEUE": settings.task_queue,
         "SWITCHBOARD_USER": "local",
     }
-    args = ["task", "logs", handle.id, "--subagent", "1"]
+    args = ["task", "--direct", "logs", handle.id, "--subagent", "1"]  # no API here
     shown = await asyncio.to_thread(lambda: CliRunner().invoke(app, args, env=env))
     assert shown.exit_code == 0, shown.output
     assert "run failed (error), exit 1" in shown.stdout and "No such file" in shown.stdout

@@ -85,13 +85,13 @@ async def test_cli_shows_hostile_names_and_content_visibly(
     )
     await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
 
-    diff = await run_cli(cli_env, "task", "diff", handle.id)
-    stat = await run_cli(cli_env, "task", "diff", handle.id, "--stat")
-    status = await run_cli(cli_env, "task", "status", handle.id)
+    diff = await run_cli(cli_env, "task", "--direct", "diff", handle.id)
+    stat = await run_cli(cli_env, "task", "--direct", "diff", handle.id, "--stat")
+    status = await run_cli(cli_env, "task", "--direct", "status", handle.id)
     # Read before the reject: a rejected task's repository (and so its diff) is removed.
-    raw = await run_cli(cli_env, "task", "diff", handle.id, "--json")
+    raw = await run_cli(cli_env, "task", "--direct", "diff", handle.id, "--json")
     await handle.execute_update(Updates.REJECT, RejectInput(by="alice"))
-    watch = await run_cli(cli_env, "task", "watch", handle.id)
+    watch = await run_cli(cli_env, "task", "--direct", "watch", handle.id)
 
     for shown in (diff, stat, status, watch):
         assert ESC.encode() not in shown and RLO.encode() not in shown, shown
