@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from entrypoints._cli_common import EXIT_FAILED, EXIT_USAGE, fail, load_settings, out
@@ -26,6 +25,7 @@ __all__ = [
     "resolve_token",
     "stored_token_path",
     "token_app",
+    "use_token",
 ]
 
 TOKEN_ENV = "SWITCHBOARD_TOKEN"
@@ -59,14 +59,17 @@ def resolve_token(explicit: str | None = None) -> str | None:
     return path.read_text().strip() or None if path.exists() else None
 
 
+_given: list[str] = []
+"""The `switchboard --token` of the command running now (`use_token`), if any."""
+
+
+def use_token(token: str | None) -> None:
+    """Set (or, with None, forget) the global `--token` for this command's API calls."""
+    _given[:] = [token] if token else []
+
+
 def _global_token() -> str | None:
-    """The `switchboard --token` of the command running in this thread, if any (read
-    from its click context, so nothing outlives the command)."""
-    context = click.get_current_context(silent=True)
-    if context is None:
-        return None
-    value = context.find_root().params.get("token")
-    return value if isinstance(value, str) and value else None
+    return _given[0] if _given else None
 
 
 def _store() -> TokenStore:

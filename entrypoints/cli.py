@@ -28,7 +28,7 @@ from rich.console import Console
 
 from entrypoints import _cli_processes as processes
 from entrypoints import _cli_render as render
-from entrypoints._cli_auth import TOKEN_ENV
+from entrypoints._cli_auth import TOKEN_ENV, use_token
 from entrypoints._cli_common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -96,6 +96,7 @@ def _exit_status(code: object) -> int:
 
 @app.callback()
 def _options(
+    context: typer.Context,
     token: Annotated[
         str | None,
         typer.Option(
@@ -106,9 +107,9 @@ def _options(
         ),
     ] = None,
 ) -> None:
-    """Durable orchestration of sandboxed coding subagents.
-
-    `--token` is read where a request is made (`_cli_auth.resolve_token`)."""
+    """Durable orchestration of sandboxed coding subagents."""
+    use_token(token)  # read by `_cli_auth.resolve_token` wherever a request is made
+    context.call_on_close(lambda: use_token(None))
 
 
 @task_app.callback()
