@@ -61,6 +61,8 @@ _ERROR_OF: dict[int, type[ServiceError]] = {
     503: ServiceUnavailable,
     504: ServiceUnavailable,
 }
+API_LIST_LIMIT = 500
+"""The most tasks `GET /v1/tasks` returns at once."""
 _REQUEST_ONLY = {"owner", "credential_ref"}
 """`TaskRequest` fields the server sets itself (a client never sends them)."""
 
@@ -101,7 +103,8 @@ class ApiTasks:
 
     async def list(self, owner: str | None = None, limit: int = 50) -> list[TaskSummary]:
         """The tasks the caller may see (the API decides which); `owner` narrows them."""
-        data = await self._call("GET", "/v1/tasks", params={"limit": limit})
+        params = {"limit": min(limit, API_LIST_LIMIT)}
+        data = await self._call("GET", "/v1/tasks", params=params)
         tasks = [TaskSummary.model_validate(row) for row in data["data"]]
         return [t for t in tasks if owner is None or t.owner == owner]
 

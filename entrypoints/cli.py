@@ -1,11 +1,10 @@
 """The `switchboard` command: run the stack, and delegate, watch and decide tasks.
 
-`switchboard task ...` acts through the API (`SWITCHBOARD_API_URL`, default the local
-stack's) with the user's token (`--token`, `SWITCHBOARD_TOKEN` or `switchboard login`),
-so the API's tenant and role checks apply; `switchboard task --direct ...` is the
-operator's route straight to Temporal (`TaskService`, no identity checks). Exit codes:
-0 success, 1 bad input / unknown task / wrong phase / refused, 2 usage, configuration
-or not signed in, 3 the API, Temporal (or every worker) unreachable, 130 interrupted.
+`switchboard task ...` acts through the API as the user (`_cli_run`: the API's tenant
+and role checks apply); `switchboard task --direct ...` is the operator's route straight
+to Temporal (no identity checks). Exit codes: 0 success, 1 bad input / unknown task /
+wrong phase / refused, 2 usage, configuration or not signed in, 3 the API, Temporal (or
+every worker) unreachable, 130 interrupted.
 
 Heavy modules (temporalio, FastAPI, the stack) are imported inside commands so
 `switchboard --help` stays quick and every command imports on its own.
@@ -57,7 +56,11 @@ TaskId = Annotated[str, typer.Argument(help="The task id (task-...).", show_defa
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 User = Annotated[
     str,
-    typer.Option("--user", envvar="SWITCHBOARD_USER", help="Who you are (owner / decider)."),
+    typer.Option(
+        "--user",
+        envvar="SWITCHBOARD_USER",
+        help="Who you are in local auth mode (a verifying API takes you from your token).",
+    ),
 ]
 
 
@@ -188,7 +191,8 @@ def submit(
 @task_app.command("list")
 def list_tasks(
     owner: Annotated[
-        str | None, typer.Option("--owner", help="Only this owner's tasks (default: all).")
+        str | None,
+        typer.Option("--owner", help="Only this owner's tasks (default: all you may see)."),
     ] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
     user: User = "local",
