@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Annotated, Protocol, TypeVar
 
+import typer
+
+from entrypoints._cli_auth import TOKEN_ENV, use_token
 from entrypoints._cli_common import (
     EXIT_FAILED,
     EXIT_UNAVAILABLE,
@@ -35,7 +38,7 @@ if TYPE_CHECKING:
         TaskSummary,
     )
 
-__all__ = ["Tasks", "run_tasks", "set_direct"]
+__all__ = ["Tasks", "cli_options", "run_tasks", "set_direct", "task_options"]
 
 _T = TypeVar("_T")
 
@@ -59,6 +62,37 @@ class Tasks(Protocol):
     def watch(
         self, task_id: str, from_offset: int = 0
     ) -> AsyncIterator[TaskEvent | FollowNotice]: ...
+
+
+def cli_options(
+    context: typer.Context,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar=TOKEN_ENV,
+            help="Your API or access token (default: the one 'switchboard login' stored).",
+            show_envvar=True,
+        ),
+    ] = None,
+) -> None:
+    """Durable orchestration of sandboxed coding subagents."""
+    use_token(token)  # read by `_cli_auth.resolve_token` wherever a request is made
+    context.call_on_close(lambda: use_token(None))
+
+
+def task_options(
+    direct: Annotated[
+        bool,
+        typer.Option(
+            "--direct",
+            help="Operator only: go straight to Temporal instead of the API (no identity "
+            "or role checks; needs access to Temporal).",
+        ),
+    ] = False,
+) -> None:
+    """Delegate, watch, inspect and decide tasks (through the API as you)."""
+    set_direct(direct)
 
 
 def set_direct(direct: bool) -> None:

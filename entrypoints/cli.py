@@ -27,7 +27,6 @@ from rich.console import Console
 
 from entrypoints import _cli_processes as processes
 from entrypoints import _cli_render as render
-from entrypoints._cli_auth import TOKEN_ENV, use_token
 from entrypoints._cli_common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -36,7 +35,7 @@ from entrypoints._cli_common import (
 )
 from entrypoints._cli_common import fail as _fail
 from entrypoints._cli_common import out as _out
-from entrypoints._cli_run import Tasks, run_tasks, set_direct
+from entrypoints._cli_run import Tasks, cli_options, run_tasks, task_options
 from switchboard.models import FollowNotice, Role
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_UNAVAILABLE", "EXIT_USAGE", "app", "main"]
@@ -97,37 +96,8 @@ def _exit_status(code: object) -> int:
 # ---- plumbing -------------------------------------------------------------------------
 
 
-@app.callback()
-def _options(
-    context: typer.Context,
-    token: Annotated[
-        str | None,
-        typer.Option(
-            "--token",
-            envvar=TOKEN_ENV,
-            help="Your API or access token (default: the one 'switchboard login' stored).",
-            show_envvar=True,
-        ),
-    ] = None,
-) -> None:
-    """Durable orchestration of sandboxed coding subagents."""
-    use_token(token)  # read by `_cli_auth.resolve_token` wherever a request is made
-    context.call_on_close(lambda: use_token(None))
-
-
-@task_app.callback()
-def _task_options(
-    direct: Annotated[
-        bool,
-        typer.Option(
-            "--direct",
-            help="Operator only: go straight to Temporal instead of the API (no identity "
-            "or role checks; needs access to Temporal).",
-        ),
-    ] = False,
-) -> None:
-    """Delegate, watch, inspect and decide tasks (through the API as you)."""
-    set_direct(direct)
+app.callback()(cli_options)
+task_app.callback()(task_options)
 
 
 def _print_json(payload: str) -> None:
