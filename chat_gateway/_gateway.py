@@ -301,8 +301,7 @@ class Gateway:
     # ---- activation, turns and watchers -------------------------------------------------
 
     async def _activate(self, session_id: str, user: Caller) -> ActiveSession:
-        """The session served here, checked to be the caller's; remembers the caller's
-        verified identity, whose roles the session's tools act with."""
+        """The session, checked to be the caller's; its tools act with the caller's roles."""
         caller = as_identity(user)
         active = self._sessions.get(session_id)
         if active is None:
@@ -361,7 +360,7 @@ class Gateway:
             await asyncio.gather(*(w.caught_up(CATCH_UP_SECONDS) for w in active.watchers.values()))
             while turn is not None and not self._closed:
                 hooks = TurnHooks(
-                    status=self._task_status,
+                    status=self._service.status,
                     live=active.live_statuses,
                     started=lambda task: self._started(active, task),
                     caller=active.caller,
@@ -399,6 +398,3 @@ class Gateway:
     def _started(self, active: ActiveSession, task: SessionTask) -> None:
         active.tasks.setdefault(task.task_id, task)
         self._watch(active, task.task_id, 0)
-
-    async def _task_status(self, task_id: str) -> TaskStatus:
-        return await self._service.status(task_id)
