@@ -22,6 +22,7 @@ from chat_gateway import TooManySessions
 from switchboard.errors import (
     Forbidden,
     InvalidRequest,
+    LimitExceeded,
     NotFound,
     Refused,
     ServiceError,
@@ -43,6 +44,7 @@ _STATUS: dict[type[ServiceError], int] = {
     Refused: status.HTTP_502_BAD_GATEWAY,
     ServiceUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
     TooManySessions: status.HTTP_429_TOO_MANY_REQUESTS,
+    LimitExceeded: status.HTTP_429_TOO_MANY_REQUESTS,
 }
 """The first matching class wins; any other `ServiceError` is a 502."""
 
@@ -75,6 +77,8 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     headers: dict[str, str] = {}
     if code == status.HTTP_401_UNAUTHORIZED:
         headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, LimitExceeded):
+        headers["Retry-After"] = str(exc.retry_after)
     if is_openai_path(request.url.path):
         error_code = (
             "invalid_api_key" if code == status.HTTP_401_UNAUTHORIZED else type(exc).__name__

@@ -66,7 +66,7 @@ def openai_error(
 ) -> JSONResponse:
     """An error response in OpenAI's shape (`kind` defaults from the status)."""
     if code in (429, 503):
-        headers = {**(headers or {}), "Retry-After": "5"}
+        headers = {"Retry-After": "5", **(headers or {})}
     error = OpenAIError(
         message=message[:2000],
         type=kind or _TYPES.get(code, "server_error" if code >= 500 else "invalid_request_error"),

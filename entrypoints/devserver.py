@@ -106,7 +106,8 @@ class DevServer:
         argv += ["--ui-port", str(self.ui_port)] if self.ui_port else ["--headless"]
         argv += dynamic_config_args()
         for key in wire.SearchAttributes.ALL:
-            argv += ["--search-attribute", f"{key.name}=Keyword"]
+            kind = key.indexed_value_type.name.title()  # Keyword, Int
+            argv += ["--search-attribute", f"{key.name}={kind}"]
         return argv
 
     def start(self, timeout: float = 60.0) -> None:

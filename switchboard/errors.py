@@ -12,6 +12,7 @@ caller can do about it (`api.errors` maps the classes to HTTP statuses, once).
 | `Unauthenticated` | no credentials, or ones that do not verify | 401 |
 | `Forbidden` | a verified caller without the role this needs | 403 |
 | `Refused` | the workflow's validator refused the update for another reason | 502 |
+| `LimitExceeded` | the caller's tenant is at one of its limits (named): retry later | 429 |
 | `ServiceUnavailable` | Temporal, or every worker, is not answering: retry later | 503 |
 | `ServiceError` | anything else Temporal refused | 502 |
 """
@@ -37,6 +38,7 @@ __all__ = [
     "UPDATE_TIMEOUT",
     "Forbidden",
     "InvalidRequest",
+    "LimitExceeded",
     "NotFound",
     "Refused",
     "ServiceError",
@@ -91,6 +93,19 @@ class WrongPhase(ServiceError):
 
 class Refused(ServiceError):
     """The workflow's update validator refused the request for a reason of its own."""
+
+
+class LimitExceeded(ServiceError):
+    """The caller's tenant is at one of its limits; the message names it.
+
+    Args:
+        message: Which limit, its value and what to do.
+        retry_after: Seconds after which a retry may succeed (the `Retry-After` header).
+    """
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
 
 
 class ServiceUnavailable(ServiceError):

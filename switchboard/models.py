@@ -394,3 +394,5 @@ class TaskSubmitted(Model):
     task_id: str
     created: bool
     """False when the request id matched a task already started (idempotent submit)."""
+    notice: str | None = None
+    """What the server changed in the request and why (a tenant limit), if anything."""

@@ -56,6 +56,7 @@ from switchboard.errors import (
 )
 from switchboard.follow import TaskFollowers
 from switchboard.identity import Action, Identity, tenant_of
+from switchboard.limits import TenantLimiter
 from switchboard.models import (
     ApprovalRecord,
     ApproveInput,
@@ -108,6 +109,8 @@ class TaskService:
         )
         self.followers = TaskFollowers(client, self)
         """This process's followers of task events (one poller per task)."""
+        self.limiter = TenantLimiter(client, settings.tenant_limits, settings.default_tenant_limits)
+        """Per-tenant limits, checked at each submit (`switchboard.limits`)."""
 
     @property
     def repositories(self) -> dict[str, str]:
@@ -125,6 +128,7 @@ class TaskService:
 
         Raises:
             InvalidRequest: The repository reference cannot work (see the message).
+            LimitExceeded: The tenant is at a limit (a retried request id gets its task).
         """
         roots = self._settings.repo_roots_for(remote=remote or self._remote_callers)
         try:
@@ -132,6 +136,8 @@ class TaskService:
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from exc
         task_id = task_id_for(request.owner, request.request_id)
+        async with self._errors(None):
+            request, notice = await self.limiter.admit(request, tenant_of(request.owner), task_id)
         # The credentials of `https://user:token@...` stay on this host, by reference:
         # the task (its history, status, events, search attributes) holds the bare URL.
         # The task holds the reference until its cleanup releases it.
@@ -173,7 +179,7 @@ class TaskService:
                     if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
                         CredentialStore(self._settings.credentials_dir).release(task_id)
                 return TaskSubmitted(task_id=task_id, created=False)
-        return TaskSubmitted(task_id=task_id, created=True)
+        return TaskSubmitted(task_id=task_id, created=True, notice=notice)
 
     async def list(
         self, owner: str | None = None, limit: int = 50, *, tenant: str | None = None

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from switchboard import wire
 from switchboard.frontends import DEFAULT_BACKGROUND_MARKERS, PUBLIC_MODEL
+from switchboard.limits import TenantLimits
 
 
 def _default_host_id() -> str:
@@ -124,6 +125,13 @@ class Settings(BaseSettings):
     oidc_web_resource: str | None = None
     """The resource indicator (RFC 8707) the web chat asks an access token for, so the
     provider issues a JWT for this API's audience; unset, none is sent."""
+
+    # Per-tenant limits (switchboard.limits; docs/security.md, "Tenant limits")
+    tenant_limits: dict[str, TenantLimits] = Field(default_factory=dict)
+    """Limits by tenant, JSON in the environment:
+    `SWITCHBOARD_TENANT_LIMITS='{"acme": {"concurrent_tasks": 5, "tokens_per_day": 2000000}}'`."""
+    default_tenant_limits: TenantLimits = Field(default_factory=TenantLimits)
+    """The limits of every tenant not in `tenant_limits` (default: none)."""
 
     # Sandbox
     sandbox: Literal["auto", "docker", "bwrap"] = "auto"

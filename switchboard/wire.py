@@ -109,8 +109,16 @@ class SearchAttributes:
     PHASE: Final = SearchAttributeKey.for_keyword("SwitchboardPhase")
     REPO: Final = SearchAttributeKey.for_keyword("SwitchboardRepo")
     TENANT: Final = SearchAttributeKey.for_keyword("SwitchboardTenant")
+    TOKENS: Final = SearchAttributeKey.for_int("SwitchboardTokens")
+    """Model tokens the task's subagents have spent so far (set at each phase change)."""
 
-    ALL: Final = (OWNER, PHASE, REPO, TENANT)
+    ALL: Final = (OWNER, PHASE, REPO, TENANT, TOKENS)
+
+
+class Patches:
+    """`workflow.patched` ids: each says what changed, so old histories replay."""
+
+    TOKENS_ATTRIBUTE: Final = "tokens-search-attribute"
 
 
 def mirror_gc_schedule_id(host_id: str) -> str:

@@ -66,6 +66,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows._child import run_child
     from workflows._status import REVIEW_INDEX_BASE, Decision, TaskBook, failure_message
     from workflows._target import TargetTracker
+    from workflows._usage import phase_attributes
 
 
 @workflow.defn(name=Workflows.TASK)
@@ -289,8 +290,7 @@ class DelegatedTaskWorkflow:
         self._set_phase(Phase.MERGING, "merging the subagent branches")
         if await self._target.stops_merge(self._prepared, self._integration):
             return False
-        # Shielded: a cancel arriving mid-merge waits for it, so the task can say
-        # truthfully whether the branch was published before it ends as cancelled.
+        # Shielded: a cancel mid-merge waits, so the task can say truly if it published.
         merging = asyncio.ensure_future(self._integrate(publish=True))
         try:
             result = await asyncio.shield(merging)
@@ -325,7 +325,7 @@ class DelegatedTaskWorkflow:
         if phase.is_final:
             metrics.count(workflow.metric_meter(), metrics.TASKS, outcome=phase.value)
         self._book.set_phase(phase, message, workflow.now())
-        workflow.upsert_search_attributes([SearchAttributes.PHASE.value_set(phase.value)])
+        workflow.upsert_search_attributes(phase_attributes(phase, self._book.tokens_spent))
         workflow.set_current_details(f"**{phase.value}** — {message}")
 
     # ---- handlers ---------------------------------------------------------------------

@@ -65,6 +65,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
             "description": "The repository cannot be used (not allowed, or not a repository).",
             "model": ErrorBody,
         },
+        429: {
+            "description": "Your tenant is at a limit (named): concurrent tasks or model "
+            "tokens per day. `Retry-After` says when to try again.",
+            "model": ErrorBody,
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+        },
         **_ERRORS,
     },
 )
@@ -78,7 +84,8 @@ async def submit_task(
     """Delegate a task. With `request_id`, a retry returns the same task (200).
 
     Local repository paths must lie under the server's allowed roots (none for
-    remote callers); anything else gets one message that says nothing about disk."""
+    remote callers); anything else gets one message that says nothing about disk.
+    The tenant's limit on parallel subagents lowers `max_parallel` (said in `notice`)."""
     caller.require(Action.SUBMIT, caller.owner)
     submitted = await service.submit(body.to_request(owner=caller.owner), remote=remote)
     if not submitted.created:

@@ -44,7 +44,7 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
             AddSearchAttributesRequest(
                 namespace=environment.client.namespace,
                 search_attributes={
-                    key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+                    key.name: IndexedValueType.ValueType(int(key.indexed_value_type))
                     for key in SearchAttributes.ALL
                 },
             )
