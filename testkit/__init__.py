@@ -6,6 +6,7 @@ Neither `tests/` nor `bench/` is imported by the other for these: both import
 package: it is not shipped in the wheel, and no product package imports it.
 """
 
+from testkit.http import serving
 from testkit.repos import git, make_repo
 from testkit.servers import (
     DevServerOnPort,
@@ -27,6 +28,7 @@ __all__ = [
     "make_repo",
     "model_pid",
     "model_process",
+    "serving",
     "start_temporal_environment",
     "status_of",
     "wait_for",

@@ -1,0 +1,214 @@
+"""Per-tenant limits over real HTTP: two API processes (two apps, one Temporal dev
+server, one real worker), static API tokens, tasks run by the scripted model. Every
+count is read from Temporal, so both processes see the same limits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from api.main import create_app
+from switchboard import wire
+from switchboard.api_tokens import TokenStore
+from switchboard.identity import Role
+from switchboard.limits import CONCURRENT_RETRY_SECONDS, TenantLimits, seconds_to_midnight
+from switchboard.models import EventKind, TaskRequest
+from switchboard.settings import Settings
+from testkit import serving
+from tests.integration.test_api import read_sse
+
+pytestmark = pytest.mark.integration
+
+USERS = {
+    "ann": "acme",  # acme: one task at a time
+    "bob": "acme",
+    "ivy": "initech",  # initech: one token a day, so spent by any task
+    "uma": "umbrella",  # umbrella: one subagent at a time per task
+    "gus": "globex",  # globex: the default (no limits)
+}
+
+
+@pytest.fixture
+def limited(settings: Settings, temporal_env: WorkflowEnvironment) -> Settings:
+    return settings.model_copy(
+        update={
+            "temporal_address": temporal_env.client.service_client.config.target_host,
+            "auth_mode": "tokens",
+            "tenant_limits": {
+                "acme": TenantLimits(concurrent_tasks=1),
+                "initech": TenantLimits(tokens_per_day=1),
+                "umbrella": TenantLimits(parallel_subagents=1),
+            },
+        }
+    )
+
+
+@pytest.fixture
+def tokens(limited: Settings) -> dict[str, dict[str, str]]:
+    store = TokenStore(limited.api_tokens_file)
+    headers: dict[str, dict[str, str]] = {}
+    for user, tenant in USERS.items():
+        token, _ = store.create(subject=user, tenant=tenant, roles=[Role.REQUESTER])
+        headers[user] = {"Authorization": f"Bearer {token}"}
+    return headers
+
+
+@pytest.fixture
+async def apis(limited: Settings, worker: None) -> AsyncIterator[list[httpx.AsyncClient]]:
+    """Two API processes' worth of apps over the same Temporal."""
+    async with AsyncExitStack() as stack:
+        clients = []
+        for _ in range(2):
+            url = await stack.enter_async_context(serving(create_app(limited)))
+            clients.append(
+                await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=60))
+            )
+        yield clients
+
+
+def _body(repo: Path, **extra: Any) -> dict[str, Any]:
+    return {
+        "goal": "Add a helper",
+        "repo": str(repo),
+        "subtasks": [{"title": "Helper"}],
+        "review": False,
+        **extra,
+    }
+
+
+async def _until(
+    predicate: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0
+) -> None:
+    """Visibility lags the workflow a moment: poll it with a deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await predicate():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.2)
+
+
+async def _running_is(client: Client, tenant: str, expected: int) -> bool:
+    query = (
+        f"WorkflowType = '{wire.Workflows.TASK}' AND SwitchboardTenant = '{tenant}' "
+        "AND ExecutionStatus = 'Running'"
+    )
+    return (await client.count_workflows(query)).count == expected
+
+
+async def test_concurrent_tasks_are_limited_per_tenant_across_api_processes(
+    apis: list[httpx.AsyncClient], tokens: dict[str, dict[str, str]], client: Client, repo: Path
+) -> None:
+    first, second = apis
+    created = await first.post(
+        "/v1/tasks", json=_body(repo, request_id="r1"), headers=tokens["ann"]
+    )
+    assert created.status_code == 201, created.text
+    task_id = created.json()["task_id"]
+    await _until(lambda: _running_is(client, "acme", 1), "the task in visibility")
+
+    # The other process, another user of the same tenant: refused, naming the limit.
+    refused = await second.post("/v1/tasks", json=_body(repo), headers=tokens["bob"])
+    assert refused.status_code == 429, refused.text
+    assert refused.headers["retry-after"] == str(CONCURRENT_RETRY_SECONDS)
+    detail = refused.json()["detail"]
+    assert "concurrent tasks" in detail and "'acme'" in detail and "1 at once" in detail
+
+    # A retry of the request that started the task still answers with that task.
+    retried = await second.post(
+        "/v1/tasks", json=_body(repo, request_id="r1"), headers=tokens["ann"]
+    )
+    assert retried.status_code == 200 and retried.json()["task_id"] == task_id
+
+    # Another tenant is not held by acme's limit.
+    other = await second.post("/v1/tasks", json=_body(repo), headers=tokens["gus"])
+    assert other.status_code == 201, other.text
+
+    # Once acme's task ends, acme may start another (through either process).
+    cancelled = await first.post(f"/v1/tasks/{task_id}/cancel", headers=tokens["ann"])
+    assert cancelled.status_code == 202, cancelled.text
+    await _until(lambda: _running_is(client, "acme", 0), "the task to end", timeout=60)
+    again = await second.post("/v1/tasks", json=_body(repo), headers=tokens["bob"])
+    assert again.status_code == 201, again.text
+
+
+async def test_tokens_per_day_are_counted_from_what_the_workflows_record(
+    apis: list[httpx.AsyncClient], tokens: dict[str, dict[str, str]], client: Client, repo: Path
+) -> None:
+    first, second = apis
+    ivy = tokens["ivy"]
+    created = await first.post("/v1/tasks", json=_body(repo), headers=ivy)
+    assert created.status_code == 201, created.text
+    task_id = created.json()["task_id"]
+    await read_sse(first, f"/v1/tasks/{task_id}/events", ivy, until=EventKind.APPROVAL_NEEDED)
+    status = (await first.get(f"/v1/tasks/{task_id}", headers=ivy)).json()
+    spent = sum(subagent["tokens"] for subagent in status["subagents"])
+    assert spent > 0, "the scripted model reports usage"
+
+    async def recorded() -> bool:
+        description = await client.get_workflow_handle(task_id).describe()
+        return bool(description.typed_search_attributes.get(wire.SearchAttributes.TOKENS) == spent)
+
+    await _until(recorded, "SwitchboardTokens")
+    refused = await second.post("/v1/tasks", json=_body(repo), headers=ivy)
+    assert refused.status_code == 429, refused.text
+    detail = refused.json()["detail"]
+    assert "tokens per day" in detail and f"spent {spent} tokens" in detail
+    retry_after = int(refused.headers["retry-after"])
+    assert 0 < retry_after <= 24 * 3600
+    # Nothing was started for the refused request.
+    query = f"WorkflowType = '{wire.Workflows.TASK}' AND SwitchboardTenant = 'initech'"
+    assert (await client.count_workflows(query)).count == 1
+
+
+async def test_parallel_subagents_are_capped_in_the_task_input(
+    apis: list[httpx.AsyncClient], tokens: dict[str, dict[str, str]], client: Client, repo: Path
+) -> None:
+    uma = tokens["uma"]
+    body = _body(repo, max_parallel=4, subtasks=[{"title": "One"}, {"title": "Two"}])
+    created = await apis[0].post("/v1/tasks", json=body, headers=uma)
+    assert created.status_code == 201, created.text
+    submitted = created.json()
+    assert "max_parallel lowered from 4 to 1" in submitted["notice"]
+    assert "'umbrella'" in submitted["notice"]
+    task_id = submitted["task_id"]
+
+    history = await client.get_workflow_handle(task_id).fetch_history()
+    started = history.events[0].workflow_execution_started_event_attributes
+    (request,) = await client.data_converter.decode(started.input.payloads, [TaskRequest])
+    assert isinstance(request, TaskRequest) and request.max_parallel == 1
+
+    await read_sse(apis[0], f"/v1/tasks/{task_id}/events", uma, until=EventKind.APPROVAL_NEEDED)
+    one, two = (await apis[0].get(f"/v1/tasks/{task_id}", headers=uma)).json()["subagents"]
+    ordered = sorted([one, two], key=lambda s: s["started_at"])
+    assert ordered[0]["finished_at"] <= ordered[1]["started_at"], "ran one at a time"
+
+    # Without a cap the request is kept as asked, and no notice is given.
+    free = await apis[1].post("/v1/tasks", json=body, headers=tokens["gus"])
+    assert free.status_code == 201 and free.json()["notice"] is None
+
+
+def test_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "SWITCHBOARD_TENANT_LIMITS", '{"acme": {"concurrent_tasks": 5, "tokens_per_day": 900}}'
+    )
+    monkeypatch.setenv("SWITCHBOARD_DEFAULT_TENANT_LIMITS", '{"parallel_subagents": 2}')
+    settings = Settings(_env_file=None)
+    assert settings.tenant_limits["acme"] == TenantLimits(concurrent_tasks=5, tokens_per_day=900)
+    assert settings.default_tenant_limits.parallel_subagents == 2
+    monkeypatch.setenv("SWITCHBOARD_DEFAULT_TENANT_LIMITS", '{"parallel_subagent": 2}')
+    with pytest.raises(ValueError, match="parallel_subagent"):
+        Settings(_env_file=None)
+
+
+def test_retry_after_a_day_limit_is_the_next_utc_midnight() -> None:
+    assert seconds_to_midnight(datetime(2026, 12, 3, 23, 59, 30, tzinfo=UTC)) == 30
+    assert seconds_to_midnight(datetime(2026, 12, 3, 0, 0, 0, tzinfo=UTC)) == 24 * 3600
