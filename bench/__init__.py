@@ -13,6 +13,7 @@ smoke runs that write nothing.
 - `scale` (B4): 1, 2 and 4 worker processes; tasks per minute, fixed cost.
 - `big_repo` (B5): worktrees and sandboxes on a ~50,000-file repository.
 - `sandbox_start`: sandbox start and exec overhead per backend.
+- `auth_cost`: what verifying the caller (static token, OIDC JWT) adds per HTTP request.
 - `chat_latency`: the conversation's time to first token and event latency (its own
   section, "Conversation", written by that module).
 """
@@ -26,6 +27,7 @@ BENCHMARKS = (
     "scale",
     "big_repo",
     "sandbox_start",
+    "auth_cost",
     "chat_latency",
 )
 """Module names under `bench`, in the order `python -m bench` runs them."""

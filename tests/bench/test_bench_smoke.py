@@ -27,6 +27,7 @@ TITLES = {
     "scale": "B4 scale",
     "big_repo": "B5 big repo",
     "sandbox_start": "Sandbox start per subagent",
+    "auth_cost": "auth: tokens vs local",
 }
 
 
