@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
@@ -127,6 +128,22 @@ async def test_concurrent_tasks_are_limited_per_tenant_across_api_processes(
         "/v1/tasks", json=_body(repo, request_id="r1"), headers=tokens["ann"]
     )
     assert retried.status_code == 200 and retried.json()["task_id"] == task_id
+
+    # Delegating in a chat (the OpenAI surface): the chat answers and says which limit.
+    chat = openai.AsyncOpenAI(
+        base_url=f"{second.base_url}/v1",
+        api_key=tokens["bob"]["Authorization"].removeprefix("Bearer "),
+        default_headers={"X-Switchboard-Repo": str(repo)},
+        max_retries=0,
+    )
+    async with chat:
+        reply = await chat.chat.completions.create(
+            model="switchboard",
+            messages=[{"role": "user", "content": "delegate: add a slugify helper"}],
+            user="bob-chat",
+        )
+    assert "limit on concurrent tasks reached" in (reply.choices[0].message.content or "")
+    await _until(lambda: _running_is(client, "acme", 1), "no task started by the chat")
 
     # Another tenant is not held by acme's limit.
     other = await second.post("/v1/tasks", json=_body(repo), headers=tokens["gus"])
