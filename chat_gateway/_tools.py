@@ -222,7 +222,8 @@ class _Runner:
         task = SessionTask(task_id=submitted.task_id, goal=args.goal, turn=scope.turn)
         return self._ok(
             f"started {submitted.task_id} for: {args.goal[:300]}. It runs on its own; its "
-            "progress, the approval request and the merge are posted here as they happen.",
+            "progress, the approval request and the merge are posted here as they happen."
+            + (f" Note: {submitted.notice}." if submitted.notice else ""),
             started=task,
         )
 

@@ -22,7 +22,7 @@ from switchboard import wire
 from switchboard.api_tokens import TokenStore
 from switchboard.identity import Role
 from switchboard.limits import CONCURRENT_RETRY_SECONDS, TenantLimits, seconds_to_midnight
-from switchboard.models import EventKind, TaskRequest
+from switchboard.models import DEFAULT_PARALLEL, EventKind, TaskRequest
 from switchboard.settings import Settings
 from testkit import serving
 from tests.integration.test_api import read_sse
@@ -207,6 +207,22 @@ async def test_parallel_subagents_are_capped_in_the_task_input(
     one, two = (await apis[0].get(f"/v1/tasks/{task_id}", headers=uma)).json()["subagents"]
     ordered = sorted([one, two], key=lambda s: s["started_at"])
     assert ordered[0]["finished_at"] <= ordered[1]["started_at"], "ran one at a time"
+
+    # A chat delegation is capped alike, and the chat says so.
+    chat = openai.AsyncOpenAI(
+        base_url=f"{apis[1].base_url}/v1",
+        api_key=uma["Authorization"].removeprefix("Bearer "),
+        default_headers={"X-Switchboard-Repo": str(repo)},
+        max_retries=0,
+    )
+    async with chat:
+        reply = await chat.chat.completions.create(
+            model="switchboard",
+            messages=[{"role": "user", "content": "delegate: add a slugify helper"}],
+            user="uma-chat",
+        )
+    lowered = f"max_parallel lowered from {DEFAULT_PARALLEL} to 1"
+    assert lowered in (reply.choices[0].message.content or "")
 
     # Without a cap the request is kept as asked, and no notice is given.
     free = await apis[1].post("/v1/tasks", json=body, headers=tokens["gus"])
