@@ -141,7 +141,7 @@ def _report(modes: list[Mode]) -> Report:
         p50, p99 = mode.quantile(0.5), mode.quantile(0.99)
         return Row(
             f"auth: {mode.name} vs local mode (p50 / p99, {ROUTE} over HTTP)",
-            f"{p50:.2f} / {p99:.2f} ms (+{p50 - base50:.2f} / +{p99 - base99:.2f})",
+            f"{p50:.2f} / {p99:.2f} ms ({p50 - base50:+.2f} / {p99 - base99:+.2f})",
             f"{base50:.2f} / {base99:.2f} ms",
             p50 / base50,
             f"+≤ {target_ms:g} ms p50",
@@ -157,7 +157,7 @@ def _report(modes: list[Mode]) -> Report:
         mean = statistics.fmean(mode.samples) * 1000
         lines.append(
             f"| {mode.name} | {len(mode.samples)} | {p50:.2f} ms | {p90:.2f} ms | "
-            f"{p99:.2f} ms | {mean:.2f} ms | +{p50 - base50:.2f} ms | +{p99 - base99:.2f} ms |"
+            f"{p99:.2f} ms | {mean:.2f} ms | {p50 - base50:+.2f} ms | {p99 - base99:+.2f} ms |"
         )
     details = (
         "Three API processes side by side (uvicorn, one worker each), one per identity "
