@@ -19,8 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +36,7 @@ __all__ = ["run"]
 
 ROUTE = "/v1/models"
 REQUESTS = 3000
-"""Per mode in a full run (`--quick`: 150)."""
+"""Per mode in a full run (`--quick`: 60)."""
 WARMUP = 30
 TOKENS_TARGET_MS = 1.0
 """Added p50 a static token may cost: a hash and a dictionary look-up."""
@@ -59,37 +58,48 @@ class Mode:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-@contextmanager
-def _api(mode: str, work: Path, log: Path, extra: dict[str, str]) -> Iterator[str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "SWITCHBOARD_AUTH_MODE": mode,
-        "SWITCHBOARD_DATA_DIR": str(work),
-        "SWITCHBOARD_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",  # never called
-        **extra,
-    }
-    argv = [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app"]
-    argv += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    with log.open("w") as out:
-        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=out)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
+@dataclass
+class _Api:
+    """One API process (`api.main:create_app` under uvicorn) in one identity mode."""
+
+    mode: str
+    log: Path
+    process: subprocess.Popen[bytes]
+    url: str
+
+    @classmethod
+    def start(cls, mode: str, data: Path, extra: dict[str, str]) -> _Api:
+        port = free_port()
+        env = {
+            **os.environ,
+            "SWITCHBOARD_AUTH_MODE": mode,
+            "SWITCHBOARD_DATA_DIR": str(data),
+            "SWITCHBOARD_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",  # never called
+            **extra,
+        }
+        argv = [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app"]
+        argv += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+        log = data / "api.log"
+        with log.open("w") as out:
+            process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=out)
+        return cls(mode, log, process, f"http://127.0.0.1:{port}")
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
         while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the {mode} API exited: {log.read_text()[-2000:]}")
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the {self.mode} API exited: {self.log.read_text()[-2000:]}")
             try:
-                httpx.get(f"{url}/healthz", timeout=1)
-                break
+                httpx.get(f"{self.url}/healthz", timeout=1)
+                return
             except httpx.TransportError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"the {mode} API did not start") from None
+                    raise RuntimeError(f"the {self.mode} API did not start") from None
                 time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=15)
 
 
 def _measure(modes: list[Mode], requests: int) -> None:
@@ -110,7 +120,7 @@ def _measure(modes: list[Mode], requests: int) -> None:
 
 
 async def run(options: Options) -> Report:
-    requests = 150 if options.quick else REQUESTS
+    requests = 60 if options.quick else REQUESTS
     with workdir("auth-cost") as work, ExitStack() as stack:
         idp = stack.enter_context(IdentityProvider(work / "idp-keys.json"))
         token, _ = TokenStore(work / "tokens" / "api-tokens.json").create(
@@ -123,12 +133,16 @@ async def run(options: Options) -> Report:
             Mode("oidc", {"Authorization": f"Bearer {idp.token('acme-ann')}"}),
         ]
         extras = {"local": {}, "tokens": {}, "oidc": oidc}
-        for mode in modes:
-            data = work / ("tokens" if mode.name == "tokens" else mode.name)
+        apis = []
+        for mode in modes:  # all three start at once; then each is waited for
+            data = work / mode.name
             data.mkdir(exist_ok=True)
-            mode.url = stack.enter_context(
-                _api(mode.name, data, work / f"{mode.name}.log", extras[mode.name])
-            )
+            api = _Api.start(mode.name, data, extras[mode.name])
+            stack.callback(api.stop)
+            apis.append(api)
+            mode.url = api.url
+        for api in apis:
+            api.wait_ready()
         _measure(modes, requests)
     return _report(modes)
 

@@ -135,7 +135,7 @@ async def test_submit_stream_diff_approve_and_resume(
         headers=ALICE,
     )  # fmt: skip
     assert again.status_code == 200
-    assert again.json() == {"task_id": task_id, "created": False}
+    assert again.json() == {"task_id": task_id, "created": False, "notice": None}
     assert task_id_for("bob", "req-1") != task_id  # the key is per owner
 
     # Live: the stream delivers events as they happen, in offset order.
