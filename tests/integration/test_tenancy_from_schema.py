@@ -17,6 +17,7 @@ a new route cannot ship untried.
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,12 +41,16 @@ pytestmark = pytest.mark.integration
 SECRET = "zq7-acme-only-goal"
 """In the victim's task goal and session title: no answer to another user may hold it."""
 
+_RUN = uuid.uuid4().hex[:8]
+ACME, GLOBEX = f"acme-{_RUN}", f"globex-{_RUN}"
+"""Tenants of this run only: the session's dev server holds other tests' tasks too."""
+OWNER = f"{ACME}/ann"
 ROLES: dict[str, tuple[str, list[Role]]] = {
-    "ann": ("acme", [Role.REQUESTER]),  # owns every victim
-    "amy": ("acme", [Role.REQUESTER]),  # same tenant, another plain user
-    "abe": ("acme", [Role.APPROVER]),
-    "ada": ("acme", [Role.TENANT_ADMIN]),
-    "gus": ("globex", [Role.TENANT_ADMIN]),  # the most a user of another tenant holds
+    "ann": (ACME, [Role.REQUESTER]),  # owns every victim
+    "amy": (ACME, [Role.REQUESTER]),  # same tenant, another plain user
+    "abe": (ACME, [Role.APPROVER]),
+    "ada": (ACME, [Role.TENANT_ADMIN]),
+    "gus": (GLOBEX, [Role.TENANT_ADMIN]),  # the most a user of another tenant holds
 }
 STRANGERS = ("amy", "gus")
 """May not see ann's tasks. (For sessions, everyone but ann is a stranger.)"""
@@ -74,6 +79,8 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/readyz"): Case("public"),
     ("GET", "/v1/models"): Case("public"),
     ("GET", "/v1/models/{model_id}"): Case("public"),
+    ("GET", "/v1/auth/config"): Case("public"),
+    ("GET", "/v1/me"): Case("public"),  # the caller's own identity only
     ("POST", "/v1/tasks"): Case(
         "submit", {**READ, "abe": Role.REQUESTER}, {"goal": "g", "repo": "/x"}
     ),
@@ -211,8 +218,9 @@ async def test_every_operation_keeps_tenants_and_roles_apart(world: World) -> No
         elif case.kind == "chat":
             await _chat_sessions_are_owned(world, template, body)
         else:
-            status, _ = await world.call("gus", method, _path(template, "", ""), body)
+            status, text = await world.call("gus", method, _path(template, "", ""), body)
             assert status == 200, (method, template, status)
+            assert SECRET not in text and OWNER not in text and "ann" not in text, text
     assert not missing, f"operations without a tenancy case (add them to CASES): {missing}"
     assert await _phase(world, world.live_task) == "awaiting_approval", "nothing was decided"
 
@@ -234,7 +242,7 @@ async def _nobody_else_sees_it(
             path = _path(template, task, session)
             status, text = await world.call(user, method, path, body)
             assert status == 404, (user, method, path, status, text)
-            assert SECRET not in text and "acme/ann" not in text, (user, method, path, text)
+            assert SECRET not in text and OWNER not in text, (user, method, path, text)
 
 
 async def _roles_within_the_tenant(

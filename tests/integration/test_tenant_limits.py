@@ -5,6 +5,7 @@ count is read from Temporal, so both processes see the same limits."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
@@ -29,12 +30,17 @@ from tests.integration.test_api import read_sse
 
 pytestmark = pytest.mark.integration
 
+_RUN = uuid.uuid4().hex[:8]
+"""Tenant names of this run: the dev server (and its visibility) is the session's."""
+ACME, INITECH, UMBRELLA, GLOBEX = (
+    f"{name}-{_RUN}" for name in ("acme", "initech", "umbrella", "globex")
+)
 USERS = {
-    "ann": "acme",  # acme: one task at a time
-    "bob": "acme",
-    "ivy": "initech",  # initech: one token a day, so spent by any task
-    "uma": "umbrella",  # umbrella: one subagent at a time per task
-    "gus": "globex",  # globex: the default (no limits)
+    "ann": ACME,  # one task at a time
+    "bob": ACME,
+    "ivy": INITECH,  # one token a day, so spent by any task
+    "uma": UMBRELLA,  # one subagent at a time per task
+    "gus": GLOBEX,  # the default (no limits)
 }
 
 
@@ -45,9 +51,9 @@ def limited(settings: Settings, temporal_env: WorkflowEnvironment) -> Settings:
             "temporal_address": temporal_env.client.service_client.config.target_host,
             "auth_mode": "tokens",
             "tenant_limits": {
-                "acme": TenantLimits(concurrent_tasks=1),
-                "initech": TenantLimits(tokens_per_day=1),
-                "umbrella": TenantLimits(parallel_subagents=1),
+                ACME: TenantLimits(concurrent_tasks=1),
+                INITECH: TenantLimits(tokens_per_day=1),
+                UMBRELLA: TenantLimits(parallel_subagents=1),
             },
         }
     )
@@ -114,14 +120,14 @@ async def test_concurrent_tasks_are_limited_per_tenant_across_api_processes(
     )
     assert created.status_code == 201, created.text
     task_id = created.json()["task_id"]
-    await _until(lambda: _running_is(client, "acme", 1), "the task in visibility")
+    await _until(lambda: _running_is(client, ACME, 1), "the task in visibility")
 
     # The other process, another user of the same tenant: refused, naming the limit.
     refused = await second.post("/v1/tasks", json=_body(repo), headers=tokens["bob"])
     assert refused.status_code == 429, refused.text
     assert refused.headers["retry-after"] == str(CONCURRENT_RETRY_SECONDS)
     detail = refused.json()["detail"]
-    assert "concurrent tasks" in detail and "'acme'" in detail and "1 at once" in detail
+    assert "concurrent tasks" in detail and f"'{ACME}'" in detail and "1 at once" in detail
 
     # A retry of the request that started the task still answers with that task.
     retried = await second.post(
@@ -143,7 +149,7 @@ async def test_concurrent_tasks_are_limited_per_tenant_across_api_processes(
             user="bob-chat",
         )
     assert "limit on concurrent tasks reached" in (reply.choices[0].message.content or "")
-    await _until(lambda: _running_is(client, "acme", 1), "no task started by the chat")
+    await _until(lambda: _running_is(client, ACME, 1), "no task started by the chat")
 
     # Another tenant is not held by acme's limit.
     other = await second.post("/v1/tasks", json=_body(repo), headers=tokens["gus"])
@@ -152,7 +158,7 @@ async def test_concurrent_tasks_are_limited_per_tenant_across_api_processes(
     # Once acme's task ends, acme may start another (through either process).
     cancelled = await first.post(f"/v1/tasks/{task_id}/cancel", headers=tokens["ann"])
     assert cancelled.status_code == 202, cancelled.text
-    await _until(lambda: _running_is(client, "acme", 0), "the task to end", timeout=60)
+    await _until(lambda: _running_is(client, ACME, 0), "the task to end", timeout=60)
     again = await second.post("/v1/tasks", json=_body(repo), headers=tokens["bob"])
     assert again.status_code == 201, again.text
 
@@ -182,7 +188,7 @@ async def test_tokens_per_day_are_counted_from_what_the_workflows_record(
     retry_after = int(refused.headers["retry-after"])
     assert 0 < retry_after <= 24 * 3600
     # Nothing was started for the refused request.
-    query = f"WorkflowType = '{wire.Workflows.TASK}' AND SwitchboardTenant = 'initech'"
+    query = f"WorkflowType = '{wire.Workflows.TASK}' AND SwitchboardTenant = '{INITECH}'"
     assert (await client.count_workflows(query)).count == 1
 
 
@@ -195,7 +201,7 @@ async def test_parallel_subagents_are_capped_in_the_task_input(
     assert created.status_code == 201, created.text
     submitted = created.json()
     assert "max_parallel lowered from 4 to 1" in submitted["notice"]
-    assert "'umbrella'" in submitted["notice"]
+    assert f"'{UMBRELLA}'" in submitted["notice"]
     task_id = submitted["task_id"]
 
     history = await client.get_workflow_handle(task_id).fetch_history()
