@@ -102,6 +102,8 @@ class Patches:
 
     TARGET_CHECK: Final = "target-check"
     """The task compares its change with the target branch at the gate and at merge."""
+    TOKENS_ATTRIBUTE: Final = "tokens-search-attribute"
+    """The task sets `SwitchboardTokens` with its phase (per-tenant tokens per day)."""
 
 
 class SearchAttributes:
@@ -113,12 +115,6 @@ class SearchAttributes:
     """Model tokens the task's subagents have spent so far (set at each phase change)."""
 
     ALL: Final = (OWNER, PHASE, REPO, TENANT, TOKENS)
-
-
-class Patches:
-    """`workflow.patched` ids: each says what changed, so old histories replay."""
-
-    TOKENS_ATTRIBUTE: Final = "tokens-search-attribute"
 
 
 def mirror_gc_schedule_id(host_id: str) -> str:

@@ -59,8 +59,6 @@ class TaskBook:
         self.events = events or EventLog()
         self.decision: ApprovalRecord | None = None
         """The human's decision in the current round, once made."""
-        self.tokens_spent = 0
-        """Every subagent's and reviewer's tokens, all rounds (from their results)."""
 
     @classmethod
     def new(cls, task_id: str, request: TaskRequest, now: datetime) -> TaskBook:
@@ -191,7 +189,6 @@ class TaskBook:
         status.state = result.state
         status.steps = max(status.steps, result.steps)
         status.tokens = max(status.tokens, result.tokens)
-        self.tokens_spent += result.tokens
         status.tool_calls = max(status.tool_calls, result.tool_calls)
         status.denied_calls = max(status.denied_calls, result.denied_calls)
         status.summary = result.summary
@@ -213,7 +210,6 @@ class TaskBook:
         )
 
     def record_review(self, result: SubagentResult, now: datetime) -> None:
-        self.tokens_spent += result.tokens
         if result.state is SubagentState.FAILED:
             self.emit(EventKind.REVIEW, f"review failed: {result.error}", now)
             return

@@ -14,10 +14,22 @@ from temporalio import workflow
 from temporalio.common import SearchAttributeUpdate
 
 with workflow.unsafe.imports_passed_through():
+    from switchboard.contracts import SubagentResult
     from switchboard.models import Phase
     from switchboard.wire import Patches, SearchAttributes
 
-__all__ = ["phase_attributes"]
+__all__ = ["Usage", "phase_attributes"]
+
+
+class Usage:
+    """What the task has spent: every subagent's and reviewer's reported tokens, all
+    rounds (from their results, so a replay counts the same)."""
+
+    def __init__(self) -> None:
+        self.tokens = 0
+
+    def add(self, result: SubagentResult) -> None:
+        self.tokens += result.tokens
 
 
 def phase_attributes(phase: Phase, tokens: int) -> list[SearchAttributeUpdate[Any]]:

@@ -66,7 +66,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows._child import run_child
     from workflows._status import REVIEW_INDEX_BASE, Decision, TaskBook, failure_message
     from workflows._target import TargetTracker
-    from workflows._usage import phase_attributes
+    from workflows._usage import Usage, phase_attributes
 
 
 @workflow.defn(name=Workflows.TASK)
@@ -87,6 +87,7 @@ class DelegatedTaskWorkflow:
         self._book = TaskBook.new(self._task_id, request, workflow.now())
         self._status = self._book.status
         self._target = TargetTracker(request, self._book)
+        self._usage = Usage()
 
     # ---- the business process -------------------------------------------------------
 
@@ -201,6 +202,7 @@ class DelegatedTaskWorkflow:
                 finally:
                     self._running.pop(index, None)
             self._book.record_result(status, result, workflow.now())
+            self._usage.add(result)
             return result
 
         return list(
@@ -259,6 +261,7 @@ class DelegatedTaskWorkflow:
             ),
         )
         self._book.record_review(result, workflow.now())
+        self._usage.add(result)
 
     async def _rebase_round(self) -> bool:
         assert self._prepared is not None
@@ -325,7 +328,7 @@ class DelegatedTaskWorkflow:
         if phase.is_final:
             metrics.count(workflow.metric_meter(), metrics.TASKS, outcome=phase.value)
         self._book.set_phase(phase, message, workflow.now())
-        workflow.upsert_search_attributes(phase_attributes(phase, self._book.tokens_spent))
+        workflow.upsert_search_attributes(phase_attributes(phase, self._usage.tokens))
         workflow.set_current_details(f"**{phase.value}** — {message}")
 
     # ---- handlers ---------------------------------------------------------------------
