@@ -90,7 +90,11 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/v1/tasks/{task_id}/events"): Case("task", READ),
     ("GET", "/v1/tasks/{task_id}/audit"): Case("task", READ),  # issue 11, another branch
     ("POST", "/v1/tasks/{task_id}/approve"): Case("task", DECIDE),
-    ("POST", "/v1/tasks/{task_id}/request-changes"): Case("task", DECIDE),
+    ("POST", "/v1/tasks/{task_id}/request-changes"): Case(
+        "task",
+        DECIDE,
+        {"feedback": "tenancy check"},  # optional, but not blank
+    ),
     ("POST", "/v1/tasks/{task_id}/reject"): Case("task", DECIDE),
     ("POST", "/v1/tasks/{task_id}/cancel"): Case("task", OWN_OR_ADMIN),
     ("POST", "/v1/tasks/{task_id}/steer"): Case("task", OWN_OR_ADMIN),
