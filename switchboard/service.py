@@ -136,8 +136,7 @@ class TaskService:
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from exc
         task_id = task_id_for(request.owner, request.request_id)
-        async with self._errors(None):
-            request, notice = await self.limiter.admit(request, tenant_of(request.owner), task_id)
+        request, notice = await self._admit(request, task_id)
         # The credentials of `https://user:token@...` stay on this host, by reference:
         # the task (its history, status, events, search attributes) holds the bare URL.
         # The task holds the reference until its cleanup releases it.
@@ -339,6 +338,10 @@ class TaskService:
         if description.workflow_type != wire.Workflows.TASK:
             raise TaskNotFound(not_found_message(task_id))
         return description
+
+    async def _admit(self, request: TaskRequest, task_id: str) -> tuple[TaskRequest, str | None]:
+        async with self._errors(None):
+            return await self.limiter.admit(request, tenant_of(request.owner), task_id)
 
     async def _require_running(self, task_id: str) -> None:
         description = await self._describe(task_id)
