@@ -64,7 +64,7 @@ async def current_identity(
 ) -> Identity:
     """The verified caller (401 without valid credentials; see `switchboard.auth`)."""
     authenticator: Authenticator = request.app.state.authenticator
-    return await authenticator.identify(authorization, x_switchboard_user)
+    return await authenticator.identify(authorization, x_switchboard_user, request.headers)
 
 
 def current_user(identity: Annotated[Identity, Depends(current_identity)]) -> str:
@@ -77,7 +77,7 @@ async def metrics_caller(request: Request) -> None:
     settings: Settings = request.app.state.settings
     if settings.auth_metrics and not settings.auth_is_local:
         authenticator: Authenticator = request.app.state.authenticator
-        await authenticator.identify(request.headers.get("authorization"), None)
+        await authenticator.identify(request.headers.get("authorization"), None, request.headers)
 
 
 def caller_is_remote(request: Request) -> bool:

@@ -9,9 +9,11 @@ hand-written crypto.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import re
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -23,7 +25,7 @@ from switchboard.errors import ServiceUnavailable, Unauthenticated
 from switchboard.identity import TENANT_PATTERN, Identity, Role, local_identity
 from switchboard.settings import Settings
 
-__all__ = ["DEFAULT_LOCAL_USER", "Authenticator", "OidcVerifier"]
+__all__ = ["DEFAULT_LOCAL_USER", "Authenticator", "OidcVerifier", "proxy_identity"]
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +127,14 @@ class Authenticator:
     def local(self) -> bool:
         return self.settings.auth_is_local
 
-    async def identify(self, authorization: str | None, declared_user: str | None) -> Identity:
-        """The caller, from `Authorization: Bearer ...` (or, in local mode, the name header).
+    async def identify(
+        self,
+        authorization: str | None,
+        declared_user: str | None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Identity:
+        """The caller, from `Authorization: Bearer ...` (in local mode, the name header;
+        in proxy mode, the forwarded user headers of a request with the proxy secret).
 
         Raises:
             Unauthenticated: No token, or one that does not verify (the message says which).
@@ -134,6 +142,15 @@ class Authenticator:
         """
         if self.local:
             return local_identity(declared_user or DEFAULT_LOCAL_USER)
+        if "proxy" in self.settings.auth_modes and headers is not None:
+            proxied = proxy_identity(self.settings, headers)
+            if proxied is not None:
+                return proxied
+            if self.tokens is None and self.oidc is None:
+                raise Unauthenticated(
+                    f"no proxy credentials: requests must come through the trusted proxy "
+                    f"(it sends {self.settings.proxy_secret_header})"
+                )
         token = _bearer(authorization)
         if self.tokens is not None and token.startswith(TOKEN_PREFIX):
             identity = self.tokens.lookup(token)
@@ -143,6 +160,44 @@ class Authenticator:
         if self.oidc is not None:
             return await self.oidc.verify(token)
         raise Unauthenticated("the API token is unknown or revoked")
+
+
+def proxy_identity(settings: Settings, headers: Mapping[str, str]) -> Identity | None:
+    """The user a trusted proxy forwards, or None when the request has no proxy secret
+    (its forwarded headers are then ignored: anyone can send them).
+
+    The secret is compared in constant time. With the right secret, the user header is
+    required; the tenant comes from its header or `proxy_default_tenant`, the roles
+    from theirs (unknown names dropped) or `proxy_default_roles`.
+
+    Raises:
+        Unauthenticated: A wrong secret, or a forwarded user that cannot be used.
+    """
+    sent = headers.get(settings.proxy_secret_header)
+    if sent is None or settings.proxy_secret is None:
+        return None
+    expected = settings.proxy_secret.get_secret_value().encode()
+    if not hmac.compare_digest(sent.encode(), expected):
+        raise Unauthenticated(f"the {settings.proxy_secret_header} header does not match")
+    subject = (headers.get(settings.proxy_user_header) or "").strip()
+    if not subject or not _fits(subject, TENANT_PATTERN):
+        raise Unauthenticated(
+            f"the trusted proxy sent no usable {settings.proxy_user_header} "
+            "(1-200 letters, digits and ._@+-)"
+        )
+    tenant = (headers.get(settings.proxy_tenant_header) or "").strip()
+    tenant = tenant or settings.proxy_default_tenant or ""
+    if not _fits(tenant, TENANT_PATTERN):
+        raise Unauthenticated(
+            f"the trusted proxy sent no usable {settings.proxy_tenant_header} and no "
+            "default tenant is configured (SWITCHBOARD_PROXY_DEFAULT_TENANT)"
+        )
+    raw_roles = headers.get(settings.proxy_roles_header)
+    names = raw_roles.replace(",", " ").split() if raw_roles else settings.proxy_default_roles
+    known = {role.value for role in Role}
+    roles = frozenset(Role(name) for name in names if name in known)
+    name = (headers.get(settings.proxy_email_header) or subject).strip()
+    return Identity(subject=subject[:128], name=name[:200], tenant=tenant, roles=roles, via="proxy")
 
 
 def _bearer(authorization: str | None) -> str:

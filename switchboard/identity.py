@@ -1,6 +1,7 @@
 """Who is asking: a verified `Identity` (subject, name, tenant, roles) and what it may do.
 
-Three ways to learn it, chosen by `Settings.auth_mode` (`tokens` and `oidc` combine):
+Four ways to learn it, chosen by `Settings.auth_mode` (`tokens`, `oidc` and `proxy`
+combine):
 
 - `local`: no verification. One machine, loopback only; the caller's name comes from
   the `X-Switchboard-User` header (default `local`), every name is its own tenant and
@@ -8,6 +9,8 @@ Three ways to learn it, chosen by `Settings.auth_mode` (`tokens` and `oidc` comb
 - `tokens`: static API tokens (`switchboard token create`), stored as sha256 digests
   in a 0600 file under the data directory (`api_tokens.TokenStore`).
 - `oidc`: JWT access tokens verified against the issuer's JWKS (`oidc.OidcVerifier`).
+- `proxy`: a trusted proxy (or chat frontend) forwards the user in headers, honoured
+  only on a request carrying the configured shared secret (`auth.proxy_identity`).
 
 A task's owner key is `tenant/subject` for verified callers (a subject is unique only
 within its issuer or token file) and the bare name in local mode; `tenant_of` reads the
@@ -72,7 +75,7 @@ class Identity(Model):
     name: str = Field(default="", max_length=200)
     tenant: str = Field(pattern=TENANT_PATTERN)
     roles: frozenset[Role] = frozenset()
-    via: Literal["local", "token", "oidc"]
+    via: Literal["local", "token", "oidc", "proxy"]
 
     @property
     def owner(self) -> str:

@@ -91,9 +91,10 @@ class Settings(BaseSettings):
 
     # Identity (docs/security.md, "Identity")
     auth_mode: str = Field(
-        default="local", pattern=r"^(local|tokens|oidc|tokens,oidc|oidc,tokens)$"
+        default="local", pattern=r"^(local|(tokens|oidc|proxy)(,(tokens|oidc|proxy))*)$"
     )
-    """`local` (loopback only, no verification), or `tokens` and/or `oidc` (comma-separated)."""
+    """`local` (loopback only, no verification), or any of `tokens`, `oidc` and `proxy`
+    (comma-separated)."""
     auth_metrics: bool = False
     """Require a token on `/metrics` too (off: scrapers reach it without one)."""
     oidc_issuer: str | None = None
@@ -132,6 +133,22 @@ class Settings(BaseSettings):
     `SWITCHBOARD_TENANT_LIMITS='{"acme": {"concurrent_tasks": 5, "tokens_per_day": 2000000}}'`."""
     default_tenant_limits: TenantLimits = Field(default_factory=TenantLimits)
     """The limits of every tenant not in `tenant_limits` (default: none)."""
+
+    # Trusted proxy identity (auth_mode proxy; docs/security.md, "Identity")
+    proxy_secret: SecretStr | None = None
+    """`proxy` mode: the shared secret a trusted proxy sends in `proxy_secret_header`;
+    forwarded user headers are honoured only on a request that carries it."""
+    proxy_secret_header: str = "X-Switchboard-Proxy-Secret"
+    proxy_user_header: str = "X-Forwarded-User"
+    """The user's stable id (the subject) as the proxy forwards it."""
+    proxy_email_header: str = "X-Forwarded-Email"
+    """The user's display name or e-mail (optional)."""
+    proxy_tenant_header: str = "X-Forwarded-Tenant"
+    proxy_roles_header: str = "X-Forwarded-Roles"
+    """Comma- or space-separated roles; absent: `proxy_default_roles`."""
+    proxy_default_tenant: str | None = None
+    """Tenant for forwarded users without a tenant header; unset: they are refused."""
+    proxy_default_roles: list[str] = Field(default_factory=lambda: ["requester"])
 
     # Sandbox
     sandbox: Literal["auto", "docker", "bwrap"] = "auto"
@@ -191,6 +208,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 "SWITCHBOARD_AUTH_MODE includes oidc: set SWITCHBOARD_OIDC_ISSUER and "
                 "SWITCHBOARD_OIDC_AUDIENCE"
+            )
+        if "proxy" in self.auth_modes and (
+            self.proxy_secret is None or len(self.proxy_secret.get_secret_value()) < 16
+        ):
+            raise ValueError(
+                "SWITCHBOARD_AUTH_MODE includes proxy: set SWITCHBOARD_PROXY_SECRET "
+                "(at least 16 characters) to the secret the proxy sends"
             )
         return self
 

@@ -18,6 +18,7 @@ from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_traci
 from langchain_openai import ChatOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 from pydantic import BaseModel, SecretStr
+from temporalio.testing import WorkflowEnvironment
 
 from switchboard.conversation import session_id_for
 from switchboard.frontends import conversation_key
@@ -325,3 +326,58 @@ async def test_langchain_chats_and_structured_output_fails_clearly(api: ApiServe
             await structured.ainvoke("title this")
         assert refused.value.param == param
         assert f"{param} is not supported" in refused.value.message
+
+
+async def test_behind_a_trusted_proxy_the_forwarded_user_is_the_caller(
+    settings: Settings, temporal_env: WorkflowEnvironment, worker: None, chat_model: object
+) -> None:
+    secret = "the-proxy-and-switchboard-share-this"
+    target = temporal_env.client.service_client.config.target_host
+    server = ApiServer(
+        settings.model_copy(
+            update={
+                "temporal_address": target,
+                "auth_mode": "proxy",
+                "proxy_secret": SecretStr(secret),
+            }
+        )
+    )
+    await server.start()
+    forwarded = {
+        "X-Forwarded-User": "ann",
+        "X-Forwarded-Tenant": "acme",
+        "X-Forwarded-Roles": "requester",
+    }
+    hello: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello via proxy"}]
+    try:
+        proxied = openai.AsyncOpenAI(
+            base_url=f"{server.url}/v1",
+            api_key="unused",
+            default_headers={**forwarded, "X-Switchboard-Proxy-Secret": secret},
+            max_retries=0,
+        )
+        raw = await proxied.chat.completions.with_raw_response.create(
+            model="switchboard", messages=hello
+        )
+        assert (raw.parse().choices[0].message.content or "").endswith("You said: hello via proxy")
+        session_id = raw.headers["X-Switchboard-Session"]
+        key = conversation_key(user_field=None, ids={}, first_user_message="hello via proxy")
+        assert session_id == session_id_for("acme/ann", key)
+
+        # The same headers without the secret, or with a wrong one, are nobody.
+        for headers in (forwarded, {**forwarded, "X-Switchboard-Proxy-Secret": "guess"}):
+            spoofed = openai.AsyncOpenAI(
+                base_url=f"{server.url}/v1",
+                api_key="unused",
+                default_headers=headers,
+                max_retries=0,
+            )
+            with pytest.raises(openai.AuthenticationError) as refused:
+                await spoofed.chat.completions.create(model="switchboard", messages=hello)
+            assert refused.value.status_code == 401
+            await spoofed.close()
+        async with httpx.AsyncClient(base_url=server.url, headers=forwarded) as http:
+            assert (await http.get(f"/v1/sessions/{session_id}")).status_code == 401
+        await proxied.close()
+    finally:
+        await server.stop()

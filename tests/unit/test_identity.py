@@ -140,3 +140,63 @@ def test_up_says_whether_auth_is_on(tmp_path: Path) -> None:
     assert local["Auth"].startswith("OFF: local mode")
     tokens = Settings(auth_mode="tokens", data_dir=tmp_path, _env_file=None)
     assert dict(Stack(settings=tokens).describe())["Auth"] == "tokens (bearer tokens required)"
+
+
+PROXY_SECRET = "a-long-shared-proxy-secret"
+
+
+async def test_forwarded_users_count_only_with_the_proxy_secret(tmp_path: Path) -> None:
+    settings = Settings(
+        auth_mode="proxy,tokens",
+        proxy_secret=PROXY_SECRET,
+        proxy_default_tenant="acme",
+        data_dir=tmp_path,
+        _env_file=None,
+    )
+    store = TokenStore(settings.api_tokens_file)
+    token, _ = store.create(subject="bot", tenant="acme", roles=[Role.REQUESTER])
+    authenticator = Authenticator(settings)
+    forwarded = {"X-Forwarded-User": "mallory", "X-Forwarded-Roles": "admin"}
+
+    # Without the secret the forwarded headers are ignored: the token decides.
+    identity = await authenticator.identify(f"Bearer {token}", None, forwarded)
+    assert (identity.owner, identity.via) == ("acme/bot", "token")
+    with pytest.raises(Unauthenticated, match="no credentials"):
+        await authenticator.identify(None, None, forwarded)
+    with pytest.raises(Unauthenticated, match="does not match"):
+        await authenticator.identify(
+            f"Bearer {token}", None, {**forwarded, "X-Switchboard-Proxy-Secret": "guess"}
+        )
+
+    proxied = {
+        "X-Switchboard-Proxy-Secret": PROXY_SECRET,
+        "X-Forwarded-User": "ann",
+        "X-Forwarded-Email": "ann@acme.test",
+        "X-Forwarded-Tenant": "acme-eu",
+        "X-Forwarded-Roles": "requester, approver bogus",
+    }
+    ann = await authenticator.identify(None, None, proxied)
+    assert (ann.owner, ann.name, ann.via) == ("acme-eu/ann", "ann@acme.test", "proxy")
+    assert ann.roles == frozenset({Role.REQUESTER, Role.APPROVER})
+    plain = {"X-Switchboard-Proxy-Secret": PROXY_SECRET, "X-Forwarded-User": "bo"}
+    bo = await authenticator.identify(None, None, plain)
+    assert (bo.owner, bo.roles) == ("acme/bo", frozenset({Role.REQUESTER}))
+    for bad in ({"X-Forwarded-User": ""}, {"X-Forwarded-User": "a/b"}):
+        with pytest.raises(Unauthenticated, match="X-Forwarded-User"):
+            await authenticator.identify(None, None, {**plain, **bad})
+
+    only_proxy = Authenticator(settings.model_copy(update={"auth_mode": "proxy"}))
+    with pytest.raises(Unauthenticated, match="trusted proxy"):
+        await only_proxy.identify(f"Bearer {token}", None, forwarded)
+    no_tenant = settings.model_copy(update={"proxy_default_tenant": None})
+    with pytest.raises(Unauthenticated, match="X-Forwarded-Tenant"):
+        await Authenticator(no_tenant).identify(None, None, plain)
+
+
+def test_proxy_mode_needs_a_secret() -> None:
+    with pytest.raises(ValidationError, match="PROXY_SECRET"):
+        Settings(auth_mode="proxy", _env_file=None)
+    with pytest.raises(ValidationError, match="PROXY_SECRET"):
+        Settings(auth_mode="tokens,proxy", proxy_secret="short", _env_file=None)
+    with pytest.raises(ValidationError):
+        Settings(auth_mode="local,proxy", proxy_secret=PROXY_SECRET, _env_file=None)
