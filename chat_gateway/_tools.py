@@ -199,7 +199,7 @@ class _Runner:
 
     async def _delegate(self, args: DelegateTaskArgs) -> ToolOutcome:
         scope = self._scope
-        known = self._service.repositories
+        known = self._service.repositories_for(scope.owner)
         repo, question = repo_from_words(args.repo, scope.repo, args.goal, known)
         if repo is None:
             outcome = self._ok(f"not delegated, nothing started: {question}")

@@ -18,6 +18,7 @@ __all__ = [
     "conversation_key",
     "is_background",
     "repo_from_words",
+    "repositories_for",
 ]
 
 PUBLIC_MODEL: Final = "switchboard"
@@ -77,8 +78,43 @@ def conversation_key(
     return f"openai:first:{digest}"
 
 
+def repositories_for(configured: Mapping[str, str], owner: str) -> dict[str, str]:
+    """The short names `owner` may use, from `Settings.repositories`.
+
+    A key is a bare short name (everyone), `<tenant>/<name>` (that tenant's callers)
+    or `<owner key>/<name>` (one user: `<tenant>/<subject>/<name>`, or in local mode
+    `<name of the user>/<name>`). Where one name is configured at several scopes, the
+    user's wins over the tenant's over everyone's; another tenant's or user's names
+    are not there at all, so words cannot reach them.
+    """
+    tenant = owner.split("/", 1)[0]
+    rank = {"": 0, tenant: 1, owner: 2}
+    chosen: dict[str, tuple[int, str]] = {}
+    for key, target in configured.items():
+        scope, _, name = key.rpartition("/")
+        level = rank.get(scope)
+        if level is None or not name:
+            continue
+        if name not in chosen or chosen[name][0] < level:
+            chosen[name] = (level, target)
+    return {name: target for name, (_, target) in sorted(chosen.items())}
+
+
+_SHORT_NAME = re.compile(r"[\w.-]+")
 _URL = re.compile(r"(?:https?://|ssh://|git@)[^\s'\"<>]+")
 _PATH = re.compile(r"(?<![\w.:/@~-])/(?:[\w.+-]+/)*[\w.+-]+")
+
+
+def _named(named: str, repositories: Mapping[str, str]) -> tuple[str | None, str]:
+    if named in repositories:
+        return repositories[named], ""
+    if _SHORT_NAME.fullmatch(named) and named not in (".", ".."):
+        known = ", ".join(sorted(repositories)) or "none configured for you"
+        return None, (
+            f"no repository called {named!r} is yours to use; name one of: {known}, "
+            "or give a git URL or a path"
+        )
+    return named, ""
 
 
 def repo_from_words(
@@ -86,8 +122,9 @@ def repo_from_words(
 ) -> tuple[str | None, str]:
     """The repository a delegation means, or a question to ask back.
 
-    In order: the repository the call names (a configured short name maps to its
-    URL or path), the session's, then what the goal's words name: a configured
+    `repositories` are the caller's short names (`repositories_for`). In order: the
+    repository the call names (a short name maps to its URL or path; a short name
+    not among them asks back), the session's, then what the goal's words name: a configured
     short name ("in payments-service"), a git URL, an absolute path. Paths and
     URLs are checked against the allowed roots when the task starts.
 
@@ -95,7 +132,7 @@ def repo_from_words(
         `(repo, "")`, or `(None, question)` when none or several are named.
     """
     if named:
-        return repositories.get(named, named), ""
+        return _named(named, repositories)
     if session_repo:
         return session_repo, ""
     found = [

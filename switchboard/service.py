@@ -55,6 +55,7 @@ from switchboard.errors import (
     WrongPhase,
 )
 from switchboard.follow import TaskFollowers
+from switchboard.frontends import repositories_for
 from switchboard.identity import Action, Identity, tenant_of
 from switchboard.limits import TenantLimiter
 from switchboard.models import (
@@ -112,10 +113,10 @@ class TaskService:
         self.limiter = TenantLimiter(client, settings.tenant_limits, settings.default_tenant_limits)
         """Per-tenant limits, checked at each submit (`switchboard.limits`)."""
 
-    @property
-    def repositories(self) -> dict[str, str]:
-        """Repositories people may name by a short name (`Settings.repositories`)."""
-        return dict(self._settings.repositories)
+    def repositories_for(self, owner: str) -> dict[str, str]:
+        """The repositories `owner` may name by a short name (`Settings.repositories`,
+        scoped per tenant and user: `switchboard.frontends.repositories_for`)."""
+        return repositories_for(self._settings.repositories, owner)
 
     # ---- start and list -------------------------------------------------------
 

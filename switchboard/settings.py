@@ -83,8 +83,10 @@ class Settings(BaseSettings):
     `llm_model` unless named here. A client's `model` is never passed on raw."""
     repositories: dict[str, str] = Field(default_factory=dict)
     """Repositories people may name in a conversation by a short name
-    (`{"payments-service": "https://git.example/pay.git"}`); a URL or a path
-    given in words still has to pass the allowed roots."""
+    (`{"payments-service": "https://git.example/pay.git"}`), scoped by the key: a bare
+    name is everyone's, `acme/name` tenant acme's, `acme/ann/name` one user's (the
+    narrowest wins; `switchboard.frontends.repositories_for`). A URL or a path given
+    in words still has to pass the allowed roots."""
     background_markers: list[str] = Field(default_factory=lambda: list(DEFAULT_BACKGROUND_MARKERS))
     """Text that marks a frontend's own request (title, tags, follow-ups): answered as a
     plain completion outside any session, never with a tool."""

@@ -8,6 +8,7 @@ from switchboard.frontends import (
     conversation_key,
     is_background,
     repo_from_words,
+    repositories_for,
 )
 
 KNOWN = {"payments-service": "https://git.example/pay.git", "web": "/srv/repos/web"}
@@ -55,3 +56,35 @@ def test_background_requests_are_recognised_by_their_markers() -> None:
     # Only the message being answered counts: a quote of an earlier one does not.
     assert not is_background([("user", title), ("assistant", "t"), ("user", "hi")], markers)
     assert not is_background([("user", title)], [])
+
+
+def test_repositories_are_scoped_per_tenant_and_user() -> None:
+    configured = {
+        "docs": "/srv/repos/docs",
+        "acme/api": "https://git.acme/api.git",
+        "acme/ann/api": "/home/ann/api",
+        "acme/payments": "https://git.acme/pay.git",
+        "globex/payments": "https://git.globex/pay.git",
+        "fran/scratch": "/home/fran/scratch",
+    }
+    assert repositories_for(configured, "acme/ann") == {
+        "api": "/home/ann/api",
+        "docs": "/srv/repos/docs",
+        "payments": "https://git.acme/pay.git",
+    }
+    assert repositories_for(configured, "acme/bo")["api"] == "https://git.acme/api.git"
+    assert repositories_for(configured, "globex/cy") == {
+        "docs": "/srv/repos/docs",
+        "payments": "https://git.globex/pay.git",
+    }
+    # Local mode: a bare name is its own tenant.
+    assert repositories_for(configured, "fran")["scratch"] == "/home/fran/scratch"
+
+    # Words reach only the caller's names: another tenant's ask back, never resolve.
+    cy = repositories_for(configured, "globex/cy")
+    assert repo_from_words(None, None, "fix payments", cy) == ("https://git.globex/pay.git", "")
+    repo, question = repo_from_words(None, None, "fix the api", cy)
+    assert repo is None and "docs, payments" in question and "acme" not in question
+    repo, question = repo_from_words("api", None, "fix it", cy)
+    assert repo is None and "no repository called 'api'" in question and "acme" not in question
+    assert repo_from_words("/srv/x", None, "fix it", cy) == ("/srv/x", "")
