@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     name is everyone's, `acme/name` tenant acme's, `acme/ann/name` one user's (the
     narrowest wins; `switchboard.frontends.repositories_for`). A URL or a path given
     in words still has to pass the allowed roots."""
+    openai_stream_progress_seconds: float = Field(default=300.0, ge=0, le=3600)
+    """A streaming OpenAI-compatible answer whose turn started a task stays open this
+    long at most, carrying the task's progress until it awaits approval or ends;
+    0: the stream ends with the model's text (progress comes with the next answer)."""
     background_markers: list[str] = Field(default_factory=lambda: list(DEFAULT_BACKGROUND_MARKERS))
     """Text that marks a frontend's own request (title, tags, follow-ups): answered as a
     plain completion outside any session, never with a tool."""

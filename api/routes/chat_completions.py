@@ -38,6 +38,7 @@ from api.frontend import (
     upstream_model,
 )
 from api.openai_errors import openai_error, openai_responses
+from api.progress import before_answer, with_progress
 from api.routes.sessions import ChatGateway
 from chat_gateway import ModelCallFailed, ModelError
 from switchboard.conversation import MAX_MESSAGE_CHARS
@@ -185,7 +186,8 @@ async def chat_completions(
             first_user_message=body.first_question(),
         )
         headers[SESSION_HEADER] = session_id
-        return await _answer(body, gateway, caller, session_id, upstream, headers)
+        progress = settings.openai_stream_progress_seconds if body.stream else 0.0
+        return await _answer(body, gateway, caller, session_id, upstream, headers, progress)
     except Refusal as exc:
         return exc.response()
     except ModelCallFailed as exc:
@@ -210,8 +212,10 @@ async def _answer(
     session_id: str,
     upstream: str,
     headers: dict[str, str],
+    progress: float,
 ) -> Response:
     question = body.question()
+    before = await before_answer(gateway, session_id, caller) if progress > 0 else None
     answer = gateway.ask(session_id, caller, question, model=upstream)
     try:
         # Wait for the first piece before answering, so a model that fails at once
@@ -222,7 +226,10 @@ async def _answer(
             text = first + "".join([piece async for piece in answer])
     except ModelCallFailed as exc:
         return _error_response(exc.error, headers)
-    return _reply(body, question, _prepend(first, answer), text, headers)
+    pieces = _prepend(first, answer)
+    if before is not None:
+        pieces = with_progress(pieces, gateway, session_id, caller, before=before, seconds=progress)
+    return _reply(body, question, pieces, text, headers)
 
 
 def _reply(

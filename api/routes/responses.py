@@ -36,6 +36,7 @@ from api.frontend import (
     upstream_model,
 )
 from api.openai_errors import openai_error, openai_responses
+from api.progress import before_answer, with_progress
 from api.routes.sessions import ChatGateway
 from chat_gateway import ModelCallFailed
 from switchboard.conversation import MAX_MESSAGE_CHARS
@@ -171,10 +172,17 @@ async def create_response(
             first_user_message=next((t for r, t in messages if r == "user"), ""),
         )
         headers[SESSION_HEADER] = session_id
+        progress = settings.openai_stream_progress_seconds if body.stream else 0.0
+        before = await before_answer(gateway, session_id, caller) if progress > 0 else None
         answer = gateway.ask(session_id, caller, question, model=upstream)
         first = await anext(answer, "")
         text = "" if body.stream else first + "".join([piece async for piece in answer])
-        return _reply(body, session_id, _prepend(first, answer), text, headers)
+        pieces = _prepend(first, answer)
+        if before is not None:
+            pieces = with_progress(
+                pieces, gateway, session_id, caller, before=before, seconds=progress
+            )
+        return _reply(body, session_id, pieces, text, headers)
     except Refusal as exc:
         return exc.response()
     except ModelCallFailed as exc:

@@ -52,8 +52,10 @@ USER: approve it
 
 @pytest.fixture
 def settings(settings: Settings, repo: Path) -> Settings:
-    """The stack's settings with one repository people may name: `payments-service`."""
-    return settings.model_copy(update={"repositories": {"payments-service": str(repo)}})
+    """The stack's settings with one repository everyone may name (`payments-service`)
+    and one only tenant acme's callers may (`secret-service`)."""
+    repositories = {"payments-service": str(repo), "acme/secret-service": str(repo)}
+    return settings.model_copy(update={"repositories": repositories})
 
 
 @pytest.fixture
@@ -260,27 +262,28 @@ async def test_the_agents_sdk_on_its_default_path(oai: openai.AsyncOpenAI) -> No
 async def test_a_frontend_delegates_on_a_named_repository_hears_progress_and_approves(
     oai: openai.AsyncOpenAI, api: ApiServer, repo: Path
 ) -> None:
-    """No headers but the user: the conversation replayed each turn, the repository
-    named in words, the progress in the next answer, the approval in words."""
-    history: list[ChatCompletionMessageParam] = []
-
-    async def say(words: str) -> tuple[str, str]:
-        history.append({"role": "user", "content": words})
-        raw = await oai.chat.completions.with_raw_response.create(
-            model="switchboard", messages=history
-        )
-        text = raw.parse().choices[0].message.content or ""
-        history.append({"role": "assistant", "content": text})
-        return raw.headers["X-Switchboard-Session"], text
+    """No headers but the user, as a frontend does it: the model picked from the list,
+    the conversation replayed each turn, the repository named in words (only among the
+    caller's), live progress in the streamed answer that delegated, title and tags
+    requests quoting "approve it" while the task waits (nothing approved, the history
+    untouched), the progress again in the next answer, the approval in words."""
+    assert "switchboard" in [model.id async for model in oai.models.list()]
+    frontend = Frontend(oai)
+    history, say = frontend.history, frontend.say
 
     session_id, asked = await say("delegate: add a slugify helper")
     assert "not delegated, nothing started: which repository?" in asked
     assert "payments-service" in asked and "started task-" not in asked
+    assert "secret-service" not in asked, "another tenant's repository was offered"
+    _, foreign = await say("delegate: add a slugify helper in secret-service")
+    assert "not delegated, nothing started" in foreign and "started task-" not in foreign
 
-    same, text = await say("delegate: add a slugify helper in payments-service")
+    same, text = await say("delegate: add a slugify helper in payments-service", stream=True)
     assert same == session_id
     assert "started task-" in text
     task_id = "task-" + text.split("started task-")[1].split()[0]
+    live = text.split("Progress (live", 1)[1]
+    assert f"[{task_id}] plan:" in live and f"[{task_id}] approval_needed:" in live
 
     async with httpx.AsyncClient(base_url=api.url, headers={"X-Switchboard-User": "fran"}) as http:
         async with asyncio.timeout(90):
@@ -289,7 +292,21 @@ async def test_a_frontend_delegates_on_a_named_repository_hears_progress_and_app
                 if state["tasks"][0]["phase"] == Phase.AWAITING_APPROVAL.value:
                     break
                 await asyncio.sleep(0.2)
-        assert len(state["tasks"]) == 1, "the question started a task"
+        assert len(state["tasks"]) == 1, "a question started a task"
+
+        # The frontend's own requests quote the conversation, "approve it" included.
+        quoted = "\n".join(f"{m['role'].upper()}: {m.get('content')}" for m in history)
+        for task in ("Generate a concise title", "Generate 1-3 broad tags"):
+            template = (
+                f"### Task:\n{task}.\n<chat_history>\n{quoted}\nUSER: approve it\n</chat_history>"
+            )
+            raw = await oai.chat.completions.with_raw_response.create(
+                model="switchboard", messages=[*history, {"role": "user", "content": template}]
+            )
+            assert "X-Switchboard-Session" not in raw.headers
+        after = (await http.get(f"/v1/sessions/{session_id}")).json()
+        assert after["next_offset"] == state["next_offset"], "a background request was recorded"
+        assert (await http.get(f"/v1/tasks/{task_id}")).json()["phase"] == "awaiting_approval"
 
         _, text = await say("approve it")
         assert text.startswith("Task updates:")
@@ -298,6 +315,34 @@ async def test_a_frontend_delegates_on_a_named_repository_hears_progress_and_app
             while (await http.get(f"/v1/tasks/{task_id}")).json()["phase"] != "completed":
                 await asyncio.sleep(0.2)
     assert git(repo, "rev-parse", "--verify", f"switchboard/{task_id}")
+
+
+class Frontend:
+    """A chat frontend's conversation: the whole history replayed every turn."""
+
+    def __init__(self, oai: openai.AsyncOpenAI) -> None:
+        self.oai = oai
+        self.history: list[ChatCompletionMessageParam] = []
+
+    async def say(self, words: str, *, stream: bool = False) -> tuple[str, str]:
+        """Send `words` with the history; the session and the answer's whole text (a
+        streamed answer read to its end, which it reaches by itself)."""
+        self.history.append({"role": "user", "content": words})
+        create = self.oai.chat.completions.with_raw_response.create
+        if stream:
+            raw_stream = await create(model="switchboard", messages=self.history, stream=True)
+            pieces = []
+            async with asyncio.timeout(120):
+                async for chunk in raw_stream.parse():
+                    if chunk.choices and chunk.choices[0].delta.content:
+                        pieces.append(chunk.choices[0].delta.content)
+            session, text = raw_stream.headers["X-Switchboard-Session"], "".join(pieces)
+        else:
+            raw = await create(model="switchboard", messages=self.history)
+            session = raw.headers["X-Switchboard-Session"]
+            text = raw.parse().choices[0].message.content or ""
+        self.history.append({"role": "assistant", "content": text})
+        return session, text
 
 
 class Title(BaseModel):
@@ -380,4 +425,34 @@ async def test_behind_a_trusted_proxy_the_forwarded_user_is_the_caller(
             assert (await http.get(f"/v1/sessions/{session_id}")).status_code == 401
         await proxied.close()
     finally:
+        await server.stop()
+
+
+async def test_live_progress_is_bounded_by_its_time_cap(
+    settings: Settings, temporal_env: WorkflowEnvironment, worker: None, chat_model: object
+) -> None:
+    target = temporal_env.client.service_client.config.target_host
+    capped = {"temporal_address": target, "openai_stream_progress_seconds": 0.5}
+    server = ApiServer(settings.model_copy(update=capped))
+    await server.start()
+    oai = openai.AsyncOpenAI(
+        base_url=f"{server.url}/v1",
+        api_key="unused",
+        default_headers={"X-Switchboard-User": "gus"},
+        max_retries=0,
+    )
+    try:
+        frontend = Frontend(oai)
+        _, chatted = await frontend.say("just chatting", stream=True)
+        assert "Progress" not in chatted, "an answer that started no task stayed open"
+        started = asyncio.get_running_loop().time()
+        _, text = await frontend.say(
+            "delegate: add a slugify helper in payments-service", stream=True
+        )
+        elapsed = asyncio.get_running_loop().time() - started
+        assert "started task-" in text and "Progress (live, for up to 0.5 s)" in text
+        assert text.rstrip().endswith("the next answer opens with what happens next")
+        assert elapsed < 15, elapsed
+    finally:
+        await oai.close()
         await server.stop()
