@@ -79,9 +79,14 @@ class ChatCompletionRequest(BaseModel):
     sampling hints are accepted, checked for range, and named in the
     `X-Switchboard-Ignored` header (the conversation model's sampling is Switchboard's)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [{"model": "switchboard", "messages": [{"role": "user", "content": "hi"}]}]
+        },
+    )
 
-    model: str = Field(min_length=1, max_length=200)
+    model: str = Field(min_length=1, max_length=200, examples=["switchboard"])
     messages: list[ChatMessageIn] = Field(min_length=1, max_length=10_000)
     stream: bool = False
     user: str | None = Field(default=None, max_length=200)

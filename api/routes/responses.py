@@ -18,7 +18,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Header, Path, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -65,9 +65,11 @@ REFUSED: Final = {
 class ResponsesRequest(BaseModel):
     """The fields read; refused and advisory ones are in `REFUSED` and `advisory`."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(
+        extra="allow", json_schema_extra={"examples": [{"model": "switchboard", "input": "hi"}]}
+    )
 
-    model: str = Field(min_length=1, max_length=200)
+    model: str = Field(min_length=1, max_length=200, examples=["switchboard"])
     input: str | list[dict[str, Any]] = Field(max_length=10_000)
     stream: bool = False
     user: str | None = Field(default=None, max_length=200)
@@ -190,6 +192,27 @@ async def create_response(
         return openai_error(error.status, error.message, kind=error.type, error_code=error.code)
     except ServiceError as exc:
         return openai_error(status_for(exc), str(exc), error_code=type(exc).__name__)
+
+
+@router.get(
+    "/responses/{response_id}",
+    response_model=None,
+    responses=openai_responses(_404="Responses are not stored (`response_not_found`)."),
+)
+async def get_response(
+    user: CurrentUser, response_id: Annotated[str, Path(max_length=200)]
+) -> JSONResponse:
+    """Always OpenAI's 404: responses are not stored for retrieval. The conversation is
+    the session's (continue it with `previous_response_id`; read it at
+    `GET /v1/sessions/{id}`)."""
+    return openai_error(
+        404,
+        f"response {response_id!r} is not stored: Switchboard keeps the conversation in "
+        "its session, not responses. Continue it with previous_response_id, or read the "
+        "session (GET /v1/sessions/{id}, its id is in the X-Switchboard-Session header)",
+        error_code="response_not_found",
+        param="response_id",
+    )
 
 
 def _ignored(fields: dict[str, Any]) -> dict[str, str]:

@@ -218,6 +218,10 @@ async def test_responses_api_through_the_openai_client(oai: openai.AsyncOpenAI) 
     assert completed is not None and completed.output_text == "".join(text)
     assert "".join(text).endswith("You said: and again")
     assert completed.id.split("_")[1] == first.id.split("_")[1], "a new session"
+    with pytest.raises(openai.NotFoundError) as not_stored:
+        await oai.responses.retrieve(first.id)
+    assert not_stored.value.code == "response_not_found"
+    assert "previous_response_id" in not_stored.value.message
 
     with pytest.raises(openai.BadRequestError) as tools:
         await oai.responses.create(
