@@ -432,7 +432,7 @@ async def test_behind_a_trusted_proxy_the_forwarded_user_is_the_caller(
         await server.stop()
 
 
-async def test_live_progress_is_bounded_by_its_time_cap(
+async def test_live_progress_is_bounded_by_its_time_cap_on_both_apis(
     settings: Settings, temporal_env: WorkflowEnvironment, worker: None, chat_model: object
 ) -> None:
     target = temporal_env.client.service_client.config.target_host
@@ -457,6 +457,20 @@ async def test_live_progress_is_bounded_by_its_time_cap(
         assert "started task-" in text and "Progress (live, for up to 0.5 s)" in text
         assert text.rstrip().endswith("the next answer opens with what happens next")
         assert elapsed < 15, elapsed
+
+        # The Responses API streams the same progress before `response.completed`.
+        stream = await oai.responses.create(
+            model="switchboard",
+            input="delegate: add a kebab helper in payments-service",
+            stream=True,
+        )
+        completed = None
+        async for event in stream:
+            if event.type == "response.completed":
+                completed = event.response
+        assert completed is not None
+        assert "started task-" in completed.output_text
+        assert "Progress (live, for up to 0.5 s)" in completed.output_text
     finally:
         await oai.close()
         await server.stop()
