@@ -439,38 +439,54 @@ async def test_live_progress_is_bounded_by_its_time_cap_on_both_apis(
     capped = {"temporal_address": target, "openai_stream_progress_seconds": 0.5}
     server = ApiServer(settings.model_copy(update=capped))
     await server.start()
+    who = {"X-Switchboard-User": "gus"}
     oai = openai.AsyncOpenAI(
-        base_url=f"{server.url}/v1",
-        api_key="unused",
-        default_headers={"X-Switchboard-User": "gus"},
-        max_retries=0,
+        base_url=f"{server.url}/v1", api_key="unused", default_headers=who, max_retries=0
     )
+    texts: list[str] = []
     try:
         frontend = Frontend(oai)
         _, chatted = await frontend.say("just chatting", stream=True)
         assert "Progress" not in chatted, "an answer that started no task stayed open"
         started = asyncio.get_running_loop().time()
-        _, text = await frontend.say(
-            "delegate: add a slugify helper in payments-service", stream=True
-        )
+        async with asyncio.timeout(60):
+            _, text = await frontend.say(
+                "delegate: add a slugify helper in payments-service", stream=True
+            )
+        texts.append(text)
         elapsed = asyncio.get_running_loop().time() - started
         assert "started task-" in text and "Progress (live, for up to 0.5 s)" in text
         assert text.rstrip().endswith("the next answer opens with what happens next")
         assert elapsed < 15, elapsed
 
         # The Responses API streams the same progress before `response.completed`.
-        stream = await oai.responses.create(
-            model="switchboard",
-            input="delegate: add a kebab helper in payments-service",
-            stream=True,
-        )
         completed = None
-        async for event in stream:
-            if event.type == "response.completed":
-                completed = event.response
+        async with asyncio.timeout(60):
+            stream = await oai.responses.create(
+                model="switchboard",
+                input="delegate: add a kebab helper in payments-service",
+                stream=True,
+            )
+            async for event in stream:
+                if event.type == "response.completed":
+                    completed = event.response
         assert completed is not None
+        texts.append(completed.output_text)
         assert "started task-" in completed.output_text
         assert "Progress (live, for up to 0.5 s)" in completed.output_text
     finally:
         await oai.close()
+        await _cancel_started(server.url, who, texts)
         await server.stop()
+
+
+async def _cancel_started(url: str, headers: dict[str, str], texts: list[str]) -> None:
+    """Cancel the tasks the answers started and wait until they end, so none is still
+    running when the worker stops."""
+    task_ids = {word for text in texts for word in text.split() if word.startswith("task-")}
+    async with httpx.AsyncClient(base_url=url, headers=headers) as http, asyncio.timeout(90):
+        for task_id in task_ids:
+            await http.post(f"/v1/tasks/{task_id}/cancel")
+        for task_id in task_ids:
+            while not Phase((await http.get(f"/v1/tasks/{task_id}")).json()["phase"]).is_final:
+                await asyncio.sleep(0.2)
