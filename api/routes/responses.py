@@ -200,7 +200,7 @@ async def create_response(
     responses=openai_responses(_404="Responses are not stored (`response_not_found`)."),
 )
 async def get_response(
-    user: CurrentUser, response_id: Annotated[str, Path(max_length=200)]
+    caller: CurrentIdentity, response_id: Annotated[str, Path(max_length=200)]
 ) -> JSONResponse:
     """Always OpenAI's 404: responses are not stored for retrieval. The conversation is
     the session's (continue it with `previous_response_id`; read it at
