@@ -60,7 +60,7 @@ Ok = Literal["ok"]
 
 @dataclass(frozen=True)
 class Case:
-    kind: Literal["task", "session", "submit", "listing", "chat", "public"]
+    kind: Literal["task", "session", "submit", "listing", "chat", "public", "unstored"]
     roles: dict[str, Ok | Role] | None = None
     """Task operations: per user of ann's tenant, allowed or the role named in the 403."""
     body: dict[str, Any] | None = None
@@ -106,6 +106,8 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/v1/sessions/{session_id}/events"): Case("session"),
     ("POST", "/v1/chat/completions"): Case("chat", body=CHAT),
     ("POST", "/v1/responses"): Case("chat", body={"model": "switchboard", "input": "hello"}),
+    # Responses are not stored: the owner and a stranger get the same 404.
+    ("GET", "/v1/responses/{response_id}"): Case("unstored"),
 }
 
 
@@ -221,6 +223,8 @@ async def test_every_operation_keeps_tenants_and_roles_apart(world: World) -> No
             await _listing_filters(world, template)
         elif case.kind == "chat":
             await _chat_sessions_are_owned(world, template, body)
+        elif case.kind == "unstored":
+            await _same_answer_for_everyone(world, template)
         else:
             status, text = await world.call("gus", method, _path(template, "", ""), body)
             assert status == 200, (method, template, status)
@@ -345,6 +349,17 @@ async def _chat_sessions_are_owned(
         else:
             assert status == 404, (user, template, session, status, text)
             assert '"error"' in text and SECRET not in text, (user, template, text)
+
+
+async def _same_answer_for_everyone(world: World, template: str) -> None:
+    """A response id of ann's live session: ann and every stranger get the same 404
+    (OpenAI's shape), so it tells no one whether the response or session exists."""
+    path = template.replace("{response_id}", f"resp_{world.live_session}_0")
+    answers = {user: await world.call(user, "GET", path, None) for user in ROLES}
+    for user, (status, text) in answers.items():
+        assert status == 404, (user, path, status, text)
+        assert '"error"' in text and SECRET not in text, (user, text)
+    assert len({text for _, text in answers.values()}) == 1, answers
 
 
 async def _phase(world: World, task_id: str) -> str:
