@@ -24,6 +24,10 @@ __all__ = ["WaitNotice", "heartbeating"]
 DEFAULT_INTERVAL_SECONDS = 5.0
 """Used when the activity has no heartbeat timeout (then heartbeats are cheap no-ops)."""
 
+SETTLE_SECONDS = 30.0
+"""How long a cancelled activity waits for its cancelled work to end (a killed
+command's exit and cgroup removal take milliseconds)."""
+
 T = TypeVar("T")
 
 
@@ -67,7 +71,11 @@ async def heartbeating(
     """Await `awaitable`, heartbeating (with `details`) until it is done; with a
     `notice` and a `StepHeartbeat` detail, also say so when the wait grows long.
 
-    Cancellation of the activity cancels the awaited work and is re-raised.
+    Cancellation of the activity cancels the awaited work and is re-raised once that
+    work has settled (a command killed, its cgroup removed; still heartbeating, up to
+    `SETTLE_SECONDS`): the cancel is acknowledged only when nothing of it runs on, since
+    a cancelled subagent's task removes its files next (see `workflows._calls`). Work in
+    a thread cannot be stopped; it is not waited for.
     """
     interval = heartbeat_interval()
     if notice is not None:
@@ -87,4 +95,17 @@ async def heartbeating(
                 await notice.send(beat)
     except asyncio.CancelledError:
         work.cancel()
+        await _settle(work, interval, details)
         raise
+
+
+async def _settle(work: asyncio.Future[Any], interval: float, details: tuple[Any, ...]) -> None:
+    """Wait (heartbeating) for cancelled `work` to end, at most `SETTLE_SECONDS`."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    try:
+        while not work.done() and time.monotonic() < deadline:
+            await asyncio.wait({work}, timeout=min(interval, deadline - time.monotonic()))
+            if not work.done():
+                activity.heartbeat(*details)
+    except asyncio.CancelledError:
+        pass  # cancelled again: stop waiting, the caller re-raises

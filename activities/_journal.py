@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from activities._transcripts import transcript_path, write_atomically
+from activities._transcripts import transcript_path, write_task_file
 from switchboard.contracts import ToolOutcome
 from switchboard.models import Model
 
@@ -72,5 +72,10 @@ def load_journal(path: Path) -> StepJournal:
     return StepJournal.model_validate_json(data)
 
 
-def save_journal(path: Path, journal: StepJournal) -> None:
-    write_atomically(path, journal.model_dump_json(exclude_defaults=True).encode())
+def save_journal(root: Path, path: Path, journal: StepJournal) -> None:
+    """Write a step's journal under the transcripts `root`.
+
+    Raises:
+        TaskEndedError: the step's task ended on this host (see `write_task_file`).
+    """
+    write_task_file(root, path, journal.model_dump_json(exclude_defaults=True).encode())

@@ -5,6 +5,12 @@ journals, recorded planner replies), removed together when the task ends.
 
 One JSON file per transcript, replaced atomically (temp file + rename), so a
 crash mid-write leaves the previous version, never a torn file.
+
+A task's cleanup first marks it ended (`<transcripts_dir>/.ended/<task_id>`), then
+removes its folder. A write for an ended task is refused (`TaskEndedError`), and a
+write that raced the cleanup (it checked before the mark, wrote after the removal)
+sees the mark afterwards and removes what it wrote: a step that outlived its
+workflow (a lost cancel, a worker cut off) never recreates the folder.
 """
 
 from __future__ import annotations
@@ -22,8 +28,16 @@ from switchboard.contracts import ChatMessage
 _MESSAGES = TypeAdapter(list[ChatMessage])
 
 
+ENDED_DIR = ".ended"
+"""Under the transcripts root: one empty file per task whose files were removed."""
+
+
 class TranscriptIdError(ValueError):
     """A transcript id that would leave the transcripts directory."""
+
+
+class TaskEndedError(RuntimeError):
+    """A write for a task that ended on this host (its files were removed)."""
 
 
 def transcript_path(root: Path, transcript_id: str) -> Path:
@@ -49,12 +63,70 @@ def load_transcript(path: Path) -> list[ChatMessage]:
     return _MESSAGES.validate_json(data)
 
 
-def save_transcript(path: Path, messages: list[ChatMessage]) -> None:
+def save_transcript(root: Path, path: Path, messages: list[ChatMessage]) -> None:
+    """Write a transcript of a task under `root` (see `write_task_file`)."""
     payload = json.dumps(
         [m.model_dump(mode="json", exclude_defaults=True) for m in messages],
         ensure_ascii=False,
     )
-    write_atomically(path, payload.encode())
+    write_task_file(root, path, payload.encode())
+
+
+def write_task_file(root: Path, path: Path, data: bytes) -> None:
+    """`write_atomically` for a file of a task under `root`, unless the task ended.
+
+    Raises:
+        TaskEndedError: the task's cleanup ran here, before or during this write (the
+            task's folder is then removed again, with anything else a straggler wrote).
+        TranscriptIdError: `path` is not below a task's folder of `root`.
+    """
+    parts = path.relative_to(root).parts if path.is_relative_to(root) else ()
+    if len(parts) < 2 or parts[0].startswith("."):
+        raise TranscriptIdError(f"{path} is not a file of a task under {root}")
+    task_id = parts[0]
+    if not task_ended(root, task_id):
+        write_atomically(path, data)
+    if task_ended(root, task_id):  # before or during this write: remove what a straggler left
+        remove_task_files(root, task_id)
+        raise TaskEndedError(f"task {task_id} ended on this host: {path.name} not kept")
+
+
+def mark_task_ended(root: Path, task_id: str) -> None:
+    """Record that the task ended here, before its files are removed (idempotent).
+
+    Raises:
+        TranscriptIdError: the task id is not one plain path component.
+    """
+    _check_task_id(task_id)
+    marks = root / ENDED_DIR
+    marks.mkdir(parents=True, exist_ok=True)
+    (marks / task_id).touch()
+
+
+def task_ended(root: Path, task_id: str) -> bool:
+    """Whether the task's cleanup ran on this host (False for an id that names no task)."""
+    if not task_id or "/" in task_id or task_id.startswith("."):
+        return False
+    return (root / ENDED_DIR / task_id).exists()
+
+
+def collect_ended_marks(root: Path, older_than: float) -> int:
+    """Remove the ended-marks written before `older_than` (a time.time()); how many."""
+    removed = 0
+    marks = root / ENDED_DIR
+    for mark in sorted(marks.iterdir()) if marks.is_dir() else []:
+        try:
+            if mark.stat().st_mtime < older_than:
+                mark.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
+
+
+def _check_task_id(task_id: str) -> None:
+    if not task_id or "/" in task_id or task_id.startswith("."):
+        raise TranscriptIdError(f"task id {task_id!r} must be one plain path component")
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -78,8 +150,7 @@ def remove_task_files(root: Path, task_id: str) -> bool:
     Raises:
         TranscriptIdError: the task id is not one plain path component.
     """
-    if not task_id or "/" in task_id or task_id in (".", ".."):
-        raise TranscriptIdError(f"task id {task_id!r} must be one plain path component")
+    _check_task_id(task_id)
     folder = root / task_id
     if not folder.exists() and not folder.is_symlink():
         return False

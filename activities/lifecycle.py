@@ -9,7 +9,12 @@ from temporalio.exceptions import ApplicationError
 
 from activities._heartbeat import heartbeating
 from activities._task_repo import mark_ended
-from activities._transcripts import TranscriptIdError, reap_task_files, remove_task_files
+from activities._transcripts import (
+    TranscriptIdError,
+    mark_task_ended,
+    reap_task_files,
+    remove_task_files,
+)
 from activities.repo import RepoActivities
 from activities.sandbox import Sandbox
 from switchboard.contracts import (
@@ -46,11 +51,18 @@ class LifecycleActivities:
 
     @activity.defn(name=Activities.CLEANUP_TASK)
     async def cleanup_task(self, input: CleanupInput) -> None:
-        """Idempotent: sandboxes first (they hold the worktrees open), then worktrees,
-        then the task's transcripts, step journals and recorded planner replies. The
-        task's repository, when kept (completed, failed), is marked ended: the
-        maintenance schedule removes it after `task_retention_hours`. The credentials
-        the task held on this host are deleted unless another task holds them."""
+        """Idempotent: the task is marked ended on this host first (a step that outlived
+        its workflow then writes no transcript or journal again, see `_transcripts`),
+        then sandboxes (they hold the worktrees open), worktrees, and the task's
+        transcripts, step journals and recorded planner replies. The task's repository,
+        when kept (completed, failed), is marked ended: the maintenance schedule removes
+        it after `task_retention_hours`. The credentials the task held on this host are
+        deleted unless another task holds them."""
+        root = self._repo.settings.transcripts_dir
+        try:
+            await asyncio.to_thread(mark_task_ended, root, input.task_id)
+        except TranscriptIdError as exc:
+            raise ApplicationError(str(exc), type=Errors.INVALID_INPUT, non_retryable=True) from exc
         await self._sandbox.remove_task(input.task_id)
         await self._repo.cleanup_worktrees(input)
         settings = self._repo.settings
@@ -58,11 +70,7 @@ class LifecycleActivities:
             await asyncio.to_thread(mark_ended, settings, input.task_id)
         store = CredentialStore(settings.credentials_dir)
         await asyncio.to_thread(store.release, input.task_id)
-        root = settings.transcripts_dir
-        try:
-            await asyncio.to_thread(remove_task_files, root, input.task_id)
-        except TranscriptIdError as exc:
-            raise ApplicationError(str(exc), type=Errors.INVALID_INPUT, non_retryable=True) from exc
+        await asyncio.to_thread(remove_task_files, root, input.task_id)
 
 
 def reap_orphan_transcripts(settings: Settings, live_task_ids: set[str]) -> list[str]:

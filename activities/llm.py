@@ -33,6 +33,7 @@ from activities._plan import (
     submit_plan_schema,
 )
 from activities._transcripts import (
+    TaskEndedError,
     TranscriptIdError,
     load_or_empty,
     load_transcript,
@@ -117,7 +118,7 @@ class LlmActivities:
         )
         reply = _assistant_message(completion)
         messages.append(reply)
-        await asyncio.to_thread(save_transcript, path, messages)
+        await self._save(path, messages)
         usage = _usage(completion)
         _count_tokens(input.role.value, self._settings.llm_model, usage)
         return LlmTurnResult(
@@ -167,7 +168,7 @@ class LlmActivities:
                 },
             )
             reply = _assistant_message(completion)
-            await asyncio.to_thread(save_transcript, path, [*messages, reply])
+            await self._save(path, [*messages, reply])
             usage = _usage(completion)
             _count_tokens(PLANNER_ROLE, model, usage)
             tokens = usage.total_tokens
@@ -189,6 +190,18 @@ class LlmActivities:
             return transcript_path(self._settings.transcripts_dir, transcript_id)
         except TranscriptIdError as exc:
             raise ApplicationError(str(exc), type=Errors.INVALID_INPUT, non_retryable=True) from exc
+
+    async def _save(self, path: Path, messages: list[ChatMessage]) -> None:
+        """Record a transcript; refused once its task ended on this host (a straggler).
+
+        Raises:
+            ApplicationError: `TaskEnded` (non-retryable).
+        """
+        root = self._settings.transcripts_dir
+        try:
+            await asyncio.to_thread(save_transcript, root, path, messages)
+        except TaskEndedError as exc:
+            raise ApplicationError(str(exc), type=Errors.TASK_ENDED, non_retryable=True) from exc
 
     async def _complete(
         self,

@@ -15,12 +15,14 @@ import asyncio
 import fcntl
 import os
 import subprocess
+import time
 from pathlib import Path
 
 from temporalio import activity
 
 from activities._heartbeat import heartbeating
 from activities._task_repo import collect_ended
+from activities._transcripts import collect_ended_marks
 from switchboard.contracts import GcMirrorsInput, GcMirrorsResult
 from switchboard.credentials import CredentialStore
 from switchboard.settings import Settings
@@ -84,9 +86,12 @@ def gc_mirrors(settings: Settings, input: GcMirrorsInput) -> GcMirrorsResult:
     """Collect every mirror of this host; one that fails is reported and skipped.
 
     First what ended tasks left past `task_retention_hours`: their repositories (which
-    unpins their bases, so this gc may drop them) and stored credentials no task holds.
+    unpins their bases, so this gc may drop them), stored credentials no task holds, and
+    the marks that keep a straggling step from writing the files of an ended task.
     """
     retention = settings.task_retention_hours
+    # A task's ended-mark only has to outlive the steps that could outlive the task.
+    collect_ended_marks(settings.transcripts_dir, time.time() - retention * 3600)
     result = GcMirrorsResult(
         task_repos_removed=len(collect_ended(settings, retention)),
         credentials_removed=len(CredentialStore(settings.credentials_dir).sweep(retention * 3600)),

@@ -54,7 +54,7 @@ from activities._journal import (
     save_journal,
 )
 from activities._task_repo import is_repository_of
-from activities._transcripts import TranscriptIdError
+from activities._transcripts import TaskEndedError, TranscriptIdError, task_ended
 from activities.llm import LlmActivities
 from activities.tools import ToolActivities
 from switchboard.contracts import StepInput, StepResult, ToolOutcome
@@ -97,7 +97,7 @@ class StepActivities:
             ApplicationError: as `LlmActivities.turn` and `ToolActivities.run_calls` do;
                 `InvalidInput` for a bad step id or an unreadable journal.
         """
-        _require_worktree(input)
+        _require_live(self._tools.settings, input)
         if input.start_sandbox:
             await heartbeating(
                 self._tools.start(input.sandbox), StepHeartbeat.now(StepStage.SANDBOX)
@@ -147,7 +147,7 @@ class _JournaledCalls:
                 entry.outcome = await self._roll_back(entry, call)
             else:  # interrupted, but doing it again changes nothing more
                 entry.outcome = await self._run(call)
-            await asyncio.to_thread(save_journal, self._journal_path, journal)
+            await self._save(journal)
             outcomes.append(entry.outcome)
         return outcomes
 
@@ -174,8 +174,16 @@ class _JournaledCalls:
                     type=Errors.SANDBOX_UNAVAILABLE,
                 ) from exc
         journal.entries.append(entry)
-        await asyncio.to_thread(save_journal, self._journal_path, journal)
+        await self._save(journal)
         return entry
+
+    async def _save(self, journal: StepJournal) -> None:
+        """Raises: ApplicationError `TaskEnded` once the task ended here (a straggler)."""
+        root = self._tools.settings.transcripts_dir
+        try:
+            await asyncio.to_thread(save_journal, root, self._journal_path, journal)
+        except TaskEndedError as exc:
+            raise ApplicationError(str(exc), type=Errors.TASK_ENDED, non_retryable=True) from exc
 
     async def _run(self, call: CheckedCall) -> ToolOutcome:
         waiting = StepHeartbeat.now(StepStage.TOOL, tool=call.name.value)
@@ -209,6 +217,23 @@ class _JournaledCalls:
         if output is INTERRUPTED and call.name in REDONE_AFTER_ROLLBACK:
             return await self._run(call)  # from the same files: its edit lands once
         return ToolOutcome(call_id=call.call_id, name=call.name.value, ok=False, output=output)
+
+
+def _require_live(settings: Settings, input: StepInput) -> None:
+    """Fail a step of a task that ended on this host (it outlived its workflow: a lost
+    cancel, a worker cut off) before it pays a model call or runs a command.
+
+    Raises:
+        ApplicationError: `TaskEnded` or `SandboxUnavailable` (non-retryable).
+    """
+    task_id = input.turn.transcript_id.partition("/")[0]  # its files' folder
+    if task_ended(settings.transcripts_dir, task_id):
+        raise ApplicationError(
+            f"task {task_id} already ended on this host; step not run",
+            type=Errors.TASK_ENDED,
+            non_retryable=True,
+        )
+    _require_worktree(input)
 
 
 def _require_worktree(input: StepInput) -> None:

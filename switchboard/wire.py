@@ -85,6 +85,8 @@ class Errors:
     TASK_FAILED: Final = "TaskFailed"
     WORKER_LOST: Final = "WorkerLost"
     DISK_LIMIT: Final = "DiskLimitExceeded"
+    TASK_ENDED: Final = "TaskEnded"
+    """An activity of a task that already ended on its host (it outlived its workflow)."""
 
 
 NON_RETRYABLE_ERRORS: Final = (
@@ -104,6 +106,8 @@ class Patches:
     """The task compares its change with the target branch at the gate and at merge."""
     TOKENS_ATTRIBUTE: Final = "tokens-search-attribute"
     """The task sets `SwitchboardTokens` with its phase (per-tenant tokens per day)."""
+    SUBAGENT_CANCEL_WAITS: Final = "subagent-cancel-waits"
+    """A cancelled subagent ends only once its running activity acknowledged the cancel."""
 
 
 class SearchAttributes:

@@ -8,7 +8,12 @@ policies and heartbeats of a call are written once (their values: `_policy`).
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any, TypeVar
+
 from temporalio import workflow
+from temporalio.exceptions import ActivityError
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from switchboard.contracts import (
@@ -29,8 +34,10 @@ with workflow.unsafe.imports_passed_through():
     )
     from switchboard.models import TargetCheck
     from switchboard.repo_refs import redact_repo
-    from switchboard.wire import Activities
+    from switchboard.wire import Activities, Patches
     from workflows import _policy as policy
+
+T = TypeVar("T")
 
 
 async def prepare_repo(inp: PrepareRepoInput) -> PreparedRepo:
@@ -62,49 +69,46 @@ async def plan_subtasks(inp: PlanInput) -> Plan:
 
 
 async def create_worktree(inp: WorktreeInput, *, queue: str) -> WorktreeInfo:
-    result: WorktreeInfo = await workflow.execute_activity(
+    return await _subagent_activity(
         Activities.CREATE_WORKTREE,
         inp,
-        result_type=WorktreeInfo,
+        WorktreeInfo,
         task_queue=queue,
         start_to_close_timeout=policy.WORKTREE_TIMEOUT,
         heartbeat_timeout=policy.LONG_HEARTBEAT_TIMEOUT,
         retry_policy=policy.TRANSIENT_RETRY,
         summary=f"worktree {inp.branch}",
     )
-    return result
 
 
 async def subagent_step(inp: StepInput, *, queue: str, number: int) -> StepResult:
     """Step `number` of a subagent: one model turn and the tools it asked for."""
-    result: StepResult = await workflow.execute_activity(
+    return await _subagent_activity(
         Activities.SUBAGENT_STEP,
         inp,
-        result_type=StepResult,
+        StepResult,
         task_queue=queue,
         start_to_close_timeout=policy.STEP_TIMEOUT,
         heartbeat_timeout=policy.HEARTBEAT_TIMEOUT,
         retry_policy=policy.TRANSIENT_RETRY,
         summary=f"step {number}",
     )
-    return result
 
 
 async def finish_subagent(
     inp: FinishSubagentInput, *, queue: str, branch: str
 ) -> FinishSubagentResult:
     """Commit a worker's work (when `inp.commit` is set) and stop the sandbox."""
-    result: FinishSubagentResult = await workflow.execute_activity(
+    return await _subagent_activity(
         Activities.FINISH_SUBAGENT,
         inp,
-        result_type=FinishSubagentResult,
+        FinishSubagentResult,
         task_queue=queue,
         start_to_close_timeout=policy.COMMIT_TIMEOUT,
         heartbeat_timeout=policy.HEARTBEAT_TIMEOUT,
         retry_policy=policy.TRANSIENT_RETRY,
         summary=f"commit {branch}, stop sandbox" if inp.commit else "stop sandbox",
     )
-    return result
 
 
 async def integrate_branches(inp: IntegrateInput, *, queue: str) -> MergeOutcome:
@@ -145,3 +149,36 @@ async def cleanup_task(inp: CleanupInput, *, queue: str) -> None:
         retry_policy=policy.TRANSIENT_RETRY,
         summary="remove worktrees and sandboxes",
     )
+
+
+async def _subagent_activity(activity: str, inp: object, result_type: type[T], **options: Any) -> T:
+    """An activity of a subagent workflow, which a cancel of the subagent waits for.
+
+    The cancel reaches the activity at its next heartbeat (within `HEARTBEAT_TIMEOUT`
+    for a step); it stops its model call or command and writes nothing more, and only
+    then does the subagent end, so the task's cleanup never runs beside it. An activity
+    that ended otherwise once the cancel was asked (it finished first, or its worker
+    was lost) still ends the subagent as cancelled. Runs recorded before this patch
+    keep the old behaviour (the subagent ended at once).
+
+    Raises:
+        asyncio.CancelledError: the subagent was cancelled.
+    """
+    waits = workflow.patched(Patches.SUBAGENT_CANCEL_WAITS)
+    try:
+        result: T = await workflow.execute_activity(
+            activity,
+            inp,
+            result_type=result_type,
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+            if waits
+            else ActivityCancellationType.TRY_CANCEL,
+            **options,
+        )
+    except ActivityError as err:
+        if waits and workflow.cancellation_reason() is not None:
+            raise asyncio.CancelledError("the subagent was cancelled") from err
+        raise
+    if waits and workflow.cancellation_reason() is not None:
+        raise asyncio.CancelledError("the subagent was cancelled")
+    return result
