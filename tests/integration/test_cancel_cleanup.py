@@ -113,8 +113,8 @@ async def test_cancel_while_a_command_runs_leaves_nothing_behind(
     assert events.index("activity_task_canceled_event_attributes") < events.index(
         "workflow_execution_canceled_event_attributes"
     )
-    # The heartbeat interval (2.5 s) and its throttle (4 s) bound the wait.
-    assert took < 20, f"the cancel took {took:.1f} s"
+    # The step's heartbeat interval (2.5 s, each sent) bounds the wait: ~1 s measured.
+    assert took < 10, f"the cancel took {took:.1f} s"
 
     assert _running(marker) == [], "the command still runs after the task was cancelled"
     assert _left_behind(settings, task_id) == []
