@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from entrypoints._cli_auth import LOGIN_HINT, resolve_token
+from switchboard.audit import AuditTrail
 from switchboard.errors import (
     Forbidden,
     InvalidRequest,
@@ -63,7 +64,7 @@ _ERROR_OF: dict[int, type[ServiceError]] = {
 }
 API_LIST_LIMIT = 500
 """The most tasks `GET /v1/tasks` returns at once."""
-_REQUEST_ONLY = {"owner", "credential_ref"}
+_REQUEST_ONLY = {"owner", "credential_ref", "policy"}
 """`TaskRequest` fields the server sets itself (a client never sends them)."""
 
 
@@ -132,6 +133,9 @@ class ApiTasks:
 
     async def steer(self, task_id: str, steer: SteerInput) -> None:
         await self._call("POST", f"/v1/tasks/{task_id}/steer", {"guidance": steer.guidance})
+
+    async def audit(self, task_id: str) -> AuditTrail:
+        return AuditTrail.model_validate(await self._call("GET", f"/v1/tasks/{task_id}/audit"))
 
     async def watch(
         self, task_id: str, from_offset: int = 0

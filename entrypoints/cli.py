@@ -27,6 +27,7 @@ from rich.console import Console
 
 from entrypoints import _cli_processes as processes
 from entrypoints import _cli_render as render
+from entrypoints._cli_audit import audit as _audit
 from entrypoints._cli_common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -360,6 +361,9 @@ def _show_record(record: object, as_json: bool) -> None:
         _print_json(record.model_dump_json())
     else:
         typer.echo(render.approval_line(record))
+
+
+task_app.command("audit")(_audit)
 
 
 # ---- processes ----------------------------------------------------------------------------

@@ -187,6 +187,8 @@ class TemporalErrors:
                 return WrongPhase(f"{target}: {cause.message}")
             if cause.type == wire.Errors.INVALID_INPUT:
                 return InvalidRequest(f"{target}: {cause.message}")
+            if cause.type == wire.Errors.FORBIDDEN:
+                return Forbidden(f"{target}: {cause.message}")
         return Refused(f"{target}: the {self._noun} refused the update: {cause}")
 
     def _no_worker(self, target: str | None, timeout: timedelta) -> str:

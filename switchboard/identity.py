@@ -22,10 +22,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from switchboard.errors import Forbidden
-from switchboard.models import Model
 
 __all__ = [
     "LOCAL_ROLES",
@@ -33,6 +32,8 @@ __all__ = [
     "Action",
     "Identity",
     "Role",
+    "TaskPolicy",
+    "four_eyes_refusal",
     "local_identity",
     "tenant_of",
 ]
@@ -66,8 +67,14 @@ class Action(StrEnum):
     """Approve, request changes, or reject."""
 
 
-class Identity(Model):
-    """A caller, as verified (or, in local mode, as declared)."""
+class Identity(BaseModel):
+    """A caller, as verified (or, in local mode, as declared).
+
+    Also the identity claim every decision, steer and cancel carries into the task's
+    workflow (`actor`), filled by the service from the verified caller, never from a
+    request body; the workflow's validators check it against the task's `TaskPolicy`.
+    (A plain `BaseModel`: `switchboard.models` embeds it, so this module cannot import
+    that one.)"""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -127,6 +134,51 @@ class Identity(Model):
 
     def _held(self) -> str:
         return ", ".join(sorted(f"'{role}'" for role in self.roles)) or "no role"
+
+
+class TaskPolicy(BaseModel):
+    """Who may decide a task, fixed when it is submitted (part of the workflow input).
+
+    Set by the service from the verified submitter; whatever a caller sends is replaced."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    owner: str = Field(min_length=1, max_length=400)
+    """The owner key of the task (`Identity.owner`)."""
+    tenant: str = Field(pattern=TENANT_PATTERN)
+    four_eyes: bool = False
+    """The submitter may not approve their own task (`Settings.four_eyes_tenants`)."""
+    submitter: Identity | None = None
+
+    def refusal(
+        self, actor: Identity | None, action: Action, *, approving: bool = False
+    ) -> str | None:
+        """Why `actor` may not do `action` to this task, or None if they may.
+
+        The same rules as the API (`Identity.can_see` and `Identity.require`), plus
+        four-eyes on an approval; an action without a claim is refused (only the
+        service fills it)."""
+        if actor is None:
+            return (
+                f"{action.value} refused: no identity claim; act through the Switchboard "
+                "API or CLI, which fill it from the verified caller"
+            )
+        if not actor.can_see(self.owner):
+            return f"{action.value} refused: the task is not in tenant '{actor.tenant}'"
+        try:
+            actor.require(action, self.owner)
+        except Forbidden as exc:
+            return str(exc)
+        if self.four_eyes and approving and actor.owner == self.owner:
+            return four_eyes_refusal(self.tenant)
+        return None
+
+
+def four_eyes_refusal(tenant: str) -> str:
+    return (
+        f"four-eyes is on for tenant '{tenant}': the submitter may not approve their own "
+        "task; ask another approver"
+    )
 
 
 def tenant_of(owner: str) -> str:

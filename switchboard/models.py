@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from switchboard.identity import Identity, TaskPolicy
+
 MAX_GOAL_CHARS = 20_000
 MAX_SUBTASKS = 24
 MAX_PARALLEL = 16
@@ -126,6 +128,9 @@ class TaskRequest(TaskSpec):
     credential_ref: str | None = Field(default=None, max_length=64)
     """Set by the server when `repo` carried credentials (`switchboard.credentials`):
     `repo` then holds the URL without them. Whatever a caller sends is replaced."""
+    policy: TaskPolicy | None = None
+    """Who may decide it, set by the service from the verified submitter (None: a task
+    started around the service, whose workflow checks no identity)."""
 
 
 class DiffStat(Model):
@@ -334,15 +339,21 @@ class EventsPage(Model):
 # ---- human decisions (update / signal inputs) -----------------------------------
 
 
-class ApproveInput(Model):
+class Claimed(Model):
+    """A decision or intervention: `actor` is the verified caller, set by the service
+    (never from a request body) and checked by the workflow against the task's policy."""
+
     by: str = Field(default="local", min_length=1, max_length=200)
+    actor: Identity | None = None
+
+
+class ApproveInput(Claimed):
     comment: str = Field(default="", max_length=10_000)
     drop_failed: bool = False
     """Approve a partial result: merge the workers that succeeded, drop the failed ones."""
 
 
-class RequestChangesInput(Model):
-    by: str = Field(default="local", min_length=1, max_length=200)
+class RequestChangesInput(Claimed):
     feedback: str = Field(max_length=MAX_GOAL_CHARS)
     only_failed: bool = False
     """Retry only the workers that failed (feedback may then be empty)."""
@@ -351,14 +362,16 @@ class RequestChangesInput(Model):
     again; no worker runs (feedback may then be empty). Refused on a conflict."""
 
 
-class RejectInput(Model):
-    by: str = Field(default="local", min_length=1, max_length=200)
+class RejectInput(Claimed):
     comment: str = Field(default="", max_length=10_000)
 
 
-class SteerInput(Model):
-    by: str = Field(default="local", min_length=1, max_length=200)
+class SteerInput(Claimed):
     guidance: str = Field(min_length=1, max_length=MAX_GOAL_CHARS)
+
+
+class CancelInput(Claimed):
+    """Cancel with a verified identity: validated and recorded, then Temporal's cancel."""
 
 
 class DiffRequest(Model):

@@ -32,6 +32,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from switchboard import repo_refs, wire
+from switchboard._decisions import Decisions, policy_for
 from switchboard._task_views import (
     closed_phase,
     ended_message,
@@ -45,7 +46,6 @@ from switchboard.credentials import CredentialStore
 from switchboard.diffs import DEFAULT_MAX_BYTES, read_diff
 from switchboard.errors import (
     QUERY_TIMEOUT,
-    UPDATE_TIMEOUT,
     InvalidRequest,
     NotFound,
     ServiceError,
@@ -59,8 +59,6 @@ from switchboard.frontends import repositories_for
 from switchboard.identity import Action, Identity, tenant_of
 from switchboard.limits import TenantLimiter
 from switchboard.models import (
-    ApprovalRecord,
-    ApproveInput,
     DiffLocation,
     DiffRequest,
     DiffView,
@@ -68,9 +66,6 @@ from switchboard.models import (
     EventsRequest,
     FollowNotice,
     Phase,
-    RejectInput,
-    RequestChangesInput,
-    SteerInput,
     TaskEvent,
     TaskRequest,
     TaskResult,
@@ -89,7 +84,7 @@ MEMO_GOAL_CHARS = 1_000
 """The memo is for the Temporal UI; the server warns past 2 KiB, the full goal is the input."""
 
 
-class TaskService:
+class TaskService(Decisions):
     """Start, inspect, steer and decide delegated tasks.
 
     Args:
@@ -120,12 +115,16 @@ class TaskService:
 
     # ---- start and list -------------------------------------------------------
 
-    async def submit(self, request: TaskRequest, *, remote: bool = False) -> TaskSubmitted:
+    async def submit(
+        self, request: TaskRequest, *, remote: bool = False, caller: Identity | None = None
+    ) -> TaskSubmitted:
         """Start a task; with a `request_id`, start it at most once.
 
         Args:
             request: The task.
             remote: The caller is on another machine (local paths: remote roots only).
+            caller: The verified submitter: the task's workflow then checks every
+                decision, steer and cancel against its policy (`TaskPolicy`).
 
         Raises:
             InvalidRequest: The repository reference cannot work (see the message).
@@ -148,6 +147,7 @@ class TaskService:
         if ref is None and (held := store.for_owner(request.owner, repo)) is not None:
             ref = held if store.claim(held, task_id) else None
         request = request.model_copy(update={"repo": repo, "credential_ref": ref})
+        request = policy_for(request, caller, self._settings)
         async with self._errors(None):  # a NOT_FOUND here is the namespace, not the task
             try:
                 await self._client.start_workflow(
@@ -280,30 +280,6 @@ class TaskService:
 
     # ---- decisions and steering ---------------------------------------------------
 
-    async def approve(self, task_id: str, decision: ApproveInput) -> ApprovalRecord:
-        return await self._decide(task_id, wire.Updates.APPROVE, decision)
-
-    async def request_changes(self, task_id: str, decision: RequestChangesInput) -> ApprovalRecord:
-        if not decision.feedback.strip() and not (decision.only_failed or decision.rebase):
-            raise InvalidRequest("feedback is empty: say what should change")
-        return await self._decide(task_id, wire.Updates.REQUEST_CHANGES, decision)
-
-    async def reject(self, task_id: str, decision: RejectInput) -> ApprovalRecord:
-        return await self._decide(task_id, wire.Updates.REJECT, decision)
-
-    async def cancel(self, task_id: str) -> None:
-        """Ask the task to stop; it cleans up and ends as `cancelled`."""
-        await self._require_running(task_id)
-        async with self._errors(task_id):
-            await self._handle(task_id).cancel()
-
-    async def steer(self, task_id: str, steer: SteerInput) -> None:
-        """Send new guidance to the task's running subagents."""
-        if not steer.guidance.strip():
-            raise InvalidRequest("guidance is empty: say what the subagents should do differently")
-        async with self._errors(task_id):
-            await self._handle(task_id).signal(wire.Signals.STEER, steer)
-
     # ---- ownership ----------------------------------------------------------------
 
     async def owner_of(self, task_id: str) -> str:
@@ -348,13 +324,6 @@ class TaskService:
         description = await self._describe(task_id)
         if description.status != WorkflowExecutionStatus.RUNNING:
             raise WrongPhase(ended_message(task_id, description))
-
-    async def _decide(self, task_id: str, update: str, decision: Any) -> ApprovalRecord:
-        async with self._errors(task_id):
-            record: ApprovalRecord = await self._handle(task_id).execute_update(
-                update, decision, result_type=ApprovalRecord, rpc_timeout=UPDATE_TIMEOUT
-            )
-        return record
 
     async def _status_from_result(self, handle: WorkflowHandle[Any, Any]) -> TaskStatus | None:
         description = await self._describe(handle.id)

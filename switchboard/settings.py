@@ -132,6 +132,14 @@ class Settings(BaseSettings):
     oidc_web_resource: str | None = None
     """The resource indicator (RFC 8707) the web chat asks an access token for, so the
     provider issues a JWT for this API's audience; unset, none is sent."""
+    four_eyes_tenants: str = Field(
+        default="", pattern=r"^(\*|[A-Za-z0-9._@+-]+(,[A-Za-z0-9._@+-]+)*)?$"
+    )
+    """Tenants (comma-separated, or `*` for all) where the submitter of a task may not
+    approve it; checked by the API and again by the task's workflow."""
+    update_wait_seconds: float = Field(default=30.0, gt=0, le=600)
+    """How long a decision or cancel waits for a worker to take it before the caller
+    gets 503 (retry with the same `Idempotency-Key`: it is applied at most once)."""
 
     # Per-tenant limits (switchboard.limits; docs/security.md, "Tenant limits")
     tenant_limits: dict[str, TenantLimits] = Field(default_factory=dict)
@@ -227,6 +235,11 @@ class Settings(BaseSettings):
     @property
     def auth_modes(self) -> frozenset[str]:
         return frozenset(self.auth_mode.split(","))
+
+    def four_eyes_for(self, tenant: str) -> bool:
+        """Four-eyes is on for `tenant` (`four_eyes_tenants`)."""
+        tenants = self.four_eyes_tenants.split(",")
+        return "*" in tenants or tenant in tenants
 
     @property
     def auth_is_local(self) -> bool:

@@ -30,6 +30,7 @@ class Updates:
     APPROVE: Final = "approve"
     REQUEST_CHANGES: Final = "request_changes"
     REJECT: Final = "reject"
+    CANCEL: Final = "cancel"
 
 
 class Signals:
@@ -87,6 +88,8 @@ class Errors:
     DISK_LIMIT: Final = "DiskLimitExceeded"
     TASK_ENDED: Final = "TaskEnded"
     """An activity of a task that already ended on its host (it outlived its workflow)."""
+    FORBIDDEN: Final = "Forbidden"
+    """An update validator refused the caller's identity claim (role, tenant, four-eyes)."""
 
 
 NON_RETRYABLE_ERRORS: Final = (
@@ -117,8 +120,10 @@ class SearchAttributes:
     TENANT: Final = SearchAttributeKey.for_keyword("SwitchboardTenant")
     TOKENS: Final = SearchAttributeKey.for_int("SwitchboardTokens")
     """Model tokens the task's subagents have spent so far (set at each phase change)."""
+    APPROVER: Final = SearchAttributeKey.for_keyword("SwitchboardApprover")
+    """The owner key of whoever decided the task last (approved, changes, rejected)."""
 
-    ALL: Final = (OWNER, PHASE, REPO, TENANT, TOKENS)
+    ALL: Final = (OWNER, PHASE, REPO, TENANT, TOKENS, APPROVER)
 
 
 def mirror_gc_schedule_id(host_id: str) -> str:

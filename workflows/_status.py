@@ -45,6 +45,7 @@ REVIEW_INDEX_BASE = 1000
 """Reviewer runs are numbered 1000 + round so their worktrees never collide with workers'."""
 
 Decision = Literal["approved", "changes_requested", "rejected"]
+_Data = dict[str, object] | None
 
 _DECISION_EVENTS = {
     "approved": EventKind.APPROVED,
@@ -287,7 +288,7 @@ class TaskBook:
         if result.merged and result.branch == task_branch(self.status.task_id):
             self.status.published = result.branch
 
-    def record_cancel(self, now: datetime) -> None:
+    def record_cancel(self, now: datetime, *, audit: _Data = None) -> None:
         published = self.status.published
         self.emit(
             EventKind.CANCELLED,
@@ -298,7 +299,7 @@ class TaskBook:
                 else "nothing was published"
             ),
             now,
-            data={"published": published},
+            data={"published": published, **(audit or {})},
         )
 
     def ask_for_approval(self, now: datetime, *, conflicted: bool) -> None:
@@ -363,7 +364,9 @@ class TaskBook:
                 type=Errors.WRONG_PHASE,
             )
 
-    def decide(self, decision: Decision, by: str, comment: str, now: datetime) -> ApprovalRecord:
+    def decide(
+        self, decision: Decision, by: str, comment: str, now: datetime, *, audit: _Data = None
+    ) -> ApprovalRecord:
         record = ApprovalRecord(
             decision=decision, by=by, at=now, comment=comment, round=self.status.round
         )
@@ -373,7 +376,7 @@ class TaskBook:
             _DECISION_EVENTS[decision],
             f"{decision.replace('_', ' ')} by {by}" + (f": {comment[:500]}" if comment else ""),
             now,
-            data=record.model_dump(mode="json"),
+            data={**record.model_dump(mode="json"), **(audit or {})},
         )
         return record
 

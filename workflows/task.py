@@ -20,6 +20,7 @@ from temporalio.exceptions import (
 
 with workflow.unsafe.imports_passed_through():
     from switchboard import metrics
+    from switchboard.audit import AuditAction, claim
     from switchboard.contracts import (
         CleanupInput,
         IntegrateInput,
@@ -30,9 +31,9 @@ with workflow.unsafe.imports_passed_through():
         SubagentInput,
         SubagentResult,
     )
+    from switchboard.identity import Identity
     from switchboard.models import (
         ApprovalRecord,
-        ApproveInput,
         DiffLocation,
         DiffRequest,
         EventKind,
@@ -40,10 +41,7 @@ with workflow.unsafe.imports_passed_through():
         EventsRequest,
         MergeResult,
         Phase,
-        RejectInput,
-        RequestChangesInput,
         Role,
-        SteerInput,
         SubagentState,
         SubtaskSpec,
         TaskRequest,
@@ -56,7 +54,6 @@ with workflow.unsafe.imports_passed_through():
         Queries,
         SearchAttributes,
         Signals,
-        Updates,
         Workflows,
         subagent_branch,
         task_branch,
@@ -64,13 +61,14 @@ with workflow.unsafe.imports_passed_through():
     from workflows import _calls as calls
     from workflows import _target as target
     from workflows._child import run_child
-    from workflows._status import REVIEW_INDEX_BASE, Decision, TaskBook, failure_message
+    from workflows._gate import GateHandlers
+    from workflows._status import REVIEW_INDEX_BASE, TaskBook, failure_message
     from workflows._target import TargetTracker
     from workflows._usage import Usage, phase_attributes
 
 
 @workflow.defn(name=Workflows.TASK)
-class DelegatedTaskWorkflow:
+class DelegatedTaskWorkflow(GateHandlers):
     @workflow.init
     def __init__(self, request: TaskRequest) -> None:
         info = workflow.info()
@@ -84,6 +82,7 @@ class DelegatedTaskWorkflow:
         self._running: dict[int, str] = {}
         self._only_failed = False
         self._rebase_asked = False
+        self._cancel_actor: Identity | None = None
         self._book = TaskBook.new(self._task_id, request, workflow.now())
         self._status = self._book.status
         self._target = TargetTracker(request, self._book)
@@ -100,7 +99,11 @@ class DelegatedTaskWorkflow:
                 SearchAttributes.PHASE.value_set(Phase.PREPARING.value),
             ]
         )
-        self._book.emit(EventKind.PHASE, f"task accepted: {request.goal[:200]}", workflow.now())
+        now, submitter = workflow.now(), request.policy.submitter if request.policy else None
+        submitted = claim(AuditAction.SUBMITTED, submitter, now, request.goal) if submitter else {}
+        self._book.emit(
+            EventKind.PHASE, f"task accepted: {request.goal[:200]}", now, data=submitted
+        )
         try:
             await self._deliver(request)
         except asyncio.CancelledError:
@@ -122,7 +125,8 @@ class DelegatedTaskWorkflow:
     async def _cancelled(self) -> None:
         """End as cancelled, whatever phase the cancel found; say what was published."""
         self._set_phase(Phase.CANCELLED, "task cancelled")
-        self._book.record_cancel(workflow.now())
+        now = workflow.now()
+        self._book.record_cancel(now, audit=claim(AuditAction.CANCELLED, self._cancel_actor, now))
         await self._cleanup(delete_branches=True)
 
     async def _deliver(self, request: TaskRequest) -> None:
@@ -349,52 +353,3 @@ class DelegatedTaskWorkflow:
     @workflow.signal(name=Signals.SUBAGENT_PROGRESS)
     def subagent_progress(self, progress: Progress) -> None:
         self._book.record_progress(progress, workflow.now())
-
-    @workflow.signal(name=Signals.STEER)
-    async def steer(self, steer: SteerInput) -> None:
-        self._guidance.append(steer.guidance)
-        waiting = "" if self._running else " (no subagent is running: kept for the next round)"
-        self._book.emit(
-            EventKind.STEERED,
-            f"{steer.by} steered: {steer.guidance[:500]}{waiting}",
-            workflow.now(),
-            data={"by": steer.by, "running": sorted(self._running)},
-        )
-        for child_id in list(self._running.values()):
-            await workflow.get_external_workflow_handle(child_id).signal(Signals.STEER, steer)
-
-    @workflow.update(name=Updates.APPROVE)
-    def approve(self, decision: ApproveInput) -> ApprovalRecord:
-        return self._decide("approved", decision.by, decision.comment)
-
-    @approve.validator
-    def _check_approve(self, decision: ApproveInput) -> None:
-        self._book.require_awaiting()
-        self._book.require_approvable(self._integration, drop_failed=decision.drop_failed)
-
-    @workflow.update(name=Updates.REQUEST_CHANGES)
-    def request_changes(self, decision: RequestChangesInput) -> ApprovalRecord:
-        self._only_failed = decision.only_failed
-        self._rebase_asked = decision.rebase
-        return self._decide("changes_requested", decision.by, decision.feedback)
-
-    @request_changes.validator
-    def _check_request_changes(self, decision: RequestChangesInput) -> None:
-        self._book.require_awaiting()
-        if decision.only_failed and not self._status.partial:
-            raise ApplicationError("no subagent failed: nothing to retry", type=Errors.WRONG_PHASE)
-        if decision.rebase:
-            target.require_rebasable(self._status.target)
-        elif not decision.feedback.strip() and not decision.only_failed:
-            raise ApplicationError("feedback must say what to change", type=Errors.INVALID_INPUT)
-
-    @workflow.update(name=Updates.REJECT)
-    def reject(self, decision: RejectInput) -> ApprovalRecord:
-        return self._decide("rejected", decision.by, decision.comment)
-
-    @reject.validator
-    def _check_reject(self, decision: RejectInput) -> None:
-        self._book.require_awaiting()
-
-    def _decide(self, decision: Decision, by: str, comment: str) -> ApprovalRecord:
-        return self._book.decide(decision, by, comment, workflow.now())

@@ -26,6 +26,7 @@ from api.schemas import (
     TaskCreate,
     TasksPublic,
 )
+from switchboard.audit import AuditTrail
 from switchboard.errors import ServiceError
 from switchboard.identity import Action
 from switchboard.models import (
@@ -87,7 +88,8 @@ async def submit_task(
     remote callers); anything else gets one message that says nothing about disk.
     The tenant's limit on parallel subagents lowers `max_parallel` (said in `notice`)."""
     caller.require(Action.SUBMIT, caller.owner)
-    submitted = await service.submit(body.to_request(owner=caller.owner), remote=remote)
+    request = body.to_request(owner=caller.owner)
+    submitted = await service.submit(request, remote=remote, caller=caller)
     if not submitted.created:
         response.status_code = status.HTTP_200_OK
     return submitted
@@ -181,52 +183,83 @@ async def _event_stream(
         yield ServerSentEvent(data=json.dumps({"detail": str(exc)}), event="error")
 
 
-@router.post("/{task_id}/approve", responses=_ERRORS)
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        max_length=200,
+        description="Makes a retried decision safe: the same key from the same caller is "
+        "the same decision, applied at most once (send it again after a 503 or a timeout).",
+    ),
+]
+
+_DECISION_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    403: {
+        "description": "You lack the role this needs (named), or four-eyes is on for the "
+        "tenant and you submitted the task. The task's workflow checks the same again.",
+        "model": ErrorBody,
+    },
+    503: {
+        "description": "No worker took the decision within `SWITCHBOARD_UPDATE_WAIT_SECONDS` "
+        "(30 s): it is not confirmed; retry with the same `Idempotency-Key`.",
+        "model": ErrorBody,
+    },
+}
+
+
+@router.post("/{task_id}/approve", responses=_DECISION_ERRORS)
 async def approve_task(
-    task_id: str, service: Service, caller: CurrentIdentity, body: ApproveBody | None = None
+    task_id: str,
+    service: Service,
+    caller: CurrentIdentity,
+    body: ApproveBody | None = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> ApprovalRecord:
     """Approve the diff; the task merges it. The approver is the verified caller."""
     await service.check_access(task_id, caller, Action.DECIDE)
     body = body or ApproveBody()
-    return await service.approve(
-        task_id, ApproveInput(by=caller.owner, comment=body.comment, drop_failed=body.drop_failed)
-    )
+    decision = ApproveInput(comment=body.comment, drop_failed=body.drop_failed)
+    return await service.approve(task_id, decision, caller=caller, key=idempotency_key)
 
 
-@router.post("/{task_id}/request-changes", responses=_ERRORS)
+@router.post("/{task_id}/request-changes", responses=_DECISION_ERRORS)
 async def request_changes(
-    task_id: str, body: RequestChangesBody, service: Service, caller: CurrentIdentity
+    task_id: str,
+    body: RequestChangesBody,
+    service: Service,
+    caller: CurrentIdentity,
+    idempotency_key: IdempotencyKey = None,
 ) -> ApprovalRecord:
     """Send the subagents back to work with feedback (approver role)."""
     await service.check_access(task_id, caller, Action.DECIDE)
-    return await service.request_changes(
-        task_id,
-        RequestChangesInput(
-            by=caller.owner,
-            feedback=body.feedback,
-            only_failed=body.only_failed,
-            rebase=body.rebase,
-        ),
+    decision = RequestChangesInput(
+        feedback=body.feedback, only_failed=body.only_failed, rebase=body.rebase
     )
+    return await service.request_changes(task_id, decision, caller=caller, key=idempotency_key)
 
 
-@router.post("/{task_id}/reject", responses=_ERRORS)
+@router.post("/{task_id}/reject", responses=_DECISION_ERRORS)
 async def reject_task(
-    task_id: str, service: Service, caller: CurrentIdentity, body: RejectBody | None = None
+    task_id: str,
+    service: Service,
+    caller: CurrentIdentity,
+    body: RejectBody | None = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> ApprovalRecord:
     """Reject the diff; the task ends without merging (approver role)."""
     await service.check_access(task_id, caller, Action.DECIDE)
-    comment = body.comment if body else ""
-    return await service.reject(task_id, RejectInput(by=caller.owner, comment=comment))
+    decision = RejectInput(comment=body.comment if body else "")
+    return await service.reject(task_id, decision, caller=caller, key=idempotency_key)
 
 
 @router.post("/{task_id}/cancel", status_code=status.HTTP_202_ACCEPTED, responses=_ERRORS)
 async def cancel_task(
     task_id: str, service: Service, caller: CurrentIdentity
 ) -> TaskActionAccepted:
-    """Ask the task to stop; it cleans up and ends as `cancelled`."""
+    """Ask the task to stop; it cleans up and ends as `cancelled`. Who asked is checked
+    by the task's workflow too and recorded in its audit trail."""
     await service.check_access(task_id, caller, Action.CANCEL)
-    await service.cancel(task_id)
+    await service.cancel(task_id, caller=caller)
     return TaskActionAccepted(task_id=task_id, action="cancel")
 
 
@@ -236,5 +269,13 @@ async def steer_task(
 ) -> TaskActionAccepted:
     """Give running subagents new guidance."""
     await service.check_access(task_id, caller, Action.STEER)
-    await service.steer(task_id, SteerInput(by=caller.owner, guidance=body.guidance))
+    await service.steer(task_id, SteerInput(guidance=body.guidance), caller=caller)
     return TaskActionAccepted(task_id=task_id, action="steer")
+
+
+@router.get("/{task_id}/audit", responses=_ERRORS)
+async def get_audit(task_id: str, service: Service, caller: CurrentIdentity) -> AuditTrail:
+    """Who submitted, steered, approved, requested changes, rejected and cancelled the
+    task, and when: the verified subject and tenant the task's workflow recorded."""
+    await service.check_access(task_id, caller, Action.READ)
+    return await service.audit(task_id)
