@@ -163,8 +163,10 @@ class TaskPolicy(BaseModel):
                 f"{action.value} refused: no identity claim; act through the Switchboard "
                 "API or CLI, which fill it from the verified caller"
             )
-        if not actor.can_see(self.owner):
-            return f"{action.value} refused: the task is not in tenant '{actor.tenant}'"
+        if self.tenant != actor.tenant and Role.ADMIN not in actor.roles:
+            return (
+                f"{action.value} refused: the task belongs to another tenant than '{actor.tenant}'"
+            )
         try:
             actor.require(action, self.owner)
         except Forbidden as exc:

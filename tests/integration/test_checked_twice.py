@@ -1,0 +1,170 @@
+"""Checked twice (issue #11): the task's workflow checks the identity claim that comes
+with every decision and cancel against the task's policy, through the Temporal client
+directly (as a caller that goes around the API would); a refused update leaves nothing
+in the history. The accepted ones make the audit trail and `SwitchboardApprover`,
+which the real `temporal` CLI can filter on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+
+from entrypoints.devserver import temporal_binary
+from switchboard.audit import AuditAction
+from switchboard.errors import Forbidden
+from switchboard.identity import Identity, Role
+from switchboard.models import (
+    ApprovalRecord,
+    ApproveInput,
+    CancelInput,
+    Phase,
+    SubtaskSpec,
+    TaskRequest,
+)
+from switchboard.service import TaskService
+from switchboard.settings import Settings
+from switchboard.wire import Errors, SearchAttributes, Updates
+from testkit import history_event_types, wait_for_phase
+
+pytestmark = pytest.mark.integration
+
+TENANT = "acme"
+
+
+def _who(subject: str, *roles: Role, tenant: str = TENANT) -> Identity:
+    return Identity(subject=subject, tenant=tenant, roles=frozenset(roles), via="oidc")
+
+
+ANN = _who("ann", Role.REQUESTER, Role.APPROVER)
+"""The submitter: also an approver, so only four-eyes stops her approving her own task."""
+RITA = _who("rita", Role.REQUESTER)
+BOB = _who("bob", Role.APPROVER)
+OLGA = _who("olga", Role.APPROVER, tenant="globex")
+
+
+@pytest.fixture
+def four_eyes(settings: Settings) -> Settings:
+    return settings.model_copy(update={"four_eyes_tenants": TENANT})
+
+
+async def _submit(client: Client, settings: Settings, repo: Path, goal: str) -> str:
+    service = TaskService(client, settings)
+    request = TaskRequest(
+        goal=goal,
+        repo=str(repo),
+        owner=ANN.owner,
+        subtasks=[SubtaskSpec(title="Helper")],
+        review=False,
+    )
+    submitted = await service.submit(request, caller=ANN)
+    return submitted.task_id
+
+
+async def _refused(handle: WorkflowHandle[object, object], update: str, arg: object) -> str:
+    with pytest.raises(WorkflowUpdateFailedError) as caught:
+        await handle.execute_update(update, arg, result_type=ApprovalRecord)
+    cause = caught.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == Errors.FORBIDDEN
+    return cause.message
+
+
+def _temporal_list(address: str, query: str) -> list[str]:
+    done = subprocess.run(
+        [temporal_binary(), "workflow", "list", "--address", address, "--query", query]
+        + ["--output", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    text = done.stdout.strip()
+    rows = json.loads(text) if text.startswith("[") else [json.loads(x) for x in text.splitlines()]
+    return [row["execution"]["workflowId"] for row in rows]
+
+
+async def test_the_workflow_refuses_what_the_policy_does_not_allow_before_history(
+    client: Client,
+    four_eyes: Settings,
+    worker: None,
+    repo: Path,
+    temporal_env: WorkflowEnvironment,
+) -> None:
+    task_id = await _submit(client, four_eyes, repo, "Add a helper")
+    handle = client.get_workflow_handle(task_id)
+    await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
+
+    # The real CLI filters on the tenant and the phase (the search attributes).
+    address = temporal_env.client.service_client.config.target_host
+    gate = f"SwitchboardTenant='{TENANT}' AND SwitchboardPhase='awaiting_approval'"
+    for _ in range(50):  # visibility is eventually consistent
+        if task_id in _temporal_list(address, gate):
+            break
+        await asyncio.sleep(0.2)
+    else:
+        raise AssertionError(f"{task_id} not listed by `temporal workflow list --query {gate}`")
+    elsewhere = "SwitchboardTenant='globex' AND SwitchboardPhase='awaiting_approval'"
+    assert task_id not in _temporal_list(address, elsewhere)
+
+    before = await history_event_types(client, task_id)
+    requester = await _refused(handle, Updates.APPROVE, ApproveInput(actor=RITA))
+    assert "'approver'" in requester
+    other_tenant = await _refused(handle, Updates.APPROVE, ApproveInput(actor=OLGA))
+    assert "tenant" in other_tenant
+    own = await _refused(handle, Updates.APPROVE, ApproveInput(actor=ANN))
+    assert "four-eyes" in own
+    anonymous = await _refused(handle, Updates.APPROVE, ApproveInput(by="acme/bob"))
+    assert "no identity claim" in anonymous
+    with pytest.raises(WorkflowUpdateFailedError):
+        await handle.execute_update(Updates.CANCEL, CancelInput(actor=OLGA))
+    after = await history_event_types(client, task_id)
+    assert after == before, "a refused update reached the history"
+    assert not any("update" in kind.lower() for kind in after)
+
+    record = await handle.execute_update(
+        Updates.APPROVE, ApproveInput(actor=BOB, by=BOB.owner), result_type=ApprovalRecord
+    )
+    assert record.by == "acme/bob"
+    await handle.result()
+    description = await handle.describe()
+    assert description.typed_search_attributes.get(SearchAttributes.APPROVER) == "acme/bob"
+    assert task_id in _temporal_list(address, "SwitchboardApprover='acme/bob'")
+
+    trail = await TaskService(client, four_eyes).audit(task_id)
+    actions = [(e.action, e.owner, e.tenant, e.via) for e in trail.entries]
+    assert actions == [
+        (AuditAction.SUBMITTED, "acme/ann", TENANT, "oidc"),
+        (AuditAction.APPROVED, "acme/bob", TENANT, "oidc"),
+    ]
+    assert trail.complete
+
+
+async def test_an_identified_cancel_is_checked_recorded_and_ends_cancelled(
+    client: Client, settings: Settings, worker: None, repo: Path
+) -> None:
+    service = TaskService(client, settings)
+    task_id = await _submit(client, settings, repo, "Add a helper, then stop")
+    handle = client.get_workflow_handle(task_id)
+    await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
+
+    with pytest.raises(Forbidden, match="tenant"):
+        await service.cancel(task_id, caller=OLGA)
+    with pytest.raises(Forbidden, match="'tenant-admin'"):
+        await service.cancel(task_id, caller=RITA)  # not hers
+    assert not any("update" in k.lower() for k in await history_event_types(client, task_id))
+
+    await service.cancel(task_id, caller=ANN)
+    status = await wait_for_phase(handle, Phase.CANCELLED)
+    assert status.phase is Phase.CANCELLED
+    trail = await service.audit(task_id)
+    assert [(e.action, e.owner) for e in trail.entries] == [
+        (AuditAction.SUBMITTED, "acme/ann"),
+        (AuditAction.CANCEL_REQUESTED, "acme/ann"),
+        (AuditAction.CANCELLED, "acme/ann"),
+    ]
