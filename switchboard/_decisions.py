@@ -29,7 +29,7 @@ from switchboard.models import (
 )
 from switchboard.settings import Settings
 
-__all__ = ["claimed", "policy_for", "refuse_four_eyes", "send_update", "update_id"]
+__all__ = ["claimed", "policy_for", "refuse_four_eyes", "send_update", "unconfirmed", "update_id"]
 
 _C = TypeVar("_C", bound=Claimed)
 
@@ -100,16 +100,22 @@ async def send_update(
             )
             return result
     except TimeoutError:
-        advice = (
-            "retry with the same Idempotency-Key: it is applied at most once"
-            if ident
-            else "it may still be applied when a worker returns; send an Idempotency-Key "
-            "so a retry is applied at most once"
-        )
         raise ServiceUnavailable(
             f"{handle.id}: no worker took the {update.replace('_', ' ')} within {wait:.0f} s "
-            f"(is `switchboard worker` running?); not confirmed — {advice}"
+            "(is `switchboard worker` running against this Temporal server?)"
         ) from None
+
+
+def unconfirmed(exc: ServiceUnavailable, keyed: bool) -> ServiceUnavailable:
+    """`exc` saying what the caller needs to know: the decision is not confirmed, and
+    whether a retry is safe."""
+    advice = (
+        "retry with the same Idempotency-Key: it is applied at most once"
+        if keyed
+        else "it may still be applied when a worker returns; send an Idempotency-Key "
+        "header so that a retry is applied at most once"
+    )
+    return ServiceUnavailable(f"{exc}; not confirmed — {advice}")
 
 
 class Decisions:
@@ -215,12 +221,15 @@ class Decisions:
     ) -> ApprovalRecord:
         """Send a decision, waiting boundedly for a worker. With `key`, its update id is
         derived from it: a retry after a timeout is the same update, applied once."""
-        async with self._errors(task_id):
-            return await send_update(
-                self._handle(task_id),
-                update,
-                decision,
-                result_type=ApprovalRecord,
-                key=key,
-                settings=self._settings,
-            )
+        try:
+            async with self._errors(task_id):
+                return await send_update(
+                    self._handle(task_id),
+                    update,
+                    decision,
+                    result_type=ApprovalRecord,
+                    key=key,
+                    settings=self._settings,
+                )
+        except ServiceUnavailable as exc:
+            raise unconfirmed(exc, keyed=bool(key)) from exc

@@ -104,11 +104,16 @@ async def submit(http: httpx.AsyncClient, repo: Path, **extra: Any) -> str:
 
 
 async def wait_status(
-    http: httpx.AsyncClient, task_id: str, phase: Phase, round_: int = 1
+    http: httpx.AsyncClient,
+    task_id: str,
+    phase: Phase,
+    round_: int = 1,
+    *,
+    headers: dict[str, str] = ALICE,
 ) -> TaskStatus:
     last = None
     for _ in range(900):
-        response = await http.get(f"/v1/tasks/{task_id}", headers=ALICE)
+        response = await http.get(f"/v1/tasks/{task_id}", headers=headers)
         assert response.status_code == 200, response.text
         last = TaskStatus.model_validate(response.json())
         if last.phase is phase and last.round == round_:

@@ -76,9 +76,9 @@ async def _refused(handle: WorkflowHandle[object, object], update: str, arg: obj
 
 
 def _temporal_list(address: str, query: str) -> list[str]:
+    argv = [temporal_binary(), "workflow", "list", "--address", address, "--query", query]
     done = subprocess.run(
-        [temporal_binary(), "workflow", "list", "--address", address, "--query", query]
-        + ["--output", "json"],
+        [*argv, "--output", "json"],
         capture_output=True,
         text=True,
         timeout=60,
