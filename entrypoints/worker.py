@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from switchboard import wire
@@ -82,6 +82,7 @@ def build_workers(
         workflow_runner=workflow_runner(),
         max_cached_workflows=settings.worker_max_cached_workflows,
         sticky_queue_schedule_to_start_timeout=sticky,
+        interceptors=claim_checks(settings),
     )
     # Subagents run on the host that holds their worktree: their activities then share
     # the workflow's queue, so the server hands them over eagerly with the workflow
@@ -115,6 +116,15 @@ def build_workers(
         sticky_queue_schedule_to_start_timeout=sticky,
     )
     return [shared, host, chat]
+
+
+def claim_checks(settings: Settings) -> list[Interceptor]:
+    """With a claim key, the task workflows' updates must carry signed claims."""
+    from workflows.claim_check import ClaimCheck
+
+    if settings.claim_key is None:
+        return []
+    return [ClaimCheck(settings.claim_key.get_secret_value().encode())]
 
 
 async def run_workers(workers: Sequence[Worker], stop: asyncio.Event) -> None:

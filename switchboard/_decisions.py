@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import uuid
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
@@ -13,6 +14,7 @@ from temporalio.client import WorkflowHandle
 
 from switchboard import wire
 from switchboard.audit import AuditTrail, trail
+from switchboard.claim_signing import sign_claim
 from switchboard.errors import Forbidden, InvalidRequest, ServiceUnavailable
 from switchboard.identity import Identity, TaskPolicy, four_eyes_refusal, tenant_of
 from switchboard.models import (
@@ -93,6 +95,11 @@ async def send_update(
     """
     wait = settings.update_wait_seconds
     ident = update_id(update, message.actor, key)
+    if settings.claim_key is not None and message.actor is not None:
+        ident = ident or f"{update}-{uuid.uuid4().hex}"
+        secret = settings.claim_key.get_secret_value().encode()
+        signature = sign_claim(secret, handle.id, ident, update, message.actor)
+        message = message.model_copy(update={"signature": signature})
     try:
         async with asyncio.timeout(wait):
             result: _R = await handle.execute_update(

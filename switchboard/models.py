@@ -345,6 +345,8 @@ class Claimed(Model):
 
     by: str = Field(default="local", min_length=1, max_length=200)
     actor: Identity | None = None
+    signature: str | None = Field(default=None, max_length=128)
+    """HMAC of `actor` for this update (`switchboard.claim_signing`), when a claim key is set."""
 
 
 class ApproveInput(Claimed):

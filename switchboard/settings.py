@@ -137,6 +137,9 @@ class Settings(BaseSettings):
     )
     """Tenants (comma-separated, or `*` for all) where the submitter of a task may not
     approve it; checked by the API and again by the task's workflow."""
+    claim_key: SecretStr | None = None
+    """Shared by the API and the workers: identity claims in decisions and cancels are
+    signed with it and the workers refuse an unsigned or wrongly signed one."""
     update_wait_seconds: float = Field(default=30.0, gt=0, le=600)
     """How long a decision or cancel waits for a worker to take it before the caller
     gets 503 (retry with the same `Idempotency-Key`: it is applied at most once)."""

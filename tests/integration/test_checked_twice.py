@@ -12,12 +12,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from entrypoints.devserver import temporal_binary
+from entrypoints.worker import build_workers, run_workers
 from switchboard.audit import AuditAction
+from switchboard.claim_signing import sign_claim
 from switchboard.errors import Forbidden
 from switchboard.identity import Identity, Role
 from switchboard.models import (
@@ -67,9 +70,11 @@ async def _submit(client: Client, settings: Settings, repo: Path, goal: str) -> 
     return submitted.task_id
 
 
-async def _refused(handle: WorkflowHandle[object, object], update: str, arg: object) -> str:
+async def _refused(
+    handle: WorkflowHandle[object, object], update: str, arg: object, id: str | None = None
+) -> str:
     with pytest.raises(WorkflowUpdateFailedError) as caught:
-        await handle.execute_update(update, arg, result_type=ApprovalRecord)
+        await handle.execute_update(update, arg, id=id, result_type=ApprovalRecord)
     cause = caught.value.cause
     assert isinstance(cause, ApplicationError) and cause.type == Errors.FORBIDDEN
     return cause.message
@@ -168,3 +173,35 @@ async def test_an_identified_cancel_is_checked_recorded_and_ends_cancelled(
         (AuditAction.CANCEL_REQUESTED, "acme/ann"),
         (AuditAction.CANCELLED, "acme/ann"),
     ]
+
+
+async def test_with_a_claim_key_only_signed_claims_pass(
+    client: Client, settings: Settings, repo: Path
+) -> None:
+    keyed = settings.model_copy(update={"claim_key": SecretStr("shared-by-api-and-workers")})
+    secret = b"shared-by-api-and-workers"
+    stop = asyncio.Event()
+    running = asyncio.create_task(run_workers(build_workers(client, keyed), stop))
+    try:
+        task_id = await _submit(client, keyed, repo, "Add a signed helper")
+        handle = client.get_workflow_handle(task_id)
+        await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
+        before = await history_event_types(client, task_id)
+
+        unsigned = await _refused(handle, Updates.APPROVE, ApproveInput(actor=BOB))
+        assert "not signed" in unsigned
+        wrong_key = sign_claim(b"guessed", task_id, "u-1", Updates.APPROVE, BOB)
+        forged = ApproveInput(actor=BOB, signature=wrong_key)
+        assert "not signed" in await _refused(handle, Updates.APPROVE, forged, id="u-1")
+        # A genuine signature copied onto another update id (as read from a history).
+        genuine = sign_claim(secret, task_id, "u-2", Updates.APPROVE, BOB)
+        copied = ApproveInput(actor=BOB, signature=genuine)
+        assert "not signed" in await _refused(handle, Updates.APPROVE, copied, id="u-3")
+        assert await history_event_types(client, task_id) == before
+
+        record = await TaskService(client, keyed).approve(task_id, ApproveInput(), caller=BOB)
+        assert record.by == "acme/bob"
+        await handle.result()
+    finally:
+        stop.set()
+        await running
