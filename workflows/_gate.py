@@ -71,7 +71,12 @@ class GateHandlers:
         policy = self._request.policy
         refusal = policy.refusal(steer.actor, Action.STEER) if policy else None
         if refusal is not None:
-            self._book.emit(EventKind.STEERED, f"steer refused: {refusal}", workflow.now())
+            self._book.emit(
+                EventKind.STEERED,
+                f"steer refused, not passed on: {refusal}",
+                workflow.now(),
+                data={"refused": True, "by": steer.by},
+            )
             return
         self._guidance.append(steer.guidance)
         waiting = "" if self._running else " (no subagent is running: kept for the next round)"

@@ -27,13 +27,15 @@ from switchboard.models import (
     ApprovalRecord,
     ApproveInput,
     CancelInput,
+    EventKind,
     Phase,
+    SteerInput,
     SubtaskSpec,
     TaskRequest,
 )
 from switchboard.service import TaskService
 from switchboard.settings import Settings
-from switchboard.wire import Errors, SearchAttributes, Updates
+from switchboard.wire import Errors, SearchAttributes, Signals, Updates
 from testkit import history_event_types, wait_for_phase
 
 pytestmark = pytest.mark.integration
@@ -163,6 +165,16 @@ async def test_an_identified_cancel_is_checked_recorded_and_ends_cancelled(
     with pytest.raises(Forbidden, match="'tenant-admin'"):
         await service.cancel(task_id, caller=RITA)  # not hers
     assert not any("update" in k.lower() for k in await history_event_types(client, task_id))
+
+    # A steer is a signal (no validator): a refused claim is recorded and goes no further.
+    await handle.signal(Signals.STEER, SteerInput(guidance="delete the tests", actor=OLGA))
+    for _ in range(100):
+        steered = [e for e in (await service.events(task_id)).events if e.kind is EventKind.STEERED]
+        if steered:
+            break
+        await asyncio.sleep(0.1)
+    assert len(steered) == 1 and steered[0].data["refused"] is True
+    assert "another tenant" in steered[0].message
 
     await service.cancel(task_id, caller=ANN)
     status = await wait_for_phase(handle, Phase.CANCELLED)
