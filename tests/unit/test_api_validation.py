@@ -177,11 +177,13 @@ def test_health_metrics_and_docs(api: TestClient) -> None:
 
 
 def test_task_create_mirrors_task_request_without_owner() -> None:
-    # The owner comes from the caller and the credential reference from the server's
-    # store (issue #10): a client can set neither.
+    # The owner comes from the caller, the credential reference from the server's
+    # store (issue #10) and the policy from the verified submitter (#11): a client can
+    # set none of them.
     assert set(TaskCreate.model_fields) == set(TaskRequest.model_fields) - {
         "owner",
         "credential_ref",
+        "policy",
     }
     for name, field in TaskCreate.model_fields.items():
         assert field.metadata == TaskRequest.model_fields[name].metadata, name
