@@ -16,12 +16,11 @@ from switchboard import wire
 from switchboard.audit import AuditTrail, trail
 from switchboard.claim_signing import sign_claim
 from switchboard.errors import Forbidden, InvalidRequest, ServiceUnavailable
-from switchboard.identity import Identity, TaskPolicy, four_eyes_refusal, tenant_of
+from switchboard.identity import Claimed, Identity, TaskPolicy, four_eyes_refusal, tenant_of
 from switchboard.models import (
     ApprovalRecord,
     ApproveInput,
     CancelInput,
-    Claimed,
     EventsPage,
     RejectInput,
     RequestChangesInput,

@@ -30,6 +30,7 @@ __all__ = [
     "LOCAL_ROLES",
     "TENANT_PATTERN",
     "Action",
+    "Claimed",
     "Identity",
     "Role",
     "TaskPolicy",
@@ -174,6 +175,18 @@ class TaskPolicy(BaseModel):
         if self.four_eyes and approving and actor.owner == self.owner:
             return four_eyes_refusal(self.tenant)
         return None
+
+
+class Claimed(BaseModel):
+    """A decision or intervention: `actor` is the verified caller, set by the service
+    (never from a request body) and checked by the workflow against the task's policy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    by: str = Field(default="local", min_length=1, max_length=200)
+    actor: Identity | None = None
+    signature: str | None = Field(default=None, max_length=128)
+    """HMAC of `actor` for this update (`switchboard.claim_signing`), when a claim key is set."""
 
 
 def four_eyes_refusal(tenant: str) -> str:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from switchboard.identity import Identity, TaskPolicy
+from switchboard.identity import Claimed, TaskPolicy
 
 MAX_GOAL_CHARS = 20_000
 MAX_SUBTASKS = 24
@@ -129,8 +129,7 @@ class TaskRequest(TaskSpec):
     """Set by the server when `repo` carried credentials (`switchboard.credentials`):
     `repo` then holds the URL without them. Whatever a caller sends is replaced."""
     policy: TaskPolicy | None = None
-    """Who may decide it, set by the service from the verified submitter (None: a task
-    started around the service, whose workflow checks no identity)."""
+    """Who may decide it, from the verified submitter (None: the workflow checks none)."""
 
 
 class DiffStat(Model):
@@ -337,16 +336,6 @@ class EventsPage(Model):
 
 
 # ---- human decisions (update / signal inputs) -----------------------------------
-
-
-class Claimed(Model):
-    """A decision or intervention: `actor` is the verified caller, set by the service
-    (never from a request body) and checked by the workflow against the task's policy."""
-
-    by: str = Field(default="local", min_length=1, max_length=200)
-    actor: Identity | None = None
-    signature: str | None = Field(default=None, max_length=128)
-    """HMAC of `actor` for this update (`switchboard.claim_signing`), when a claim key is set."""
 
 
 class ApproveInput(Claimed):

@@ -45,7 +45,6 @@ REVIEW_INDEX_BASE = 1000
 """Reviewer runs are numbered 1000 + round so their worktrees never collide with workers'."""
 
 Decision = Literal["approved", "changes_requested", "rejected"]
-_Data = dict[str, object] | None
 
 _DECISION_EVENTS = {
     "approved": EventKind.APPROVED,
@@ -288,16 +287,13 @@ class TaskBook:
         if result.merged and result.branch == task_branch(self.status.task_id):
             self.status.published = result.branch
 
-    def record_cancel(self, now: datetime, *, audit: _Data = None) -> None:
+    def record_cancel(self, now: datetime, audit: dict[str, object] | None = None) -> None:
         published = self.status.published
+        kept = f"branch {published} was already published and stays in your repository"
         self.emit(
             EventKind.CANCELLED,
             "task cancelled; worktrees and sandboxes removed; "
-            + (
-                f"branch {published} was already published and stays in your repository"
-                if published
-                else "nothing was published"
-            ),
+            + (kept if published else "nothing was published"),
             now,
             data={"published": published, **(audit or {})},
         )
@@ -365,7 +361,7 @@ class TaskBook:
             )
 
     def decide(
-        self, decision: Decision, by: str, comment: str, now: datetime, *, audit: _Data = None
+        self, decision: Decision, by: str, comment: str, now: datetime, audit: dict[str, object]
     ) -> ApprovalRecord:
         record = ApprovalRecord(
             decision=decision, by=by, at=now, comment=comment, round=self.status.round
@@ -376,7 +372,7 @@ class TaskBook:
             _DECISION_EVENTS[decision],
             f"{decision.replace('_', ' ')} by {by}" + (f": {comment[:500]}" if comment else ""),
             now,
-            data={**record.model_dump(mode="json"), **(audit or {})},
+            data={**record.model_dump(mode="json"), **audit},
         )
         return record
 

@@ -19,7 +19,7 @@ from temporalio.worker import (
 )
 
 from switchboard.claim_signing import verify_claim
-from switchboard.models import Claimed
+from switchboard.identity import Claimed
 from switchboard.wire import Errors, Workflows
 
 __all__ = ["ClaimCheck"]

@@ -263,7 +263,7 @@ def test_a_decision_needs_the_gate_and_counts_once() -> None:
     assert early.value.type == Errors.WRONG_PHASE
     book.set_phase(Phase.AWAITING_APPROVAL, "waiting", at(1))
     book.require_awaiting()
-    record = book.decide("approved", "ann", "fine", at(2))
+    record = book.decide("approved", "ann", "fine", at(2), {})
     assert book.decision == record and book.status.approvals == [record]
     with pytest.raises(ApplicationError):
         book.require_awaiting()
@@ -335,7 +335,7 @@ def test_a_failed_worker_makes_the_gate_partial_until_dropped_or_retried() -> No
 def test_a_second_decision_is_told_who_decided() -> None:
     book = new_book()
     book.set_phase(Phase.AWAITING_APPROVAL, "waiting", at(1))
-    book.decide("approved", "ann", "", at(2))
+    book.decide("approved", "ann", "", at(2), {})
     with pytest.raises(ApplicationError, match="already decided in round 1: approved by ann"):
         book.require_awaiting()
 
