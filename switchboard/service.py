@@ -84,6 +84,18 @@ MEMO_GOAL_CHARS = 1_000
 """The memo is for the Temporal UI; the server warns past 2 KiB, the full goal is the input."""
 
 
+def _start_attributes(request: TaskRequest) -> TypedSearchAttributes:
+    """A new task's search attributes (the workflow keeps them up to date)."""
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(wire.SearchAttributes.OWNER, request.owner),
+            SearchAttributePair(wire.SearchAttributes.TENANT, tenant_of(request.owner)),
+            SearchAttributePair(wire.SearchAttributes.PHASE, Phase.PREPARING.value),
+            SearchAttributePair(wire.SearchAttributes.REPO, request.repo[:REPO_ATTRIBUTE_CHARS]),
+        ]
+    )
+
+
 class TaskService(Decisions):
     """Start, inspect, steer and decide delegated tasks.
 
@@ -158,18 +170,7 @@ class TaskService(Decisions):
                     # A request id maps to one task forever, even after it has ended.
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                     id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                    search_attributes=TypedSearchAttributes(
-                        [
-                            SearchAttributePair(wire.SearchAttributes.OWNER, request.owner),
-                            SearchAttributePair(
-                                wire.SearchAttributes.TENANT, tenant_of(request.owner)
-                            ),
-                            SearchAttributePair(wire.SearchAttributes.PHASE, Phase.PREPARING.value),
-                            SearchAttributePair(
-                                wire.SearchAttributes.REPO, request.repo[:REPO_ATTRIBUTE_CHARS]
-                            ),
-                        ]
-                    ),
+                    search_attributes=_start_attributes(request),
                     memo={"goal": request.goal[:MEMO_GOAL_CHARS]},
                     static_summary=one_line(request.goal, 200),
                 )
