@@ -16,11 +16,17 @@ from switchboard import wire
 from switchboard.audit import AuditTrail, trail
 from switchboard.claim_signing import sign_claim
 from switchboard.errors import Forbidden, InvalidRequest, ServiceUnavailable
-from switchboard.identity import Claimed, Identity, TaskPolicy, four_eyes_refusal, tenant_of
+from switchboard.identity import (
+    CancelInput,
+    Claimed,
+    Identity,
+    TaskPolicy,
+    four_eyes_refusal,
+    tenant_of,
+)
 from switchboard.models import (
     ApprovalRecord,
     ApproveInput,
-    CancelInput,
     EventsPage,
     RejectInput,
     RequestChangesInput,

@@ -30,6 +30,7 @@ __all__ = [
     "LOCAL_ROLES",
     "TENANT_PATTERN",
     "Action",
+    "CancelInput",
     "Claimed",
     "Identity",
     "Role",
@@ -187,6 +188,10 @@ class Claimed(BaseModel):
     actor: Identity | None = None
     signature: str | None = Field(default=None, max_length=128)
     """HMAC of `actor` for this update (`switchboard.claim_signing`), when a claim key is set."""
+
+
+class CancelInput(Claimed):
+    """Cancel with a verified identity: validated and recorded, then Temporal's cancel."""
 
 
 def four_eyes_refusal(tenant: str) -> str:

@@ -361,10 +361,6 @@ class SteerInput(Claimed):
     guidance: str = Field(min_length=1, max_length=MAX_GOAL_CHARS)
 
 
-class CancelInput(Claimed):
-    """Cancel with a verified identity: validated and recorded, then Temporal's cancel."""
-
-
 class DiffRequest(Model):
     subagent: int | None = None
 

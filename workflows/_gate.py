@@ -15,11 +15,10 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from switchboard.audit import AuditAction, claim
-    from switchboard.identity import Action, Identity
+    from switchboard.identity import Action, CancelInput, Identity
     from switchboard.models import (
         ApprovalRecord,
         ApproveInput,
-        CancelInput,
         EventKind,
         MergeResult,
         RejectInput,

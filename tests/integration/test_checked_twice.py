@@ -22,11 +22,10 @@ from entrypoints.worker import build_workers, run_workers
 from switchboard.audit import AuditAction
 from switchboard.claim_signing import sign_claim
 from switchboard.errors import Forbidden
-from switchboard.identity import Identity, Role
+from switchboard.identity import CancelInput, Identity, Role
 from switchboard.models import (
     ApprovalRecord,
     ApproveInput,
-    CancelInput,
     EventKind,
     Phase,
     SteerInput,
