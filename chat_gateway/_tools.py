@@ -179,22 +179,25 @@ class _Runner:
 
     async def _act(self, task_id: str, args: TaskArgs) -> str:
         """Steer, decide or cancel the task; what was done, in one line."""
-        owner, service = self._scope.owner, self._service
+        owner, service, caller = self._scope.owner, self._service, self._scope.caller
         if isinstance(args, SteerArgs):
-            await service.steer(task_id, SteerInput(by=owner, guidance=args.guidance))
+            steer = SteerInput(by=owner, guidance=args.guidance)
+            await service.steer(task_id, steer, caller=caller)
             return f"{task_id}: guidance sent; running subagents get it at their next step"
         if isinstance(args, ApproveArgs):
-            record = await service.approve(task_id, ApproveInput(by=owner, comment=args.comment))
+            approval = ApproveInput(by=owner, comment=args.comment)
+            record = await service.approve(task_id, approval, caller=caller)
             return f"{task_id}: approved by {record.by}; merging now"
         if isinstance(args, RequestChangesArgs):
             record = await service.request_changes(
-                task_id, RequestChangesInput(by=owner, feedback=args.feedback)
+                task_id, RequestChangesInput(by=owner, feedback=args.feedback), caller=caller
             )
             return f"{task_id}: changes requested by {record.by}; the subagents resume"
         if isinstance(args, RejectArgs):
-            record = await service.reject(task_id, RejectInput(by=owner, comment=args.comment))
+            rejection = RejectInput(by=owner, comment=args.comment)
+            record = await service.reject(task_id, rejection, caller=caller)
             return f"{task_id}: rejected by {record.by}; nothing is merged"
-        await service.cancel(task_id)
+        await service.cancel(task_id, caller=caller)
         return f"{task_id}: cancel requested; it cleans up and ends as cancelled"
 
     async def _delegate(self, args: DelegateTaskArgs) -> ToolOutcome:
@@ -218,7 +221,7 @@ class _Runner:
             request_id=f"{scope.session_id}/{scope.turn}/{scope.step}/{self._index}",
             **extra,
         )
-        submitted = await self._service.submit(request)
+        submitted = await self._service.submit(request, caller=scope.caller)
         task = SessionTask(task_id=submitted.task_id, goal=args.goal, turn=scope.turn)
         return self._ok(
             f"started {submitted.task_id} for: {args.goal[:300]}. It runs on its own; its "
