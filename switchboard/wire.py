@@ -111,6 +111,8 @@ class Patches:
     """The task sets `SwitchboardTokens` with its phase (per-tenant tokens per day)."""
     SUBAGENT_CANCEL_WAITS: Final = "subagent-cancel-waits"
     """A cancelled subagent ends only once its running activity acknowledged the cancel."""
+    AUDIT_APPROVER: Final = "audit-approver-attribute"
+    """A decision sets the `SwitchboardApprover` search attribute."""
 
 
 class SearchAttributes:

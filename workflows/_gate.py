@@ -26,11 +26,10 @@ with workflow.unsafe.imports_passed_through():
         SteerInput,
         TaskRequest,
     )
-    from switchboard.wire import Errors, SearchAttributes, Signals, Updates
+    from switchboard.wire import Errors, Patches, SearchAttributes, Signals, Updates
     from workflows import _target as target
     from workflows._status import Decision, TaskBook
 
-APPROVER_PATCH = "audit-approver-attribute"
 """Decisions set `SwitchboardApprover` only in histories started after it came."""
 
 _AUDIT_ACTIONS: dict[Decision, AuditAction] = {
@@ -151,7 +150,7 @@ class GateHandlers:
     ) -> ApprovalRecord:
         now = workflow.now()
         audit = claim(_AUDIT_ACTIONS[decision], actor, now, comment)
-        if workflow.patched(APPROVER_PATCH):
+        if workflow.patched(Patches.AUDIT_APPROVER):
             approver = actor.owner if actor else by
             workflow.upsert_search_attributes([SearchAttributes.APPROVER.value_set(approver)])
         return self._book.decide(decision, by, comment, now, audit=audit)

@@ -21,7 +21,6 @@ import asyncio
 import json
 import sys
 import tempfile
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from entrypoints.devserver import DevServer
 from entrypoints.worker import build_workers, run_workers
 from switchboard.conversation import SessionState
+from switchboard.identity import local_identity
 from switchboard.model_server import builtin_scenario, running_model_server
 from switchboard.models import (
     ApproveInput,
@@ -40,8 +40,8 @@ from switchboard.models import (
     SubtaskSpec,
     TaskRequest,
 )
+from switchboard.service import TaskService
 from switchboard.settings import Settings
-from switchboard.wire import Updates, Workflows
 from testkit import free_port, make_repo, wait_for, wait_for_phase
 
 HERE = Path(__file__).parent
@@ -82,48 +82,53 @@ async def _record(tmp: Path) -> None:
             model_server_port=model.port,
             sandbox="bwrap",
             worker_metrics_port=0,
+            repo_roots=[tmp],
         )
         stop = asyncio.Event()
         worker = asyncio.create_task(run_workers(build_workers(client, settings), stop))
         repo = make_repo(tmp / "repo")
+        try:
+            await _record_tasks(client, settings, repo)
+            await _record_conversation(client, settings, repo)
+        finally:
+            stop.set()
+            await worker
 
-        async def start(goal: str, **extra: object) -> WorkflowHandle[object, object]:
-            return await client.start_workflow(
-                Workflows.TASK,
-                TaskRequest(goal=goal, repo=str(repo), **extra),
-                id=f"task-{uuid.uuid4().hex}",
-                task_queue=settings.task_queue,
-            )
 
-        approved = await start("Add slugify with tests")
-        await wait_for_phase(approved, Phase.AWAITING_APPROVAL)
-        await approved.execute_update(Updates.APPROVE, ApproveInput(by="recorder"))
-        await approved.result()
-        await _save(client, approved.id, "task_planned_reviewed_approved")
-        await _save(client, f"{approved.id}-sub1-r1", "subagent_worker")
+async def _record_tasks(client: Client, settings: Settings, repo: Path) -> None:
+    """A task approved after review, one sent round again then rejected, one cancelled."""
+    # As the API does it: through the task service with a verified caller, so each
+    # task carries its policy and each decision its identity claim.
+    service = TaskService(client, settings)
+    me = local_identity("recorder")
 
-        looped = await start("Two rounds", subtasks=[SubtaskSpec(title="Only")])
-        await wait_for_phase(looped, Phase.AWAITING_APPROVAL)
-        await looped.execute_update(
-            Updates.REQUEST_CHANGES, RequestChangesInput(by="recorder", feedback="more")
-        )
-        await wait_for(
-            looped, lambda s: s.round == 2 and s.phase is Phase.AWAITING_APPROVAL, what="round 2"
-        )
-        await looped.execute_update(Updates.REJECT, RejectInput(by="recorder"))
-        await looped.result()
-        await _save(client, looped.id, "task_request_changes_then_rejected")
+    async def start(goal: str, **extra: object) -> WorkflowHandle[object, object]:
+        request = TaskRequest(goal=goal, repo=str(repo), owner=me.owner, **extra)
+        submitted = await service.submit(request, caller=me)
+        return client.get_workflow_handle(submitted.task_id)
 
-        cancelled = await start("Cancel me", subtasks=[SubtaskSpec(title="A")])
-        await wait_for(cancelled, lambda s: s.phase is Phase.RUNNING, what="running")
-        await cancelled.cancel()
-        await wait_for_phase(cancelled, Phase.CANCELLED)
-        await _save(client, cancelled.id, "task_cancelled")
+    approved = await start("Add slugify with tests")
+    await wait_for_phase(approved, Phase.AWAITING_APPROVAL)
+    await service.approve(approved.id, ApproveInput(), caller=me)
+    await approved.result()
+    await _save(client, approved.id, "task_planned_reviewed_approved")
+    await _save(client, f"{approved.id}-sub1-r1", "subagent_worker")
 
-        await _record_conversation(client, settings, repo)
+    looped = await start("Two rounds", subtasks=[SubtaskSpec(title="Only")])
+    await wait_for_phase(looped, Phase.AWAITING_APPROVAL)
+    await service.request_changes(looped.id, RequestChangesInput(feedback="more"), caller=me)
+    await wait_for(
+        looped, lambda s: s.round == 2 and s.phase is Phase.AWAITING_APPROVAL, what="round 2"
+    )
+    await service.reject(looped.id, RejectInput(), caller=me)
+    await looped.result()
+    await _save(client, looped.id, "task_request_changes_then_rejected")
 
-        stop.set()
-        await worker
+    cancelled = await start("Cancel me", subtasks=[SubtaskSpec(title="A")])
+    await wait_for(cancelled, lambda s: s.phase is Phase.RUNNING, what="running")
+    await service.cancel(cancelled.id, caller=me)
+    await wait_for_phase(cancelled, Phase.CANCELLED)
+    await _save(client, cancelled.id, "task_cancelled")
 
 
 async def _record_conversation(client: Client, settings: Settings, repo: Path) -> None:

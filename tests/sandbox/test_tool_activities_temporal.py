@@ -136,4 +136,4 @@ async def test_an_unusable_sandbox_fails_the_workflow_step_once(
     )
     cause = activity_error.cause
     assert isinstance(cause, ApplicationError) and cause.type == Errors.SANDBOX_UNAVAILABLE
-    assert "does not exist" in cause.message
+    assert "was lost (deleted on the host)" in cause.message  # checked before the model call
