@@ -6,7 +6,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
 from switchboard.models import (
     MAX_GOAL_CHARS,
@@ -100,7 +100,19 @@ class ApproveArgs(TaskArgs):
 
 
 class RequestChangesArgs(TaskArgs):
-    feedback: Text = Field(min_length=1, max_length=MAX_GOAL_CHARS)
+    feedback: str = Field(default="", max_length=MAX_GOAL_CHARS, description="What should change.")
+    rebase: bool = Field(
+        default=False,
+        description="The target branch moved: rebase the change onto its tip and review "
+        "it again; no worker runs, feedback may be empty. Refused on a conflict.",
+    )
+
+    @model_validator(mode="after")
+    def _feedback_unless_rebase(self) -> RequestChangesArgs:
+        # The API's rule (api.schemas.RequestChangesBody): only a rebase needs no feedback.
+        if not self.feedback.strip() and not self.rebase:
+            raise ValueError("feedback must not be blank: say what should change, or rebase")
+        return self
 
 
 class RejectArgs(TaskArgs):
@@ -129,7 +141,8 @@ _DESCRIPTIONS: dict[ToolName, str] = {
     "next step).",
     ToolName.APPROVE_TASK: "Approve a task waiting for approval; it merges. Only when the user "
     "says so.",
-    ToolName.REQUEST_CHANGES: "Send a task waiting for approval back to work with feedback.",
+    ToolName.REQUEST_CHANGES: "Send a task waiting for approval back to work with feedback; "
+    "or, with rebase (when the target branch moved), move the change onto its tip.",
     ToolName.REJECT_TASK: "Reject a task waiting for approval; it ends without merging.",
     ToolName.CANCEL_TASK: "Stop a task; it cleans up and ends as cancelled.",
 }

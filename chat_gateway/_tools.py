@@ -189,9 +189,13 @@ class _Runner:
             record = await service.approve(task_id, approval, caller=caller)
             return f"{task_id}: approved by {record.by}; merging now"
         if isinstance(args, RequestChangesArgs):
-            record = await service.request_changes(
-                task_id, RequestChangesInput(by=owner, feedback=args.feedback), caller=caller
-            )
+            decision = RequestChangesInput(by=owner, feedback=args.feedback, rebase=args.rebase)
+            record = await service.request_changes(task_id, decision, caller=caller)
+            if args.rebase:
+                return (
+                    f"{task_id}: rebase requested by {record.by}; the change moves onto the "
+                    "target's tip, is reviewed again and comes back for approval"
+                )
             return f"{task_id}: changes requested by {record.by}; the subagents resume"
         if isinstance(args, RejectArgs):
             rejection = RejectInput(by=owner, comment=args.comment)

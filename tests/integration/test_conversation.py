@@ -10,14 +10,14 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 
 from chat_gateway import Gateway, StreamItem
 from switchboard.conversation import SessionEntry
 from switchboard.model_server import ModelServerHandle, Scenario, builtin_scenario, parse_scenario
 from switchboard.models import EventKind, Phase, TaskRequest
 from switchboard.settings import Settings
-from testkit import make_repo
+from testkit import git, make_repo, wait_for, wait_for_phase
 
 pytestmark = pytest.mark.integration
 
@@ -255,6 +255,7 @@ BAD_TOOL_CALLS = {
                     {"tool_calls": [{"name": "delegate_task", "arguments": '{"goal": "x"'}]},
                     {"tool_calls": [{"name": "frobnicate", "arguments": {}}]},
                     {"tool_calls": [{"name": "approve_task", "arguments": {"task_id": 7}}]},
+                    {"tool_calls": [{"name": "request_changes", "arguments": {"feedback": " "}}]},
                     {"content": "I could not do any of that."},
                 ],
             },
@@ -286,12 +287,13 @@ async def test_bad_tool_calls_go_back_to_the_model_and_others_tasks_stay_theirs(
         await gateway.post(info.session_id, "dave", "try bad calls")
         await stream.wait_for(turn_ended(1), "the turn with bad calls")
         errors = [e.content for e in stream.entries if e.role == "tool"]
-        assert len(errors) == 4
+        assert len(errors) == 5
         assert all(e.is_error for e in stream.entries if e.role == "tool")
         assert "goal: Value error, must not be blank" in errors[0]
         assert "not valid JSON" in errors[1]
         assert "unknown tool 'frobnicate'" in errors[2]
         assert "task_id: Input should be a valid string" in errors[3]
+        assert "feedback must not be blank: say what should change, or rebase" in errors[4]
         assert answer(stream, 1).endswith("I could not do any of that.")
 
         # Someone else's task: refused as if it did not exist, and nothing changes.
@@ -328,5 +330,79 @@ async def test_steer_and_cancel_from_the_chat_reach_the_running_task(
         await stream.wait_for(task_event(EventKind.CANCELLED), "the cancellation")
         state = await gateway.state(info.session_id, "frank")
         assert state.tasks[0].phase is Phase.CANCELLED
+    finally:
+        await stream.close()
+
+
+ONE_WORKER_PLAN = [
+    {
+        "tool_calls": [
+            {
+                "name": "submit_plan",
+                "arguments": {
+                    "subtasks": [
+                        {
+                            "title": "Add a slugify helper",
+                            "role": "worker",
+                            "instructions": "Add slugify(text). Goal: {goal}",
+                        }
+                    ]
+                },
+            }
+        ]
+    }
+]
+
+
+async def test_rebase_it_from_the_chat_moves_the_change_onto_the_moved_target(
+    gateway: Gateway, client: Client, repo: Path, chat_model: ModelServerHandle
+) -> None:
+    chat_model.set_scenario(scenario_with(planner=ONE_WORKER_PLAN))
+    chat_model.configure(role_latency_ms={"reviewer": 1500})
+    info = await gateway.create_session("gina", repo=str(repo))
+    stream = Collector(gateway.stream(info.session_id, "gina"))
+
+    async def say(text: str) -> list[SessionEntry]:
+        """Post `text`, wait for its turn to end; the turn's tool results."""
+        turn = (await gateway.post(info.session_id, "gina", text)).turn
+        await stream.wait_for(turn_ended(turn), f"the answer to {text!r}")
+        return [e for e in stream.entries if e.turn == turn and e.role == "tool"]
+
+    try:
+        [started] = await say("delegate: add a slugify helper")
+        assert started.task_id is not None
+        handle: WorkflowHandle[object, object] = client.get_workflow_handle(started.task_id)
+        await wait_for_phase(handle, Phase.REVIEWING)
+        (repo / "theirs.txt").write_text("theirs\n")  # main moves on while the reviewer reads
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", "main moves on")
+        tip = git(repo, "rev-parse", "main")
+        chat_model.configure(role_latency_ms={})
+        status = await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
+        assert status.target is not None and status.target.behind == 1
+
+        [rebased] = await say("rebase it")
+        assert not rebased.is_error, rebased.content
+        assert "rebase requested by gina" in rebased.content
+        status = await wait_for(
+            handle,
+            lambda s: s.round == 2 and s.phase is Phase.AWAITING_APPROVAL,
+            what="the rebased change back at the gate",
+        )
+        assert status.target is not None
+        assert (status.target.base_commit, status.target.behind) == (tip, 0)
+        assert status.approvals[-1].decision == "changes_requested"
+        assert status.approvals[-1].by == "gina"
+
+        # Nothing moved since: the workflow refuses, and the model reads why.
+        [refused] = await say("rebase it")
+        assert refused.is_error and "nothing to rebase" in refused.content
+        assert (await gateway.service.status(started.task_id)).round == 2
+
+        await say("approve it")
+        result = await wait_for_phase(handle, Phase.COMPLETED)
+        assert result.merge is not None and result.merge.merged
+        git(repo, "merge-base", "--is-ancestor", tip, result.merge.branch)
+        assert git(repo, "show", f"{result.merge.branch}:theirs.txt") == "theirs"
     finally:
         await stream.close()
