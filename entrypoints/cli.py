@@ -157,6 +157,8 @@ def submit(
     typer.echo(submitted.task_id)
     if not submitted.created:
         Console(stderr=True).print("(already started for this request id)", highlight=False)
+    if submitted.notice:  # e.g. a tenant limit lowered max_parallel: said, never silent
+        typer.echo(f"note: {submitted.notice}", err=True)  # one line, never wrapped
 
 
 @task_app.command("list")

@@ -17,8 +17,10 @@ import openai
 import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
+from typer.testing import CliRunner
 
 from api.main import create_app
+from entrypoints.cli import app
 from switchboard import wire
 from switchboard.api_tokens import TokenStore
 from switchboard.identity import Role
@@ -233,6 +235,36 @@ async def test_parallel_subagents_are_capped_in_the_task_input(
     # Without a cap the request is kept as asked, and no notice is given.
     free = await apis[1].post("/v1/tasks", json=body, headers=tokens["gus"])
     assert free.status_code == 201 and free.json()["notice"] is None
+
+
+async def test_the_cli_says_when_a_limit_lowered_the_parallel_subagents(
+    apis: list[httpx.AsyncClient], tokens: dict[str, dict[str, str]], repo: Path, tmp_path: Path
+) -> None:
+    env: dict[str, str | None] = {
+        "SWITCHBOARD_API_URL": str(apis[0].base_url),
+        "SWITCHBOARD_TOKEN": tokens["uma"]["Authorization"].removeprefix("Bearer "),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+    }
+    args = ["task", "submit", "--repo", str(repo), "--goal", "Add a helper", "--max-parallel",
+            "4", "--subtask", "One", "--subtask", "Two", "--no-review"]  # fmt: skip
+    runner = CliRunner()
+    result = await asyncio.to_thread(lambda: runner.invoke(app, args, env=env))
+    assert result.exit_code == 0, result.output
+    task_id = result.stdout.strip()
+    assert task_id.startswith("task-")  # stdout stays the id alone, for scripts
+    assert (
+        f"note: max_parallel lowered from 4 to 1: the limit on parallel subagents of "
+        f"tenant '{UMBRELLA}'" in result.stderr
+    )
+    cancelled = await apis[0].post(f"/v1/tasks/{task_id}/cancel", headers=tokens["uma"])
+    assert cancelled.status_code == 202, cancelled.text
+
+    # Not capped: no note.
+    env["SWITCHBOARD_TOKEN"] = tokens["gus"]["Authorization"].removeprefix("Bearer ")
+    free = await asyncio.to_thread(lambda: runner.invoke(app, args, env=env))
+    assert free.exit_code == 0 and "note:" not in free.stderr, free.output
+    cancelled = await apis[0].post(f"/v1/tasks/{free.stdout.strip()}/cancel", headers=tokens["gus"])
+    assert cancelled.status_code == 202, cancelled.text
 
 
 def test_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
