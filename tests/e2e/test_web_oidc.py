@@ -16,11 +16,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from switchboard.model_server import ModelServerHandle
 from switchboard.settings import Settings
+from testkit.idp import API_RESOURCE, IdentityProvider, install_idp
 from tests.e2e.test_web_chat import WAIT_MS, browser
 from tests.integration.conftest import model, model_server, repo, settings, worker
 from tests.integration.test_conversation import chat_model
 from tests.integration.test_conversation_api import ApiServer
-from tests.integration.test_identity import API, Idp, install_idp
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +30,7 @@ LOOPBACK = re.compile(r"^http://127\.0\.0\.1[:/]")
 
 
 class Stack:
-    def __init__(self, api: ApiServer, idp: Idp) -> None:
+    def __init__(self, api: ApiServer, idp: IdentityProvider) -> None:
         self.api = api
         self.idp = idp
         self.urls: list[str] = []
@@ -47,7 +47,7 @@ async def stack(
     install_idp()
     target = temporal_env.client.service_client.config.target_host
     api = ApiServer(settings.model_copy(update={"temporal_address": target}))
-    idp = Idp(tmp_path / "idp-keys.json", web_redirects=(api.url + "/",))
+    idp = IdentityProvider(tmp_path / "idp-keys.json", web_redirects=(api.url + "/",))
     idp.start()
     api.settings = api.settings.model_copy(
         update={
@@ -56,7 +56,7 @@ async def stack(
             "oidc_audience": "switchboard",
             "oidc_web_client_id": "switchboard-web",
             "oidc_web_scopes": "openid api",
-            "oidc_web_resource": API,
+            "oidc_web_resource": API_RESOURCE,
         }
     )
     await api.start()

@@ -18,7 +18,8 @@ from temporalio.testing import WorkflowEnvironment
 from switchboard import wire
 from switchboard.models import Phase
 from testkit import git
-from tests.integration.test_identity import Idp, auth_settings, base_url, bearer, idp
+from testkit.idp import IdentityProvider
+from tests.integration.test_identity import auth_settings, base_url, bearer, idp
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +56,7 @@ class Chat:
 
 
 @pytest.fixture
-async def chats(base_url: str, idp: Idp, repo: Path) -> AsyncIterator[dict[str, Chat]]:
+async def chats(base_url: str, idp: IdentityProvider, repo: Path) -> AsyncIterator[dict[str, Chat]]:
     people = {user: Chat(base_url, idp.token(user), repo) for user in ("acme-ann", "acme-abe")}
     people["globex-gus"] = Chat(base_url, idp.token("globex-gus"), repo)
     try:
@@ -92,7 +93,7 @@ async def accepted_updates(env: WorkflowEnvironment, task_id: str) -> list[str]:
 async def test_decisions_by_words_need_the_role_within_the_tenant(
     chats: dict[str, Chat],
     base_url: str,
-    idp: Idp,
+    idp: IdentityProvider,
     repo: Path,
     temporal_env: WorkflowEnvironment,
 ) -> None:
@@ -128,7 +129,7 @@ async def test_decisions_by_words_need_the_role_within_the_tenant(
 
 
 async def test_an_approver_approves_their_own_task_by_words(
-    chats: dict[str, Chat], base_url: str, idp: Idp
+    chats: dict[str, Chat], base_url: str, idp: IdentityProvider
 ) -> None:
     gus = chats["globex-gus"]
     token = idp.token("globex-gus")

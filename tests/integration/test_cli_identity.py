@@ -15,8 +15,9 @@ from typer.testing import CliRunner, Result
 from entrypoints.cli import EXIT_FAILED, EXIT_USAGE, app
 from switchboard import wire
 from switchboard.models import Phase
+from testkit.idp import IdentityProvider
 from tests.integration.test_chat_roles import accepted_updates
-from tests.integration.test_identity import Idp, auth_settings, base_url, idp
+from tests.integration.test_identity import auth_settings, base_url, idp
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +30,11 @@ async def cli(env: dict[str, str | None], *args: str) -> Result:
 
 
 async def test_the_cli_acts_as_the_token_says(
-    base_url: str, idp: Idp, repo: Path, tmp_path: Path, temporal_env: WorkflowEnvironment
+    base_url: str,
+    idp: IdentityProvider,
+    repo: Path,
+    tmp_path: Path,
+    temporal_env: WorkflowEnvironment,
 ) -> None:
     env: dict[str, str | None] = {
         "SWITCHBOARD_API_URL": base_url,

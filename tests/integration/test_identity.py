@@ -8,10 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
-import shutil
 import socket
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -32,85 +29,22 @@ from switchboard.errors import Unauthenticated
 from switchboard.identity import Role
 from switchboard.models import EventKind
 from switchboard.settings import Settings
+from testkit.idp import IdentityProvider
 from tests.integration.test_api import read_sse
 
 pytestmark = pytest.mark.integration
 
-IDP_DIR = Path(__file__).resolve().parents[1] / "idp"
-API = "https://switchboard.test/api"
-
-
-class Idp:
-    """The provider as a child process; `restart(rotate=True)` publishes a new signing key.
-    With `web_redirects`, it also registers the web chat's public client there."""
-
-    def __init__(self, keys: Path, web_redirects: tuple[str, ...] = ()) -> None:
-        self.keys = keys
-        self.web_redirects = web_redirects
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.issuer = f"http://127.0.0.1:{self.port}"
-        self._process: subprocess.Popen[str] | None = None
-
-    def start(self, *, rotate: bool = False) -> None:
-        argv = ["node", "server.mjs", str(self.port), str(self.keys)]
-        self._process = subprocess.Popen(
-            [*argv, "--rotate"] if rotate else argv,
-            cwd=IDP_DIR,
-            env={**os.environ, "IDP_WEB_REDIRECT_URIS": ",".join(self.web_redirects)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert self._process.stdout is not None
-        line = self._process.stdout.readline()
-        assert line.startswith("ready"), f"the identity provider did not start: {line!r}"
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            self._process.wait(timeout=10)
-
-    def restart(self, *, rotate: bool) -> None:
-        self.stop()
-        self.start(rotate=rotate)
-
-    def token(self, user: str, resource: str = API) -> str:
-        response = httpx.post(
-            f"{self.issuer}/token",
-            auth=(user, f"{user}-secret"),
-            data={"grant_type": "client_credentials", "resource": resource, "scope": "api"},
-        )
-        assert response.status_code == 200, response.text
-        token: str = response.json()["access_token"]
-        return token
-
-
-def install_idp() -> None:
-    """The provider's package, installed without a lockfile on first use."""
-    if shutil.which("node") is None:
-        pytest.fail("node is needed for the identity provider (see .ci/run)")
-    if not (IDP_DIR / "node_modules" / "oidc-provider").exists():
-        subprocess.run(
-            ["npm", "install", "--no-package-lock", "--no-audit", "--no-fund"],
-            cwd=IDP_DIR,
-            check=True,
-            timeout=300,
-        )
-
 
 @pytest.fixture(scope="module")
-def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Idp]:
-    install_idp()
-    provider = Idp(tmp_path_factory.mktemp("idp") / "keys.json")
-    provider.start()
-    yield provider
-    provider.stop()
+def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdentityProvider]:
+    with IdentityProvider(tmp_path_factory.mktemp("idp") / "keys.json") as provider:
+        yield provider
 
 
 @pytest.fixture
-def auth_settings(settings: Settings, idp: Idp, temporal_env: WorkflowEnvironment) -> Settings:
+def auth_settings(
+    settings: Settings, idp: IdentityProvider, temporal_env: WorkflowEnvironment
+) -> Settings:
     target = temporal_env.client.service_client.config.target_host
     return settings.model_copy(
         update={
@@ -171,7 +105,7 @@ def _self_signed(token: str) -> str:
 
 
 async def test_access_tokens_are_verified(
-    http: httpx.AsyncClient, idp: Idp, auth_settings: Settings
+    http: httpx.AsyncClient, idp: IdentityProvider, auth_settings: Settings
 ) -> None:
     valid = idp.token("acme-ann")
     assert (await http.get("/v1/tasks", headers=bearer(valid))).status_code == 200
@@ -206,7 +140,7 @@ async def test_access_tokens_are_verified(
 
 
 async def test_a_rotated_signing_key_is_fetched_on_first_use(
-    http: httpx.AsyncClient, idp: Idp
+    http: httpx.AsyncClient, idp: IdentityProvider
 ) -> None:
     before = idp.token("acme-ann")
     assert (await http.get("/v1/tasks", headers=bearer(before))).status_code == 200
@@ -219,7 +153,9 @@ async def test_a_rotated_signing_key_is_fetched_on_first_use(
     assert (await http.get("/v1/tasks", headers=bearer(before))).status_code == 200
 
 
-async def test_tenants_and_roles(http: httpx.AsyncClient, idp: Idp, repo: Path) -> None:
+async def test_tenants_and_roles(
+    http: httpx.AsyncClient, idp: IdentityProvider, repo: Path
+) -> None:
     ann, abe, gus = (bearer(idp.token(user)) for user in ("acme-ann", "acme-abe", "globex-gus"))
     body = {"goal": "Add a helper", "repo": str(repo), "subtasks": [{"title": "Helper"}]}
     created = await http.post("/v1/tasks", json={**body, "review": False}, headers=ann)
@@ -273,7 +209,7 @@ async def test_static_tokens_work_until_revoked(
 
 
 async def test_the_openai_client_uses_its_api_key_as_the_token(
-    base_url: str, idp: Idp, repo: Path
+    base_url: str, idp: IdentityProvider, repo: Path
 ) -> None:
     def client(api_key: str) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(
@@ -308,7 +244,7 @@ def test_local_mode_refuses_to_listen_beyond_loopback(settings: Settings) -> Non
 
 
 async def test_the_terminal_chat_client_sends_the_stored_token(
-    base_url: str, idp: Idp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    base_url: str, idp: IdentityProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.delenv("SWITCHBOARD_TOKEN", raising=False)
