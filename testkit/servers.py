@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -89,6 +90,17 @@ class DevServerOnPort(DevServer):
     def pid(self) -> int:
         assert self._process is not None
         return self._process.pid
+
+    def kill(self) -> None:
+        """SIGKILL the server's process group: a crash, not a shutdown. `start` brings it
+        back on the same address with the same SQLite file."""
+        process, self._process = self._process, None
+        assert process is not None, "the dev server is not running"
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     @property
     def db_bytes(self) -> int:

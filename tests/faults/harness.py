@@ -14,6 +14,7 @@ The checker is the suite's point. Whatever was done to the stack, it asserts:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -109,6 +110,15 @@ class WorkerProcess:
         self.process.wait()
         self.kills += 1
 
+    def freeze(self) -> None:
+        """SIGSTOP the worker's process group: it holds what it polled and answers nothing."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGCONT)
+
     async def restart(self, pause: float = 0.3) -> None:
         self.kill()
         await asyncio.sleep(pause)
@@ -117,6 +127,8 @@ class WorkerProcess:
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGCONT)  # a frozen worker hears the SIGTERM
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout=20)
@@ -180,13 +192,22 @@ class Report:
     false_reports: int = 0
     """A result reported better (or other) than it is: a wrong diff, a leftover."""
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """What a scenario observed that is no problem but worth a line in the table."""
+    temporal_kills: int = 0
+    """Times the scenario SIGKILLed its Temporal dev server."""
+    api_kills: int = 0
+    """Times the scenario SIGKILLed the API process."""
 
     def add(self, other: Report) -> None:
         self.tasks += other.tasks
+        self.temporal_kills += other.temporal_kills
+        self.api_kills += other.api_kills
         self.lost += other.lost
         self.duplicated += other.duplicated
         self.false_reports += other.false_reports
         self.problems += other.problems
+        self.notes += other.notes
 
 
 async def check_task(

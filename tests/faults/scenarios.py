@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import subprocess
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from switchboard.models import (
 )
 from switchboard.settings import Settings
 from switchboard.wire import Updates, Workflows
-from testkit import free_port
+from testkit import free_port, git
 from tests.faults.harness import (
     WORKERS,
     ApiProcess,
@@ -90,7 +91,7 @@ async def to_gate_and_approve(
 COMPLETED = Phase.COMPLETED
 
 
-def _configure(stack: Stack, *, slow: ScriptedRole | None = None, explorer: bool = False) -> None:
+def configure(stack: Stack, *, slow: ScriptedRole | None = None, explorer: bool = False) -> None:
     stack.model.reset()
     stack.model.set_scenario(fault_scenario(explorer=explorer))
     latency = {slow.value: SLOW_MS} if slow is not None else {}
@@ -106,7 +107,7 @@ def _workers_done(status: TaskStatus) -> bool:
 
 
 async def kill_in_planning(stack: Stack) -> Report:
-    _configure(stack, slow=ScriptedRole.PLANNER)
+    configure(stack, slow=ScriptedRole.PLANNER)
     handle = await start_task(stack)
     await when(
         handle,
@@ -121,7 +122,7 @@ async def kill_in_planning(stack: Stack) -> Report:
 
 
 async def kill_mid_command(stack: Stack) -> Report:
-    _configure(stack)
+    configure(stack)
     handle = await start_task(stack)
     await when(
         handle,
@@ -134,7 +135,7 @@ async def kill_mid_command(stack: Stack) -> Report:
 
 
 async def kill_at_integrate(stack: Stack) -> Report:
-    _configure(stack, slow=ScriptedRole.REVIEWER)
+    configure(stack, slow=ScriptedRole.REVIEWER)
     handle = await start_task(stack)
     await when(handle, _workers_done, what="every worker done")
     await stack.worker.restart()  # integration (and the review) are in flight
@@ -143,7 +144,7 @@ async def kill_at_integrate(stack: Stack) -> Report:
 
 
 async def kill_in_review(stack: Stack) -> Report:
-    _configure(stack, slow=ScriptedRole.REVIEWER)
+    configure(stack, slow=ScriptedRole.REVIEWER)
     handle = await start_task(stack)
     await when(
         handle,
@@ -158,7 +159,7 @@ async def kill_in_review(stack: Stack) -> Report:
 
 
 async def kill_parked_at_gate(stack: Stack) -> Report:
-    _configure(stack)
+    configure(stack)
     handle = await start_task(stack)
     await when(handle, lambda s: s.phase is Phase.AWAITING_APPROVAL, timeout=240, what="the gate")
     await stack.worker.restart()
@@ -168,7 +169,7 @@ async def kill_parked_at_gate(stack: Stack) -> Report:
 async def kill_mid_merge(stack: Stack) -> Report:
     """Approve, and kill the worker as soon as the merge starts (or right after the
     approval is accepted, when the merge is already past)."""
-    _configure(stack)
+    configure(stack)
     handle = await start_task(stack)
     await when(handle, lambda s: s.phase is Phase.AWAITING_APPROVAL, timeout=240, what="the gate")
     approving = asyncio.create_task(approve(handle))
@@ -201,7 +202,7 @@ def model_fault(kind: str, role: ScriptedRole, count: int) -> Scenario:
     """A burst of `count` faults of `kind` on `role`'s calls: the task still completes."""
 
     async def run(stack: Stack) -> Report:
-        _configure(stack)
+        configure(stack)
         stack.model.add_fault(kind, role=role.value, count=count)
         handle = await start_task(stack)
         return await to_gate_and_approve(stack, handle)
@@ -223,7 +224,7 @@ def persistent_model_fault(kind: str) -> Scenario:
     not complete (issue #12 item 2); it fails or stops at the gate marked partial."""
 
     async def run(stack: Stack) -> Report:
-        _configure(stack, explorer=True)
+        configure(stack, explorer=True)
         stack.model.add_fault(kind, role=ScriptedRole.WORKER.value, count=100_000)
         handle = await start_task(stack)
         status = await when(
@@ -264,7 +265,7 @@ def cancel_in(phase: Phase, slow: ScriptedRole | None) -> Scenario:
     """Cancel while the task is in `phase`: it ends cancelled (issue #12 item 3)."""
 
     async def run(stack: Stack) -> Report:
-        _configure(stack, slow=slow)
+        configure(stack, slow=slow)
         handle = await start_task(stack)
         await when(handle, lambda s: s.phase is phase, timeout=240, what=str(phase))
         await handle.cancel()
@@ -287,7 +288,7 @@ def cancel_in(phase: Phase, slow: ScriptedRole | None) -> Scenario:
 
 
 async def cancel_mid_merge(stack: Stack) -> Report:
-    _configure(stack)
+    configure(stack)
     handle = await start_task(stack)
     await when(handle, lambda s: s.phase is Phase.AWAITING_APPROVAL, timeout=240, what="the gate")
     approving = asyncio.create_task(approve(handle))
@@ -366,7 +367,7 @@ async def _read(
 async def api_restart_under_sse(stack: Stack) -> Report:
     """The API is SIGKILLed under an open SSE stream every few events; the client
     reconnects with Last-Event-ID and must see every event once, in order."""
-    _configure(stack)
+    configure(stack)
     settings = stack.settings.model_copy(update={"api_port": free_port()})
     api = ApiProcess(settings, settings.data_dir.parent / "api.log")
     api.start()
@@ -399,6 +400,7 @@ async def api_restart_under_sse(stack: Stack) -> Report:
                 while not whole.ended:
                     await _read(http, path, whole)
         _check_stream(report, task_id, stream, whole)
+        report.api_kills += api.kills
     finally:
         api.stop()
     if api.kills == 0:
@@ -439,7 +441,7 @@ def lose_file(what: str) -> Scenario:
     retrying that worker rebuilds it from its branch, so the merge holds every mark once."""
 
     async def run(stack: Stack) -> Report:
-        _configure(stack)
+        configure(stack)
         handle = await start_task(stack)
         await when(
             handle,
@@ -488,3 +490,49 @@ LOST_FILES: dict[str, Scenario] = {
     "worktree deleted mid-task (item 4)": lose_file("worktree"),
     "transcript deleted mid-task (item 4)": lose_file("transcript"),
 }
+
+
+# ---- the target branch moves (item 6) ---------------------------------------------
+
+
+async def target_moved(stack: Stack) -> Report:
+    """`main` gains a commit while the reviewer reads: the gate must say "behind by 1",
+    no conflict; a rebase round moves the change onto the new tip without running a
+    worker again, and what is merged is built on that tip."""
+    configure(stack, slow=ScriptedRole.REVIEWER)
+    handle = await start_task(stack)
+    await when(handle, lambda s: s.phase is Phase.REVIEWING, timeout=240, what="the review")
+    (stack.repo / "moved.txt").write_text("main moved on\n", encoding="utf-8")
+    git(stack.repo, "add", "-A")
+    git(stack.repo, "commit", "-q", "-m", "main moves on")
+    tip = git(stack.repo, "rev-parse", "main")
+    stack.model.configure(role_latency_ms={})
+    status = await when(
+        handle, lambda s: s.phase is Phase.AWAITING_APPROVAL, timeout=240, what="the gate"
+    )
+    report = Report(tasks=0)
+    target = status.target
+    if target is None or (target.behind, target.conflicts, target.tip) != (1, [], tip):
+        report.false_reports += 1
+        report.problems.append(f"{handle.id}: main moved by one commit; the gate says {target}")
+    await handle.execute_update(
+        Updates.REQUEST_CHANGES,
+        RequestChangesInput(by="ops", feedback="", rebase=True),
+        result_type=ApprovalRecord,
+    )
+    await when(
+        handle,
+        lambda s: s.round == 2 and s.phase is Phase.AWAITING_APPROVAL,
+        timeout=240,
+        what="the rebased change at the gate",
+    )
+    report.add(await to_gate_and_approve(stack, handle))
+    try:
+        git(stack.repo, "merge-base", "--is-ancestor", tip, f"switchboard/{handle.id}")
+    except subprocess.CalledProcessError:
+        report.false_reports += 1
+        report.problems.append(f"{handle.id}: rebased, but not merged onto main's new tip")
+    return report
+
+
+TARGET_MOVES: dict[str, Scenario] = {"target moved, rebase round (item 6)": target_moved}

@@ -20,6 +20,7 @@ import tempfile
 import time
 import traceback
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,12 +31,14 @@ from switchboard.model_server import ModelServerHandle, builtin_scenario, runnin
 from switchboard.settings import Settings
 from testkit import make_repo, start_temporal_environment
 from tests.faults.harness import Report, WorkerProcess, dead_worker_cgroups
+from tests.faults.restarts import DECISION_RESTARTS, TEMPORAL_RESTARTS
 from tests.faults.scenarios import (
     API_RESTARTS,
     CANCELS,
     LOST_FILES,
     MODEL_FAULTS,
     PERSISTENT_FAULTS,
+    TARGET_MOVES,
     WORKER_KILLS,
     Stack,
 )
@@ -45,11 +48,14 @@ SCENARIO_TIMEOUT = float(os.environ.get("SOAK_SCENARIO_TIMEOUT", "420"))
 
 SCENARIOS = {
     **WORKER_KILLS,
+    **TEMPORAL_RESTARTS,
     **API_RESTARTS,
+    **DECISION_RESTARTS,
     **MODEL_FAULTS,
     **PERSISTENT_FAULTS,
     **CANCELS,
     **LOST_FILES,
+    **TARGET_MOVES,
 }
 
 
@@ -144,21 +150,32 @@ def table(rows: dict[str, Row], rounds: int, seconds: float, commit: str) -> str
         "",
         f"Run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on commit {commit}, {rounds} round(s)"
         " (the last one possibly cut short: see each row's runs),",
-        f"{seconds / 60:.1f} minutes of wall time, "
-        f"{sum(r.kills for r in rows.values())} worker SIGKILLs in all.",
+        f"{seconds / 60:.1f} minutes of wall time; SIGKILLs in all: "
+        f"{sum(r.kills for r in rows.values())} of a worker, "
+        f"{sum(r.report.temporal_kills for r in rows.values())} of the Temporal dev server, "
+        f"{sum(r.report.api_kills for r in rows.values())} of the API.",
         "",
-        "| scenario | runs | tasks | kills | lost | duplicated | false reports |",
+        "| scenario | runs | tasks | kills (worker / Temporal / API) | lost | duplicated "
+        "| false reports |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, row in rows.items():
         r = row.report
+        kills = f"{row.kills} / {r.temporal_kills} / {r.api_kills}"
         lines.append(
-            f"| {name} | {row.runs} | {r.tasks} | {row.kills} | {r.lost} | {r.duplicated} "
+            f"| {name} | {row.runs} | {r.tasks} | {kills} | {r.lost} | {r.duplicated} "
             f"| {r.false_reports} |"
         )
     problems = [p for row in rows.values() for p in row.report.problems]
     lines += ["", "## What went wrong", ""]
     lines += [f"- {p}" for p in problems] or ["Nothing: every count above is zero."]
+    notes = [
+        f"- {name}: {note} (in {count} run(s))"
+        for name, row in rows.items()
+        for note, count in Counter(row.report.notes).most_common()
+    ]
+    if notes:
+        lines += ["", "## What the scenarios observed", "", *notes]
     return "\n".join(lines) + "\n"
 
 

@@ -15,19 +15,31 @@ from temporalio.client import Client
 
 from switchboard.model_server import ModelServerHandle
 from tests.faults.harness import WorkerProcess
+from tests.faults.restarts import DECISION_RESTARTS, TEMPORAL_RESTARTS
 from tests.faults.scenarios import (
     API_RESTARTS,
     CANCELS,
     LOST_FILES,
     MODEL_FAULTS,
     PERSISTENT_FAULTS,
+    TARGET_MOVES,
     WORKER_KILLS,
     Stack,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
-ALL = {**WORKER_KILLS, **API_RESTARTS, **MODEL_FAULTS, **PERSISTENT_FAULTS, **CANCELS, **LOST_FILES}
+ALL = {
+    **WORKER_KILLS,
+    **TEMPORAL_RESTARTS,
+    **API_RESTARTS,
+    **DECISION_RESTARTS,
+    **MODEL_FAULTS,
+    **PERSISTENT_FAULTS,
+    **CANCELS,
+    **LOST_FILES,
+    **TARGET_MOVES,
+}
 SHORT = {
     "worker SIGKILL mid-command",
     "worker SIGKILL parked at gate",
