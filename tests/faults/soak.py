@@ -66,6 +66,8 @@ class Row:
     errors: int = 0
     """Runs whose scenario itself broke (a timeout waiting for a phase): counted lost."""
     report: Report = field(default_factory=Report)
+    loads: list[float] = field(default_factory=list)
+    """The machine's 1-minute load average at the end of each run."""
 
 
 async def soak(
@@ -131,7 +133,15 @@ async def _one(
         left = dead_worker_cgroups(worker.pids[:-1])
         if left:
             row.report.add(Report(false_reports=len(left), problems=[f"cgroups left: {left}"]))
+    row.loads.append(os.getloadavg()[0])
     print(f"round {round_} {name}: {row.report.problems[-1:] or 'ok'}", flush=True)
+
+
+def _load_range(rows: dict[str, Row]) -> str:
+    loads = [load for row in rows.values() for load in row.loads]
+    if not loads:
+        return "not measured"
+    return f"{min(loads):.1f} to {max(loads):.1f}, mean {sum(loads) / len(loads):.1f}"
 
 
 def table(rows: dict[str, Row], rounds: int, seconds: float, commit: str) -> str:
@@ -146,10 +156,15 @@ def table(rows: dict[str, Row], rounds: int, seconds: float, commit: str) -> str
         "ran twice or decision applied twice, and a **false report** for a wrong diff, a",
         "failure without a reason, a task parked at the gate looking healthy with every",
         "worker failed, or anything left behind (worktree, transcript, sandbox process,",
-        "a killed worker's command cgroup).",
+        "a killed worker's command cgroup). The Temporal scenarios run on a dev server of",
+        "their own, SIGKILLed and started again on the same address and SQLite file. In",
+        "the approval races the caller must always know whether its approval took: a",
+        "last answer other than a 200 with the approval record is a false report.",
         "",
         f"Run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on commit {commit}, {rounds} round(s)"
         " (the last one possibly cut short: see each row's runs),",
+        f"on {os.cpu_count()} CPUs shared with other work (1-minute load average after each run:",
+        f"{_load_range(rows)}),",
         f"{seconds / 60:.1f} minutes of wall time; SIGKILLs in all: "
         f"{sum(r.kills for r in rows.values())} of a worker, "
         f"{sum(r.report.temporal_kills for r in rows.values())} of the Temporal dev server, "

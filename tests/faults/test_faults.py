@@ -44,6 +44,7 @@ SHORT = {
     "worker SIGKILL mid-command",
     "worker SIGKILL parked at gate",
     "worker SIGKILL mid-merge",
+    "Temporal SIGKILL mid-task",
     "worker model 429 burst",
     "API SIGKILL under SSE",
     "cancel at the gate",
