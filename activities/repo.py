@@ -8,12 +8,15 @@ touch files of one host, so workflows send them to `PreparedRepo.host_queue`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 from collections.abc import Callable
 from typing import TypeVar
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
-from activities import _git, _target
+from activities import _ended, _git, _target
 from activities._heartbeat import heartbeating
 from activities._task_repo import mark_orphans_ended
 from switchboard.contracts import (
@@ -31,7 +34,7 @@ from switchboard.contracts import (
 from switchboard.credentials import CredentialStore
 from switchboard.models import TargetCheck
 from switchboard.settings import Settings
-from switchboard.wire import Activities
+from switchboard.wire import Activities, Errors
 
 __all__ = ["RepoActivities", "reap_orphan_worktrees"]
 
@@ -56,8 +59,35 @@ class RepoActivities:
 
     @activity.defn(name=Activities.CREATE_WORKTREE)
     async def create_worktree(self, input: WorktreeInput) -> WorktreeInfo:
-        """Check out a subagent's branch in its own worktree (idempotent)."""
-        return await self._run(_git.create_worktree, input)
+        """Check out a subagent's branch in its own worktree (idempotent). A checkout
+        that finishes after its task's cleanup began removes itself and fails
+        (`activities._ended`); a cancel waits for the checkout to finish, to check."""
+        self._refuse_ended(input)
+        work = asyncio.ensure_future(asyncio.to_thread(_git.create_worktree, self._settings, input))
+        try:
+            info = await heartbeating(asyncio.shield(work))
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await work
+            with contextlib.suppress(ApplicationError):
+                await asyncio.to_thread(self._refuse_ended, input)
+            raise
+        await asyncio.to_thread(self._refuse_ended, input)
+        return info
+
+    def _refuse_ended(self, input: WorktreeInput) -> None:
+        """Raise (after removing what the task left here) if the task has ended."""
+        delete_branches = _ended.ended(self._settings, input.task_id)
+        if delete_branches is None:
+            return
+        _git.remove_task_worktrees(
+            self._settings, input.task_id, input.mirror_path, delete_branches=delete_branches
+        )
+        raise ApplicationError(
+            f"{input.task_id} has ended on this host: no worktree is created for it",
+            type=Errors.WRONG_PHASE,
+            non_retryable=True,
+        )
 
     async def commit_worktree(self, input: CommitInput) -> CommitResult:
         """Commit what a subagent changed; report the diff stat (part of `finish_subagent`)."""
@@ -74,7 +104,10 @@ class RepoActivities:
         return await self._run(_target.check_target, input)
 
     async def cleanup_worktrees(self, input: CleanupInput) -> None:
-        """Remove a task's worktrees (and, if asked, branches); part of the cleanup activity."""
+        """Remove a task's worktrees (and, if asked, branches); part of the cleanup activity.
+        The task is marked ended first, so a checkout still running removes itself."""
+        ended = functools.partial(_ended.mark_ended, delete_branches=input.delete_branches)
+        await asyncio.to_thread(ended, self._settings, input.task_id)
         await asyncio.to_thread(
             _git.remove_task_worktrees,
             self._settings,

@@ -538,3 +538,79 @@ def test_a_host_that_does_not_answer_is_given_up_on_quickly() -> None:
     assert time.monotonic() - started < 3
     assert unreachable_reason("https://192.0.2.1/org/repo.git") is None  # left to git
     assert unreachable_reason("/srv/repo") is None
+
+
+# ---- no worktree outlives its task's cleanup (a cancel racing a checkout) -------------
+
+
+async def test_a_checkout_after_its_task_was_cleaned_up_is_refused_and_leaves_nothing(
+    acts: RepoActivities, source: Path, settings: Settings
+) -> None:
+    prepared = await prepare(acts, source)
+    cleanup = CleanupInput(task_id=TASK, mirror_path=prepared.mirror_path, delete_branches=True)
+    await acts.cleanup_worktrees(cleanup)
+    await expect_error(
+        worktree(acts, prepared, 1001), wire.Errors.WRONG_PHASE, retryable=False, contains="ended"
+    )
+    assert not (settings.worktrees_dir / TASK).exists()
+    assert mirror_branches(prepared) == []
+
+
+def _held_checkout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[threading.Event, threading.Event, threading.Event]:
+    """The real checkout, held on its thread until `release` is set; `finished` is set
+    when the checkout has returned."""
+    started, release, finished = threading.Event(), threading.Event(), threading.Event()
+    real = _git.create_worktree
+
+    def held(settings: Settings, input: WorktreeInput) -> WorktreeInfo:
+        started.set()
+        release.wait(30)
+        try:
+            return real(settings, input)
+        finally:
+            finished.set()
+
+    monkeypatch.setattr(_git, "create_worktree", held)
+    return started, release, finished
+
+
+@pytest.mark.parametrize("cancelled", [False, True], ids=["finishes", "cancelled"])
+async def test_a_checkout_still_running_when_the_cleanup_ran_removes_itself(
+    acts: RepoActivities,
+    source: Path,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    cancelled: bool,
+) -> None:
+    """The task is cancelled while a subagent's checkout runs on a worker thread: the
+    cleanup runs first (the workflow does not wait for a cancelled activity), the
+    checkout finishes later. Nothing of it may be left, cancelled activity or not."""
+    prepared = await prepare(acts, source)
+    started, release, finished = _held_checkout(monkeypatch)
+    env = ActivityEnvironment()
+    checkout = asyncio.ensure_future(
+        env.run(
+            acts.create_worktree,
+            WorktreeInput(
+                task_id=TASK,
+                index=1001,
+                mirror_path=prepared.mirror_path,
+                base_commit=prepared.base_commit,
+                branch=wire.subagent_branch(TASK, 1001),
+            ),
+        )
+    )
+    assert await asyncio.to_thread(started.wait, 30)
+    if cancelled:
+        env.cancel()
+        await asyncio.sleep(0.1)
+    cleanup = CleanupInput(task_id=TASK, mirror_path=prepared.mirror_path, delete_branches=True)
+    await acts.cleanup_worktrees(cleanup)
+    release.set()
+    with pytest.raises((ApplicationError, asyncio.CancelledError)):
+        await checkout
+    assert await asyncio.to_thread(finished.wait, 30)  # the thread has done its work
+    assert not (settings.worktrees_dir / TASK).exists()
+    assert mirror_branches(prepared) == []
