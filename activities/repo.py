@@ -61,12 +61,12 @@ class RepoActivities:
     async def create_worktree(self, input: WorktreeInput) -> WorktreeInfo:
         """Check out a subagent's branch in its own worktree (idempotent). A checkout
         that finishes after its task's cleanup began removes itself and fails
-        (`activities._ended`); a cancel waits for the checkout to finish, to check."""
+        (`activities._ended`); a cancel or a failure waits for the checkout, to check."""
         self._refuse_ended(input)
         work = asyncio.ensure_future(asyncio.to_thread(_git.create_worktree, self._settings, input))
         try:
             info = await heartbeating(asyncio.shield(work))
-        except asyncio.CancelledError:
+        except BaseException:  # cancelled, or the checkout failed (its dir removed under it)
             with contextlib.suppress(Exception):
                 await work
             with contextlib.suppress(ApplicationError):
