@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -27,7 +28,9 @@ import httpx
 from temporalio.client import Client
 
 from api.deps import USER_HEADER
+from switchboard.errors import ServiceUnavailable
 from switchboard.models import Phase, TaskStatus
+from switchboard.settings import Settings
 from switchboard.temporal import connect
 from testkit import DevServerOnPort, free_port, status_of
 from tests.faults.harness import (
@@ -82,7 +85,7 @@ async def own_temporal(stack: Stack) -> AsyncIterator[tuple[Stack, Temporal]]:
     temporal = Temporal(server)
     try:
         settings = stack.settings.model_copy(update={"temporal_address": server.address})
-        client: Client = await connect(settings)
+        client = await _connect_when_healthy(settings)
         stack.worker.stop()
         stack.worker.settings = settings
         stack.worker.start()
@@ -90,6 +93,18 @@ async def own_temporal(stack: Stack) -> AsyncIterator[tuple[Stack, Temporal]]:
     finally:
         stack.worker.stop()
         server.stop()
+
+
+async def _connect_when_healthy(settings: Settings, timeout: float = 60) -> Client:
+    """A client, once the dev server's frontend says it is healthy (its port opens first)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await connect(settings)
+        except ServiceUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
 
 
 def _with_kills(report: Report, temporal: Temporal) -> Report:
@@ -258,18 +273,27 @@ async def approve_racing(
 
 
 async def approval_racing_temporal(stack: Stack) -> Report:
-    """The worker thaws and the dev server is SIGKILLed a random moment later: before,
-    while or after the worker applies the approval, so its answer may never reach the
-    caller, or the approval itself may be lost with the server's memory."""
+    """The dev server is SIGKILLed either while it holds the approval for the frozen
+    worker (lost with the server's memory) or a moment after the worker thaws (before,
+    while or after it applies it, so the answer may never reach the caller)."""
     async with own_temporal(stack) as (own, temporal):
+        when_killed: list[str] = []
 
         async def kill_temporal(_: ApiProcess) -> None:
             await asyncio.sleep(HOLD_SECONDS)
-            own.worker.thaw()
-            await asyncio.sleep(RNG.uniform(0.0, 0.6))
-            await temporal.restart()
+            lead = RNG.uniform(-0.3, 0.15)
+            if lead < 0:
+                when_killed.append("while the approval waited for the worker")
+                await temporal.restart()
+                own.worker.thaw()
+            else:
+                when_killed.append("as the worker took the approval")
+                own.worker.thaw()
+                await asyncio.sleep(lead)
+                await temporal.restart()
 
         report = await approve_racing(own, kill_temporal)
+        report.notes = [f"killed {w}; {n}" for w in when_killed for n in report.notes]
         return _with_kills(report, temporal)
 
 
