@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from collections.abc import Callable
 from typing import TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import _ended, _git, _target
+from activities import _git, _target
 from activities._heartbeat import heartbeating
 from activities._task_repo import mark_orphans_ended
+from activities._transcripts import task_ended
 from switchboard.contracts import (
     CleanupInput,
     CommitInput,
@@ -61,7 +61,8 @@ class RepoActivities:
     async def create_worktree(self, input: WorktreeInput) -> WorktreeInfo:
         """Check out a subagent's branch in its own worktree (idempotent). A checkout
         that finishes after its task's cleanup began removes itself and fails
-        (`activities._ended`); a cancel or a failure waits for the checkout, to check."""
+        (the ended-mark `cleanup_task` writes first, see `activities._transcripts`); a
+        cancel or a failure waits for the checkout to end, then checks too."""
         self._refuse_ended(input)
         work = asyncio.ensure_future(asyncio.to_thread(_git.create_worktree, self._settings, input))
         try:
@@ -76,13 +77,11 @@ class RepoActivities:
         return info
 
     def _refuse_ended(self, input: WorktreeInput) -> None:
-        """Raise (after removing what the task left here) if the task has ended."""
-        delete_branches = _ended.ended(self._settings, input.task_id)
-        if delete_branches is None:
+        """Raise (after removing the task's worktrees here) if the task has ended.
+        Branches and the task's repository are the cleanup's to keep or delete."""
+        if not task_ended(self._settings.transcripts_dir, input.task_id):
             return
-        _git.remove_task_worktrees(
-            self._settings, input.task_id, input.mirror_path, delete_branches=delete_branches
-        )
+        _git.remove_task_worktrees(self._settings, input.task_id, input.mirror_path)
         raise ApplicationError(
             f"{input.task_id} has ended on this host: no worktree is created for it",
             type=Errors.WRONG_PHASE,
@@ -104,10 +103,7 @@ class RepoActivities:
         return await self._run(_target.check_target, input)
 
     async def cleanup_worktrees(self, input: CleanupInput) -> None:
-        """Remove a task's worktrees (and, if asked, branches); part of the cleanup activity.
-        The task is marked ended first, so a checkout still running removes itself."""
-        ended = functools.partial(_ended.mark_ended, delete_branches=input.delete_branches)
-        await asyncio.to_thread(ended, self._settings, input.task_id)
+        """Remove a task's worktrees (and, if asked, branches); part of the cleanup activity."""
         await asyncio.to_thread(
             _git.remove_task_worktrees,
             self._settings,

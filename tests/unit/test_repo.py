@@ -19,6 +19,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities import _git
 from activities._reach import unreachable_reason
+from activities._transcripts import mark_task_ended
 from activities.repo import RepoActivities
 from switchboard import diffs, wire
 from switchboard.contracts import (
@@ -543,17 +544,27 @@ def test_a_host_that_does_not_answer_is_given_up_on_quickly() -> None:
 # ---- no worktree outlives its task's cleanup (a cancel racing a checkout) -------------
 
 
+async def _cleanup(acts: RepoActivities, prepared: PreparedRepo, settings: Settings) -> None:
+    """What `cleanup_task` does to git: mark the task ended, then remove its worktrees."""
+    mark_task_ended(settings.transcripts_dir, TASK)
+    await acts.cleanup_worktrees(CleanupInput(task_id=TASK, mirror_path=prepared.mirror_path))
+
+
+def _assert_no_worktree(prepared: PreparedRepo, settings: Settings) -> None:
+    assert not (settings.worktrees_dir / TASK).exists()
+    listed = git(Path(prepared.mirror_path), "worktree", "list")
+    assert listed.count("\n") == 0, listed  # only the bare mirror itself
+
+
 async def test_a_checkout_after_its_task_was_cleaned_up_is_refused_and_leaves_nothing(
     acts: RepoActivities, source: Path, settings: Settings
 ) -> None:
     prepared = await prepare(acts, source)
-    cleanup = CleanupInput(task_id=TASK, mirror_path=prepared.mirror_path, delete_branches=True)
-    await acts.cleanup_worktrees(cleanup)
+    await _cleanup(acts, prepared, settings)
     await expect_error(
         worktree(acts, prepared, 1001), wire.Errors.WRONG_PHASE, retryable=False, contains="ended"
     )
-    assert not (settings.worktrees_dir / TASK).exists()
-    assert mirror_branches(prepared) == []
+    _assert_no_worktree(prepared, settings)
 
 
 def _held_checkout(
@@ -606,11 +617,9 @@ async def test_a_checkout_still_running_when_the_cleanup_ran_removes_itself(
     if cancelled:
         env.cancel()
         await asyncio.sleep(0.1)
-    cleanup = CleanupInput(task_id=TASK, mirror_path=prepared.mirror_path, delete_branches=True)
-    await acts.cleanup_worktrees(cleanup)
+    await _cleanup(acts, prepared, settings)
     release.set()
     with pytest.raises((ApplicationError, asyncio.CancelledError)):
         await checkout
     assert await asyncio.to_thread(finished.wait, 30)  # the thread has done its work
-    assert not (settings.worktrees_dir / TASK).exists()
-    assert mirror_branches(prepared) == []
+    _assert_no_worktree(prepared, settings)
