@@ -45,6 +45,7 @@ SHORT = {
     "worker SIGKILL parked at gate",
     "worker SIGKILL mid-merge",
     "Temporal SIGKILL mid-task",
+    "API SIGKILL with an approval in flight (item 9)",
     "worker model 429 burst",
     "API SIGKILL under SSE",
     "cancel at the gate",
