@@ -384,7 +384,7 @@ async def api_restart_under_sse(stack: Stack) -> Report:
             handle: Handle = stack.client.get_workflow_handle(task_id, result_type=TaskResult)
             stream = _Stream(events=[])
             path = f"/v1/tasks/{task_id}/events"
-            approving = asyncio.create_task(_approve_at_gate(handle))
+            approving = asyncio.create_task(_approve_at_gate(handle, api.base_url))
             for _ in range(200):
                 await _read(http, path, stream, api)
                 if stream.ended:
@@ -408,9 +408,23 @@ async def api_restart_under_sse(stack: Stack) -> Report:
     return report
 
 
-async def _approve_at_gate(handle: Handle) -> None:
+async def _approve_at_gate(handle: Handle, base_url: str) -> None:
+    """Approve through the API (a task submitted there holds its submitter's policy, so
+    only a decision with a verified caller's claim is taken), whose process is being
+    killed under the stream: retried with one Idempotency-Key until it answers 200."""
     await when(handle, lambda s: s.phase is Phase.AWAITING_APPROVAL, timeout=240, what="the gate")
-    await approve(handle)
+    headers = {USER_HEADER: "alice", "Idempotency-Key": uuid.uuid4().hex}
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+        for _ in range(60):
+            try:
+                answer = await http.post(f"/v1/tasks/{handle.id}/approve", headers=headers)
+            except httpx.TransportError:
+                answer = None
+            if answer is not None and answer.status_code != 503:
+                assert answer.status_code == 200, answer.text
+                return
+            await asyncio.sleep(1)
+    raise AssertionError(f"{handle.id}: the approval was not answered in 60 tries")
 
 
 def _check_stream(report: Report, task_id: str, seen: _Stream, whole: _Stream) -> None:
