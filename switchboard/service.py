@@ -335,7 +335,9 @@ class TaskService(Decisions):
         error: str | None = None
         try:
             async with self._errors(handle.id):
-                result = await handle.result(follow_runs=False, rpc_timeout=QUERY_TIMEOUT)
+                # Typed: an untyped handle gives back a dict, not a TaskResult.
+                typed = self._client.get_workflow_handle(handle.id, result_type=TaskResult)
+                result = await typed.result(follow_runs=False, rpc_timeout=QUERY_TIMEOUT)
         except WorkflowFailureError as exc:  # failed, cancelled or terminated
             error = str(exc.cause or exc)
         if isinstance(result, TaskResult):
@@ -348,8 +350,8 @@ class TaskService(Decisions):
             repo=attributes.get(wire.SearchAttributes.REPO) or "",
             owner=attributes.get(wire.SearchAttributes.OWNER) or "",
             phase=phase,
-            subagents=result.subagents if result else [],
-            merge=result.merge if result else None,
+            subagents=result.subagents if isinstance(result, TaskResult) else [],
+            merge=result.merge if isinstance(result, TaskResult) else None,
             error=error,
             created_at=description.start_time,
             updated_at=description.close_time or description.start_time,

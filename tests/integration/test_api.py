@@ -21,6 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.deps import USER_HEADER
 from api.main import create_app
+from entrypoints.worker import build_workers, run_workers
 from switchboard.model_server import ModelServerHandle
 from switchboard.models import EventKind, Phase, TaskEvent, TaskStatus
 from switchboard.service import task_id_for
@@ -315,6 +316,29 @@ async def test_an_ended_task_reports_status_without_a_worker(
             break
         await asyncio.sleep(0.1)
     assert (row["status"], row["phase"]) == ("terminated", "failed")
+
+
+async def test_a_finished_task_reports_its_result_without_a_worker(
+    http: httpx.AsyncClient, client: Client, settings: Settings, repo: Path
+) -> None:
+    """Found by schemathesis: the status of an ended task read from its result (no
+    worker to answer the query) was a 500, the result coming back as a plain dict."""
+    stop = asyncio.Event()
+    running = asyncio.create_task(run_workers(build_workers(client, settings), stop))
+    try:
+        task_id = await submit(http, repo)
+        await wait_status(http, task_id, Phase.AWAITING_APPROVAL)
+        rejected = await http.post(f"/v1/tasks/{task_id}/reject", json={}, headers=ALICE)
+        assert rejected.status_code == 200, rejected.text
+        await client.get_workflow_handle(task_id).result()
+    finally:
+        stop.set()
+        await running
+    response = await http.get(f"/v1/tasks/{task_id}", headers=ALICE)
+    assert response.status_code == 200, response.text
+    status = TaskStatus.model_validate(response.json())
+    assert status.phase is Phase.REJECTED
+    assert [s.title for s in status.subagents] == ["Helper"]
 
 
 async def test_search_attributes_registration_is_idempotent(client: Client) -> None:
