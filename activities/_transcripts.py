@@ -155,10 +155,19 @@ def remove_task_files(root: Path, task_id: str) -> bool:
     if not folder.exists() and not folder.is_symlink():
         return False
     if folder.is_symlink() or not folder.is_dir():
-        folder.unlink()
+        folder.unlink(missing_ok=True)
     else:
-        shutil.rmtree(folder)
+        # A late write of the ended task may be removing the same files (see
+        # `task_ended`): what is already gone is fine, anything else is an error.
+        shutil.rmtree(folder, onerror=_gone_is_fine)
     return True
+
+
+def _gone_is_fine(
+    function: object, path: str, exc_info: tuple[type, BaseException, object]
+) -> None:
+    if not isinstance(exc_info[1], FileNotFoundError):
+        raise exc_info[1]
 
 
 def reap_task_files(root: Path, live_task_ids: set[str]) -> list[str]:

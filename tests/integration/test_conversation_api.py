@@ -290,7 +290,7 @@ async def alice_task(api: ApiServer, repo: Path) -> str:
         response = await raw.post(
             "/v1/tasks",
             json=TaskRequest(goal="alice's", repo=str(repo), review=False).model_dump(
-                mode="json", exclude={"owner", "budget", "credential_ref"}
+                mode="json", exclude={"owner", "budget", "credential_ref", "policy"}
             ),
         )
         assert response.status_code == 201, response.text

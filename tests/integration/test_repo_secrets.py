@@ -26,6 +26,7 @@ from temporalio.client import Client, WorkflowFailureError
 from chat_gateway import Gateway
 from switchboard.conversation import SessionState
 from switchboard.credentials import CredentialStore
+from switchboard.identity import local_identity
 from switchboard.model_server import ModelServerHandle, parse_scenario
 from switchboard.models import (
     ApproveInput,
@@ -261,7 +262,7 @@ async def test_a_token_in_a_session_or_a_chat_message_is_stored_like_the_api_pat
         # The task started from the bare URL fetched with the remembered credentials.
         await wait_for(task, lambda s: s.phase is not Phase.PREPARING, what="the fetch")
         assert set(handler.seen) == {f"alice:{TOKEN}"}
-        await gateway.service.cancel(task.id)
+        await gateway.service.cancel(task.id, caller=local_identity("alice"))
         with pytest.raises(WorkflowFailureError):  # ended as cancelled, cleaned up
             await task.result()
         session = await client.get_workflow_handle(info.session_id).fetch_history()
