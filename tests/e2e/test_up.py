@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -74,8 +75,16 @@ def test_up_serves_rest_sse_and_cli_then_stops_cleanly(tmp_path: Path) -> None:
         try:
             up.wait(timeout=60)
         except subprocess.TimeoutExpired:
+            # Say where the stop hung, then take down what `up` started in their own
+            # sessions (they would outlive it; see ports below).
+            tree = subprocess.run(["ps", "-eo", "pid,ppid,etime,args"], capture_output=True).stdout
             os.killpg(up.pid, signal.SIGKILL)
-            raise
+            for port in ports.values() if shutil.which("fuser") else ():
+                subprocess.run(["fuser", "-k", f"{port}/tcp"], capture_output=True)
+            log.close()
+            tail = (tmp_path / "up.log").read_text(errors="replace")[-4000:]
+            hung = f"up did not stop in 60 s; its log:\n{tail}\n{tree.decode()}"
+            raise AssertionError(hung) from None
         log.close()
     for name, port in ports.items():
         assert not port_open("127.0.0.1", port), f"{name} still listens on {port} after Ctrl-C"
