@@ -258,7 +258,10 @@ def run_up(settings: Settings) -> None:
         nonlocal stopping
         stopping = True
 
+    # Both, explicitly: a process started in the background by a non-interactive shell
+    # (nohup, `cmd &`) inherits SIGINT ignored, and Ctrl-C would then do nothing.
     signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     with Stack(settings, console=console) as stack:
         for label, value in stack.describe():
             console.print(f"[bold]{label:12}[/bold] {value}")

@@ -34,6 +34,9 @@ def test_up_serves_rest_sse_and_cli_then_stops_cleanly(tmp_path: Path) -> None:
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        # As a background job of a non-interactive shell (nohup, `cmd &`, many CI
+        # runners) starts it: SIGINT inherited as ignored. Ctrl-C must still stop it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     base = f"http://127.0.0.1:{ports['api']}"
     try:
