@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from pathlib import Path
 
 import httpx
@@ -22,6 +21,7 @@ from switchboard.settings import Settings
 from tests.integration.openai_error_shape import openai_error_shape
 from tests.integration.test_conversation import chat_model
 from tests.integration.test_conversation_api import ApiServer, api
+from tests.integration.test_openapi_fuzz import schemathesis_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -91,31 +91,5 @@ async def test_the_error_shape_check_tells_openai_errors_from_others(api: ApiSer
 
 
 def _command(url: str, work: Path) -> list[str]:
-    schemathesis = Path(sys.executable).with_name("schemathesis")
-    return [
-        str(schemathesis),
-        "--config-file",
-        str(work / "schemathesis.toml"),
-        "run",
-        f"{url}/openapi.json",
-        "--include-tag",
-        "openai",
-        "--checks",
-        CHECKS,
-        "--max-examples",
-        str(EXAMPLES),
-        "--max-time",
-        str(MAX_SECONDS),
-        "--workers",
-        "1",
-        "--phases",
-        "examples,coverage,fuzzing",
-        "--request-timeout",
-        "75",
-        "--seed",
-        "1",
-        "--suppress-health-check",
-        "all",
-        "--report-dir",
-        str(work / "report"),
-    ]
+    selection = ["--include-tag", "openai"]
+    return schemathesis_command(url, work, checks=CHECKS, examples=EXAMPLES, selection=selection)

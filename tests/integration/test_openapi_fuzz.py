@@ -78,6 +78,15 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
 
 
 def _command(url: str, work: Path) -> list[str]:
+    selection = ["--exclude-path-regex", STREAMS]
+    return schemathesis_command(url, work, checks=CHECKS, examples=EXAMPLES, selection=selection)
+
+
+def schemathesis_command(
+    url: str, work: Path, *, checks: str, examples: int, selection: list[str]
+) -> list[str]:
+    """A bounded, seeded schemathesis run over the API at `url` (`selection` picks the
+    operations), with `work/schemathesis.toml` as its config and its report in `work`."""
     schemathesis = Path(sys.executable).with_name("schemathesis")
     return [
         str(schemathesis),
@@ -85,18 +94,17 @@ def _command(url: str, work: Path) -> list[str]:
         str(work / "schemathesis.toml"),
         "run",
         f"{url}/openapi.json",
+        *selection,
         "--checks",
-        CHECKS,
+        checks,
         "--max-examples",
-        str(EXAMPLES),
+        str(examples),
         "--max-time",
         str(MAX_SECONDS),
         "--workers",
         "1",
         "--phases",
         "examples,coverage,fuzzing",
-        "--exclude-path-regex",
-        STREAMS,
         "--request-timeout",
         # Longer than the API's own bound on an update (30 s, then a documented 503),
         # so a slow worker is seen as the 503 it gets, not as a client-side timeout.
