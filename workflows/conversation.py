@@ -67,8 +67,15 @@ SEEN_REQUESTS = 256
 """Idempotency keys of recent posts remembered (a retry comes within seconds)."""
 
 
-@workflow.defn(name=Conversation.WORKFLOW)
+@workflow.defn(name=Conversation.WORKFLOW, sandboxed=False)
 class ConversationWorkflow:
+    """Runs outside the SDK's workflow sandbox: every chat message is one or two updates of
+    this workflow, and the sandbox's per-activation cost (the workflow's code re-entered through
+    restricted importers) was a third of a message's CPU in the worker (15 against 10 ms a turn,
+    tests/timeskip/test_long_chat.py). The code here is plain state over pydantic models with no
+    I/O, clock or randomness; the replay tests run it inside the sandbox, so a restricted call
+    still fails CI (tests/unit/test_replay.py, tests/timeskip/test_session_idle.py)."""
+
     @workflow.init
     def __init__(self, start: SessionStart) -> None:
         self._session_id = workflow.info().workflow_id

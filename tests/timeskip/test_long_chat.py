@@ -7,12 +7,12 @@ its tool call and task first, and the task's events follow by
 up to `TYPE_AHEAD` posts are in flight beside the one record (Temporal's limit is
 10 updates in flight per workflow), so turns are still open whenever the session
 continues as new. A record must wait for the one before it (the workflow answers
-turns in order), so each turn costs at least one update round trip: on 2 cores
-shared with other work (load 18) 20-35 ms, of which the worker process spent
-~10 ms of CPU, ~6 ms of it in the SDK's workflow sandbox (with
-`UnsandboxedWorkflowRunner` a turn took ~10 ms). 1,000 turns is the
-smallest count past the 2,000 updates one run may take, and fits the suite's
-budget; `SWITCHBOARD_LONG_CHAT_TURNS=5000` runs the full conversation of issue #9.
+turns in order), so each turn costs at least one update round trip. Measured on
+2 cores: 9.4 ms a turn on an idle machine with the workflow in the SDK's sandbox;
+with the conversation outside it (as production registers it) the worker's CPU
+per turn fell from ~15 to ~10 ms (load 7-9). 1,000 turns is the smallest count
+past the 2,000 updates one run may take; `SWITCHBOARD_LONG_CHAT_TURNS=5000` runs
+the full conversation of issue #9.
 """
 
 from __future__ import annotations
@@ -178,14 +178,14 @@ async def entries(handle: WorkflowHandle[Any, Any], from_offset: int) -> Entries
 
 
 @asynccontextmanager
-async def chat_worker(client: Client) -> AsyncIterator[str]:
+async def chat_worker(client: Client, *, sandboxed: bool = False) -> AsyncIterator[str]:
+    """A worker as production registers the conversation (outside the SDK's sandbox), or
+    with `sandboxed` inside it, where a clock, random or I/O call would fail the run."""
     queue = f"chat-{uuid.uuid4()}"
-    async with Worker(
-        client,
-        task_queue=queue,
-        workflows=[ConversationWorkflow],
-        workflow_runner=workflow_runner(),
-    ):
+    runners: dict[str, Any] = {"workflow_runner": workflow_runner()}
+    if sandboxed:
+        runners["unsandboxed_workflow_runner"] = workflow_runner()
+    async with Worker(client, task_queue=queue, workflows=[ConversationWorkflow], **runners):
         yield queue
 
 

@@ -19,7 +19,7 @@ IDLE = 3600.0
 async def test_talking_keeps_a_session_open_and_silence_closes_it(
     env: WorkflowEnvironment,
 ) -> None:
-    async with chat_worker(env.client) as queue:
+    async with chat_worker(env.client, sandboxed=True) as queue:
         handle = await env.client.start_workflow(
             Conversation.WORKFLOW,
             SessionStart(owner=OWNER, idle_seconds=IDLE),
