@@ -12,12 +12,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from types import TracebackType
 from typing import Any
 
 import httpx
 
-from entrypoints._cli_auth import LOGIN_HINT, resolve_token
+from entrypoints._http import ApiConnection, error_detail, server_events
 from switchboard.audit import AuditTrail
 from switchboard.errors import (
     Forbidden,
@@ -46,7 +45,6 @@ from switchboard.models import (
 
 __all__ = ["ApiTasks"]
 
-USER_HEADER = "X-Switchboard-User"
 RECONNECT_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
 """A watch whose connection drops reconnects from its next offset after these pauses."""
 
@@ -68,35 +66,12 @@ _REQUEST_ONLY = {"owner", "credential_ref", "policy"}
 """`TaskRequest` fields the server sets itself (a client never sends them)."""
 
 
-class ApiTasks:
-    """The task calls of the CLI, made to the API at `base_url` as `user`.
-
-    Args:
-        base_url: The API, e.g. `http://127.0.0.1:8000`.
-        user: Sent as `X-Switchboard-User`, which only a local-mode API heeds.
-        token: The bearer token (default: `resolve_token()`).
-    """
+class ApiTasks(ApiConnection):
+    """The task calls of the CLI, made to the API at `base_url` as `user`
+    (see `ApiConnection` for the arguments)."""
 
     def __init__(self, base_url: str, user: str, token: str | None = None) -> None:
-        self.base_url = base_url
-        headers = {USER_HEADER: user}
-        token = resolve_token(token)
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        self._http = httpx.AsyncClient(
-            base_url=base_url, headers=headers, timeout=httpx.Timeout(60.0, read=None)
-        )
-
-    async def __aenter__(self) -> ApiTasks:
-        return self
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        await self._http.aclose()
+        super().__init__(base_url, user, token=token, timeout=60.0)
 
     async def submit(self, request: TaskRequest) -> TaskSubmitted:
         body = request.model_dump(mode="json", exclude=_REQUEST_ONLY)
@@ -163,13 +138,13 @@ class ApiTasks:
             if response.status_code >= 400:
                 await response.aread()
                 raise _error(response)
-            async for event, data in _sse(response):
-                if event == "error":
-                    raise ServiceError(str(json.loads(data).get("detail", data)))
-                if event in ("worker_unavailable", "worker_back"):
-                    yield FollowNotice.model_validate_json(data)
+            async for sse in server_events(response):
+                if sse.event == "error":
+                    raise ServiceError(str(json.loads(sse.text).get("detail", sse.text)))
+                if sse.event in ("worker_unavailable", "worker_back"):
+                    yield FollowNotice.model_validate_json(sse.text)
                 else:
-                    yield TaskEvent.model_validate_json(data)
+                    yield TaskEvent.model_validate_json(sse.text)
 
     async def _decide(self, task_id: str, action: str, body: dict[str, Any]) -> ApprovalRecord:
         data = await self._call("POST", f"/v1/tasks/{task_id}/{action}", body)
@@ -196,28 +171,4 @@ class ApiTasks:
 
 
 def _error(response: httpx.Response) -> ServiceError:
-    try:
-        detail = response.json().get("detail")
-    except (ValueError, AttributeError):
-        detail = None
-    text = str(detail or f"HTTP {response.status_code}: {response.text[:300]}")
-    if response.status_code == 401:
-        text = f"{text}: {LOGIN_HINT}"
-    return _ERROR_OF.get(response.status_code, ServiceError)(text)
-
-
-async def _sse(response: httpx.Response) -> AsyncIterator[tuple[str, str]]:
-    """`(event, data)` of each server-sent event."""
-    event, data = "message", list[str]()
-    async for line in response.aiter_lines():
-        if line == "":
-            if data:
-                yield event, "\n".join(data)
-            event, data = "message", []
-        elif not line.startswith(":"):
-            name, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if name == "data":
-                data.append(value)
-            elif name == "event":
-                event = value
+    return _ERROR_OF.get(response.status_code, ServiceError)(error_detail(response))

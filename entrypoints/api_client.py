@@ -11,19 +11,17 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
-from types import TracebackType
 from typing import Any
 
 import httpx
 
 from chat_gateway import SessionInfo, StreamItem
-from entrypoints._cli_auth import LOGIN_HINT, resolve_token
+from entrypoints._http import ApiConnection, error_detail, server_events
 from switchboard.conversation import EntryKind, SessionEntry, SessionState
 from switchboard.models import DiffView, TaskStatus
 
 __all__ = ["ApiError", "SessionClient", "render_entry"]
 
-USER_HEADER = "X-Switchboard-User"
 RECONNECT_SECONDS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 
 
@@ -35,16 +33,8 @@ class ApiError(Exception):
         self.status = status
 
 
-class SessionClient:
-    """Talks to one Switchboard API as one user.
-
-    Args:
-        base_url: The API, e.g. `http://127.0.0.1:8000`.
-        user: Sent as `X-Switchboard-User` (heeded in local mode only).
-        token: Sent as `Authorization: Bearer`; default `SWITCHBOARD_TOKEN`, else the
-            token `switchboard login` stored.
-        timeout: Per request (streams are not timed out while they flow).
-    """
+class SessionClient(ApiConnection):
+    """Talks to one Switchboard API as one user (see `ApiConnection` for the arguments)."""
 
     def __init__(
         self,
@@ -54,30 +44,7 @@ class SessionClient:
         timeout: float = 30.0,
         token: str | None = None,
     ) -> None:
-        self.user = user
-        headers = {USER_HEADER: user}
-        token = resolve_token(token)
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        self._http = httpx.AsyncClient(
-            base_url=base_url,
-            headers=headers,
-            timeout=httpx.Timeout(timeout, read=None),
-        )
-
-    async def __aenter__(self) -> SessionClient:
-        return self
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
+        super().__init__(base_url, user, token=token, timeout=timeout)
 
     # ---- sessions -----------------------------------------------------------------------
 
@@ -138,28 +105,14 @@ class SessionClient:
         async with self._http.stream("GET", path, headers=headers) as response:
             if response.status_code >= 400:
                 await response.aread()
-                raise ApiError(response.status_code, _detail(response))
-            fields: dict[str, str] = {}
-            data: list[str] = []
-            async for line in response.aiter_lines():
-                if line == "":
-                    if data:
-                        event = fields.get("event", "message")
-                        if event in ("entry", "token", "draft", "task", "turn", "ready", "error"):
-                            raw_id = fields.get("id")
-                            yield StreamItem(
-                                event=event,
-                                id=int(raw_id) if raw_id else None,
-                                data=json.loads("\n".join(data)),
-                            )
-                    fields, data = {}, []
-                elif not line.startswith(":"):
-                    name, _, value = line.partition(":")
-                    value = value.removeprefix(" ")
-                    if name == "data":
-                        data.append(value)
-                    else:
-                        fields[name] = value
+                raise ApiError(response.status_code, error_detail(response))
+            async for sse in server_events(response):
+                if sse.event in ("entry", "token", "draft", "task", "turn", "ready", "error"):
+                    yield StreamItem(
+                        event=sse.event,
+                        id=int(sse.id) if sse.id else None,
+                        data=json.loads(sse.text),
+                    )
 
     # ---- tasks --------------------------------------------------------------------------
 
@@ -189,19 +142,8 @@ class SessionClient:
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
         response = await self._http.request(method, path, json=body)
         if response.status_code >= 400:
-            raise ApiError(response.status_code, _detail(response))
+            raise ApiError(response.status_code, error_detail(response))
         return response.json() if response.content else None
-
-
-def _detail(response: httpx.Response) -> str:
-    try:
-        detail = response.json().get("detail")
-    except (ValueError, AttributeError):
-        detail = None
-    text = str(detail or f"HTTP {response.status_code}: {response.text[:300]}")
-    if response.status_code == 401 and "switchboard login" not in text:
-        text = f"{text}: {LOGIN_HINT}"
-    return text
 
 
 def render_entry(entry: SessionEntry) -> str | None:
