@@ -46,6 +46,7 @@ from switchboard.credentials import CredentialStore
 from switchboard.diffs import DEFAULT_MAX_BYTES, read_diff
 from switchboard.errors import (
     QUERY_TIMEOUT,
+    Forbidden,
     InvalidRequest,
     NotFound,
     ServiceError,
@@ -140,8 +141,12 @@ class TaskService(Decisions):
 
         Raises:
             InvalidRequest: The repository reference cannot work (see the message).
+            Forbidden: `caller` submits in another owner's name.
             LimitExceeded: The tenant is at a limit (a retried request id gets its task).
         """
+        if caller is not None and request.owner != caller.owner:
+            # The owner decides whose stored credentials, limits and tasks these are.
+            raise Forbidden(f"{caller.owner} may not submit a task as {request.owner}")
         roots = self._settings.repo_roots_for(remote=remote or self._remote_callers)
         try:
             repo_refs.validate_repo_reference(request.repo, roots)

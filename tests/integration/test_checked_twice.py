@@ -216,3 +216,17 @@ async def test_with_a_claim_key_only_signed_claims_pass(
     finally:
         stop.set()
         await running
+
+
+async def test_a_caller_submits_only_in_their_own_name(
+    client: Client, settings: Settings, repo: Path
+) -> None:
+    """The owner picks whose stored credentials, limits and listing a task gets: a verified
+    caller naming another owner is refused before anything is stored or started."""
+    service = TaskService(client, settings)
+    url = "https://ann:s3cret@git.example.com/acme/app.git"
+    request = TaskRequest(goal="Add a helper", repo=url, owner=ANN.owner, review=False)
+    with pytest.raises(Forbidden, match=f"{RITA.owner} may not submit a task as {ANN.owner}"):
+        await service.submit(request, caller=RITA)
+    stored = settings.credentials_dir
+    assert not stored.exists() or not any(stored.iterdir())
