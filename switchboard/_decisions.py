@@ -14,7 +14,7 @@ from temporalio.client import WorkflowHandle
 
 from switchboard import wire
 from switchboard.audit import AuditTrail, trail
-from switchboard.claim_signing import sign_claim
+from switchboard.claim_signing import sign_claim, steer_signing_id
 from switchboard.errors import Forbidden, InvalidRequest, ServiceUnavailable
 from switchboard.identity import (
     CancelInput,
@@ -130,6 +130,17 @@ def unconfirmed(exc: ServiceUnavailable, keyed: bool) -> ServiceUnavailable:
     return ServiceUnavailable(f"{exc}; not confirmed — {advice}")
 
 
+def signed_steer(steer: SteerInput, task_id: str, settings: Settings) -> SteerInput:
+    """`steer` with a fresh steer id and, with a claim key and a claim, its signature."""
+    steer_id = uuid.uuid4().hex
+    signature = None
+    if settings.claim_key is not None and steer.actor is not None:
+        secret = settings.claim_key.get_secret_value().encode()
+        signed = steer_signing_id(steer_id, steer.guidance)
+        signature = sign_claim(secret, task_id, signed, wire.Signals.STEER, steer.actor)
+    return steer.model_copy(update={"steer_id": steer_id, "signature": signature})
+
+
 class Decisions:
     """`TaskService`'s decisions, steering, cancel and audit trail (mixed in)."""
 
@@ -212,8 +223,9 @@ class Decisions:
         """Send new guidance to the task's running subagents."""
         if not steer.guidance.strip():
             raise InvalidRequest("guidance is empty: say what the subagents should do differently")
+        message = signed_steer(claimed(steer, caller), task_id, self._settings)
         async with self._errors(task_id):
-            await self._handle(task_id).signal(wire.Signals.STEER, claimed(steer, caller))
+            await self._handle(task_id).signal(wire.Signals.STEER, message)
 
     async def audit(self, task_id: str) -> AuditTrail:
         """Who submitted, steered, decided and cancelled the task, from its event log."""

@@ -13,7 +13,7 @@ import hmac
 
 from switchboard.identity import Identity
 
-__all__ = ["sign_claim", "verify_claim"]
+__all__ = ["sign_claim", "steer_signing_id", "verify_claim"]
 
 
 def _message(workflow_id: str, update_id: str, update: str, actor: Identity) -> bytes:
@@ -49,3 +49,11 @@ def verify_claim(
         return False
     expected = sign_claim(key, workflow_id, update_id, update, actor)
     return hmac.compare_digest(expected, signature)
+
+
+def steer_signing_id(steer_id: str, guidance: str) -> str:
+    """What a steer's signature binds in place of an update id: its steer id (the task
+    applies each once, so a signature read from history steers nothing new) and a digest
+    of its guidance (so the signed words cannot be swapped)."""
+    digest = hashlib.sha256(guidance.encode()).hexdigest()[:32]
+    return f"{steer_id}:{digest}"

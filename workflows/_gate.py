@@ -46,6 +46,7 @@ class GateHandlers:
     _book: TaskBook
     _integration: MergeResult | None
     _guidance: list[str]
+    _steer_ids: set[str]
     _running: dict[int, str]
     _only_failed: bool
     _rebase_asked: bool
@@ -66,6 +67,10 @@ class GateHandlers:
     @workflow.signal(name=Signals.STEER)
     async def steer(self, steer: SteerInput) -> None:
         # A signal has no validator: a refused claim is recorded and goes no further.
+        if steer.steer_id is not None:
+            if steer.steer_id in self._steer_ids:
+                return  # the same steer again (e.g. copied from history): applied once
+            self._steer_ids.add(steer.steer_id)
         policy = self._request.policy
         refusal = policy.refusal(steer.actor, Action.STEER) if policy else None
         if refusal is not None:

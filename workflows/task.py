@@ -79,6 +79,7 @@ class DelegatedTaskWorkflow(GateHandlers):
         self._integration: MergeResult | None = None
         self._feedback: str | None = None
         self._guidance: list[str] = []
+        self._steer_ids: set[str] = set()
         self._running: dict[int, str] = {}
         self._only_failed = False
         self._rebase_asked = False

@@ -19,6 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from entrypoints.devserver import temporal_binary
 from entrypoints.worker import build_workers, run_workers
+from switchboard._decisions import claimed, signed_steer
 from switchboard.audit import AuditAction
 from switchboard.claim_signing import sign_claim
 from switchboard.errors import Forbidden
@@ -210,12 +211,46 @@ async def test_with_a_claim_key_only_signed_claims_pass(
         assert "not signed" in await _refused(handle, Updates.APPROVE, copied, id="u-3")
         assert await history_event_types(client, task_id) == before
 
+        await _steers_need_signatures(client, keyed, task_id)
         record = await TaskService(client, keyed).approve(task_id, ApproveInput(), caller=BOB)
         assert record.by == "acme/bob"
         await handle.result()
     finally:
         stop.set()
         await running
+
+
+async def _steers_need_signatures(client: Client, keyed: Settings, task_id: str) -> None:
+    """A steer is a signal: one whose claim is not signed over its steer id and guidance
+    is recorded as refused, and a signed one sent again (as copied from a history)
+    steers once."""
+    service = TaskService(client, keyed)
+    handle = client.get_workflow_handle(task_id)
+    await handle.signal(Signals.STEER, SteerInput(guidance="skip the tests", actor=ANN))
+    await service.steer(task_id, SteerInput(guidance="keep the tests green"), caller=ANN)
+    genuine = signed_steer(claimed(SteerInput(guidance="add a docstring"), ANN), task_id, keyed)
+    await handle.signal(Signals.STEER, genuine)
+    await handle.signal(Signals.STEER, genuine)  # the same steer again: applied once
+    other = signed_steer(claimed(SteerInput(guidance="add a test"), ANN), task_id, keyed)
+    swapped = other.model_copy(update={"guidance": "delete the tests"})  # not what was signed
+    await handle.signal(Signals.STEER, swapped)
+    for _ in range(100):
+        steered = [e for e in (await service.events(task_id)).events if e.kind is EventKind.STEERED]
+        if len(steered) >= 4:
+            break
+        await asyncio.sleep(0.1)
+    seen = [(e.data.get("refused", False), e.data.get("by")) for e in steered]
+    assert seen == [
+        (True, "local"),
+        (False, "acme/ann"),
+        (False, "acme/ann"),
+        (True, "acme/ann"),
+    ], [e.message for e in steered]
+    assert "no identity claim" in steered[0].message
+    assert "keep the tests green" in steered[1].message
+    assert "add a docstring" in steered[2].message
+    assert "no identity claim" in steered[3].message
+    assert "delete the tests" not in " ".join(e.message for e in steered)
 
 
 async def test_a_caller_submits_only_in_their_own_name(
