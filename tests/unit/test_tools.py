@@ -89,3 +89,11 @@ def test_schemas_offer_only_the_roles_tools() -> None:
         for schema in openai_tool_schemas(role):
             assert schema["function"]["parameters"]["type"] == "object"
     assert set(TOOL_ARGS) == set(ToolName)
+
+
+def test_schemas_are_each_callers_own_copy() -> None:
+    first = openai_tool_schemas(Role.WORKER)
+    first[0]["function"]["parameters"]["type"] = "changed"
+    first.clear()
+    again = openai_tool_schemas(Role.WORKER)
+    assert again and all(s["function"]["parameters"]["type"] == "object" for s in again)
