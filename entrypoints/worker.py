@@ -12,7 +12,9 @@ import contextlib
 import logging
 import signal
 import time
+import weakref
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -33,6 +35,13 @@ log = logging.getLogger(__name__)
 PASSTHROUGH_MODULES = ("switchboard", "pydantic", "pydantic_core", "annotated_types")
 HEARTBEAT_THROTTLE = timedelta(seconds=1)
 """At most one heartbeat per second per activity reaches the server (host worker)."""
+BLOCKING_THREADS = 64
+"""Threads for the activities' blocking work (`asyncio.to_thread`: git, the Docker API,
+transcript and journal files). asyncio's default pool has cores + 4 threads, 6 on two
+cores: a burst of tasks (bench B4) filled them with `prepare_repo` calls waiting on
+their mirror's lock and with confined git, and every step's 2 ms transcript write queued
+behind them. The threads mostly wait on subprocesses and sockets, so more cost little."""
+_POOLED: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
@@ -127,8 +136,18 @@ def claim_checks(settings: Settings) -> list[Interceptor]:
     return [ClaimCheck(settings.claim_key.get_secret_value().encode())]
 
 
+def use_blocking_pool() -> None:
+    """Give the running loop `BLOCKING_THREADS` threads for blocking work (once per loop)."""
+    loop = asyncio.get_running_loop()
+    if loop not in _POOLED:
+        pool = ThreadPoolExecutor(BLOCKING_THREADS, thread_name_prefix="blocking")
+        loop.set_default_executor(pool)
+        _POOLED.add(loop)
+
+
 async def run_workers(workers: Sequence[Worker], stop: asyncio.Event) -> None:
     """Run until `stop` is set, then shut every worker down gracefully."""
+    use_blocking_pool()
     async with contextlib.AsyncExitStack() as stack:
         for worker in workers:
             await stack.enter_async_context(worker)
@@ -184,6 +203,7 @@ async def serve(settings: Settings) -> None:
                 f"cannot serve worker metrics on 127.0.0.1:{settings.worker_metrics_port} "
                 f"({exc}); set SWITCHBOARD_WORKER_METRICS_PORT to a free port, or 0 for none"
             ) from exc
+    use_blocking_pool()
     client = await connect(settings, runtime=runtime)
     await ensure_search_attributes(client, settings.temporal_namespace)
     await ensure_mirror_gc_schedule(client, settings)
