@@ -6,6 +6,7 @@ import hashlib
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import git
@@ -19,7 +20,7 @@ from activities._git_util import (
     stderr_of,
 )
 from activities._reach import unreachable_reason
-from activities._task_repo import ensure_task_repo
+from activities._task_repo import ensure_task_repo, pin_base
 from switchboard.contracts import PreparedRepo, PrepareRepoInput
 from switchboard.repo_refs import (
     is_remote,
@@ -73,29 +74,20 @@ def prepare_mirror(settings: Settings, input: PrepareRepoInput) -> PreparedRepo:
     mirrors_dir = settings.mirrors_dir.resolve()
     mirrors_dir.mkdir(parents=True, exist_ok=True)
     mirror = mirror_path_for(mirrors_dir, origin)
+    arrived, who = time.monotonic(), _fingerprint(user, password)
     with flock(mirror.with_suffix(".lock")):
         created = not (mirror / "HEAD").is_file()
         if created:
             _init_mirror(mirror, origin)
         g = remote_git(mirror, user, password)
-        try:
-            g.fetch(
-                "--quiet",
-                "--prune",
-                "origin",
-                *_FETCH_REFSPECS,
-                kill_after_timeout=FETCH_TIMEOUT_SECONDS,
-            )
-        except git.GitCommandError as err:
-            if created:
-                shutil.rmtree(mirror, ignore_errors=True)
-            raise fail(
-                f"could not fetch {origin}: {stderr_of(err)}", Errors.REPO_FETCH_FAILED, retry=True
-            ) from None
+        if created or not _fetched_since(mirror, arrived, who):
+            _fetch(g, mirror, who, origin, created)
         name, commit = _resolve_base(g, origin, base_ref)
-        repo = mirror
         if input.task_id is not None:
-            repo = ensure_task_repo(settings, mirror, input.task_id, origin, commit)
+            pin_base(mirror, input.task_id, commit)
+    repo = mirror
+    if input.task_id is not None:
+        repo = ensure_task_repo(settings, mirror, input.task_id, origin)
     return PreparedRepo(
         repo=origin,
         mirror_path=str(repo),
@@ -104,6 +96,43 @@ def prepare_mirror(settings: Settings, input: PrepareRepoInput) -> PreparedRepo:
         is_local=local,
         host_queue=settings.host_queue,
     )
+
+
+_FETCHED: dict[Path, tuple[float, str]] = {}
+"""Per mirror, in this process: when its last successful fetch began (monotonic), and
+with which credentials (a digest, kept in memory only)."""
+
+
+def _fingerprint(user: str | None, password: str | None) -> str:
+    return hashlib.sha256(f"{user}\0{password}".encode()).hexdigest()
+
+
+def _fetched_since(mirror: Path, arrived: float, who: str) -> bool:
+    """Whether a fetch with the same credentials began after this call arrived: what it
+    fetched is at least as fresh as a fetch of this call's own (a burst of tasks on one
+    repository then pays one fetch, not one each in line behind the mirror's lock). A
+    fetch with other credentials does not count: it proves nothing of these."""
+    last = _FETCHED.get(mirror)
+    return last is not None and last[0] >= arrived and last[1] == who
+
+
+def _fetch(g: git.Git, mirror: Path, who: str, origin: str, created: bool) -> None:
+    began = time.monotonic()
+    try:
+        g.fetch(
+            "--quiet",
+            "--prune",
+            "origin",
+            *_FETCH_REFSPECS,
+            kill_after_timeout=FETCH_TIMEOUT_SECONDS,
+        )
+    except git.GitCommandError as err:
+        if created:
+            shutil.rmtree(mirror, ignore_errors=True)
+        raise fail(
+            f"could not fetch {origin}: {stderr_of(err)}", Errors.REPO_FETCH_FAILED, retry=True
+        ) from None
+    _FETCHED[mirror] = (began, who)
 
 
 def _init_mirror(mirror: Path, origin: str) -> None:

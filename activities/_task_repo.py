@@ -38,15 +38,20 @@ def task_repo_path(settings: Settings, task_id: str) -> Path:
     return settings.task_repos_dir.resolve() / f"{task_id}.git"
 
 
-def ensure_task_repo(
-    settings: Settings, mirror: Path, task_id: str, origin: str, base_commit: str
-) -> Path:
-    """The task's repository (created on first use; idempotent). Call under the mirror's lock.
+def pin_base(mirror: Path, task_id: str, base_commit: str) -> None:
+    """Keep the task's base commit in the mirror while the task lives (a gc of the mirror
+    keeps what a ref names). Call under the mirror's lock, as its fetch prunes refs."""
+    git_cmd(mirror).update_ref(BASE_REFS + task_id, base_commit)
 
-    The base commit is pinned in the mirror so its gc keeps it while the task lives.
+
+def ensure_task_repo(settings: Settings, mirror: Path, task_id: str, origin: str) -> Path:
+    """The task's repository (created on first use; idempotent).
+
+    It writes only below its own path, so it needs no mirror lock (holding it here put
+    every task of a burst in line behind each other's `git init`, bench B4); two
+    attempts of the same task may race, and the second one takes the first one's.
     """
     path = task_repo_path(settings, task_id)
-    git_cmd(mirror).update_ref(BASE_REFS + task_id, base_commit)
     if (path / "HEAD").is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,7 +63,12 @@ def ensure_task_repo(
         config.set_value('remote "origin"', "url", origin)  # redacted: no credentials
     repo.close()
     (tmp / "objects" / "info" / "alternates").write_text(f"{mirror.resolve() / 'objects'}\n")
-    tmp.rename(path)
+    try:
+        tmp.rename(path)
+    except OSError:
+        rmtree(tmp)
+        if not (path / "HEAD").is_file():
+            raise
     return path
 
 
