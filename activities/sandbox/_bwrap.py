@@ -21,7 +21,6 @@ from typing import Any
 
 from activities.sandbox import _seccomp
 from activities.sandbox._base import (
-    MAX_OPEN_FILES,
     SANDBOX_ENV,
     WORKSPACE,
     ExecResult,
@@ -34,8 +33,9 @@ from activities.sandbox._base import (
     writable,
 )
 from activities.sandbox._capture import kill_group, read_status, run_captured
-from activities.sandbox._cgroup import JOIN_CGROUP, Cgroups, CommandCgroup, Counters
-from activities.sandbox._owner import drop_to, hand_over, sandbox_identity, unprepared
+from activities.sandbox._cgroup import Cgroups, CommandCgroup, Counters
+from activities.sandbox._launch import Programs, launch
+from activities.sandbox._owner import hand_over, sandbox_identity, unprepared
 from switchboard.contracts import SandboxInfo, SandboxSpec
 from switchboard.recovery import process_alive
 from switchboard.settings import Settings
@@ -108,9 +108,7 @@ class BwrapSandbox(Sandbox):
             _seccomp.filter_bpf()
         except _seccomp.SeccompUnavailable as exc:
             raise SandboxUnavailable(str(exc)) from exc
-        self._unshare = shutil.which("unshare")
-        self._prlimit = shutil.which("prlimit")
-        self._setpriv = shutil.which("setpriv")
+        self._programs = Programs.find()
         self._settings = settings
         self._cgroups = Cgroups.detect() if use_cgroups else None
         self._running: dict[str, dict[int, CommandCgroup | None]] = defaultdict(dict)
@@ -123,13 +121,13 @@ class BwrapSandbox(Sandbox):
             os.chmod(empty, 0o755)  # readable by the sandbox uid
             identity = self._launch_identity(Path(empty))
             seccomp = _seccomp.filter_fd()
+            argv = self._sandbox_argv(
+                Path(empty), [], ["true"], writable_worktree=False, seccomp_fd=seccomp
+            )
+            launcher = launch(self._programs, self._settings, None, identity, argv)
             try:
-                argv = self._sandbox_argv(
-                    Path(empty), [], ["true"], writable_worktree=False, seccomp_fd=seccomp
-                )
-                argv = self._launcher(None, identity, argv) + argv
                 done = subprocess.run(
-                    argv,
+                    launcher.argv,
                     capture_output=True,
                     timeout=30,
                     env={"PATH": LAUNCHER_PATH},
@@ -139,6 +137,7 @@ class BwrapSandbox(Sandbox):
                 raise SandboxUnavailable(f"bubblewrap smoke run failed: {exc}") from exc
             finally:
                 os.close(seccomp)
+                launcher.close()
         if done.returncode != 0:
             raise SandboxUnavailable(
                 "bubblewrap smoke run failed (are user namespaces allowed?): "
@@ -177,9 +176,8 @@ class BwrapSandbox(Sandbox):
 
     def describe(self) -> dict[str, Any]:
         cg = self._cgroups
-        rlimits = self._prlimit is not None
         via = f"cgroup v{cg.version} per command" if cg else None
-        memory = via or ("RLIMIT_AS per process" if rlimits else "none (no prlimit)")
+        memory = via or "RLIMIT_AS per process"
         return {
             "backend": self.name,
             "binary": self._bwrap,
@@ -199,7 +197,7 @@ class BwrapSandbox(Sandbox):
                 "pids_limit": via
                 or "none (no usable cgroup); the PID namespace ends with the command",
                 "cpu_limit": via if cg and cg.limits_cpu else "none",
-                "file_size_limit": "RLIMIT_FSIZE" if rlimits else "none (no prlimit)",
+                "file_size_limit": "RLIMIT_FSIZE",
                 "disk_limit": "worktree size and file count checked after every tool call "
                 "and before the commit",
             },
@@ -247,10 +245,10 @@ class BwrapSandbox(Sandbox):
                 status_fd=status_write,
                 seccomp_fd=seccomp,
             )
-            command = self._launcher(cgroup, owner, command) + command
+            launcher = launch(self._programs, self._settings, cgroup, owner, command)
             try:
                 captured = await run_captured(
-                    command,
+                    launcher.argv,
                     stdin=stdin,
                     timeout=timeout,
                     output_limit=output_limit,
@@ -262,6 +260,7 @@ class BwrapSandbox(Sandbox):
             finally:
                 os.close(status_write)
                 os.close(seccomp)
+                launcher.close()
             status = read_status(status_read)
         finally:
             os.close(status_read)
@@ -318,32 +317,6 @@ class BwrapSandbox(Sandbox):
         if os.geteuid() != 0:
             return None
         return sandbox_identity(worktree, self._settings)
-
-    def _launcher(
-        self, cgroup: CommandCgroup | None, owner: tuple[int, int] | None, bwrap: list[str]
-    ) -> list[str]:
-        """Join the cgroups and stage the binds (as root), drop to the owner, set
-        rlimits, then exec bwrap; `bwrap`'s bind sources are rewritten to the stage."""
-        argv: list[str] = []
-        if cgroup is not None:
-            argv += ["/bin/sh", "-c", JOIN_CGROUP, "join-cgroup", *cgroup.procs_files, "--"]
-        if owner is not None:
-            if not self._setpriv or not self._unshare:
-                raise SandboxUnavailable(
-                    "setpriv and unshare (util-linux) are needed to run as an unprivileged uid"
-                )
-            argv += drop_to(owner, bwrap, unshare=self._unshare, setpriv=self._setpriv)
-        if self._prlimit:
-            argv += [
-                self._prlimit,
-                f"--fsize={self._settings.sandbox_file_bytes}",
-                f"--nofile={MAX_OPEN_FILES}",
-                "--core=0",
-            ]
-            if cgroup is None:
-                argv.append(f"--as={self._settings.sandbox_memory_mb * 1024 * 1024}")
-            argv.append("--")
-        return argv
 
     def _sandbox_argv(
         self,

@@ -76,15 +76,8 @@ def forget_hand_over(worktree: Path) -> None:
 
 STAGE_ROOT = "/run/switchboard-stage"
 """An empty host directory; in each command's private mount namespace, a tmpfs on it
-holds bind mounts of the worktree and mirrors that the sandbox uid can reach."""
-
-STAGE = (
-    'root=$1; shift; mount -t tmpfs -o mode=0755,size=64k switchboard-stage "$root" || exit 125; '
-    'i=0; while [ "$1" != -- ]; do mkdir "$root/$i" && mount --bind "$1" "$root/$i" || exit 125; '
-    'i=$((i+1)); shift; done; shift; exec "$@"'
-)
-"""Run as root in a new mount namespace: bind each directory argument under the
-stage, then exec the rest of argv (which drops to the sandbox uid and runs bwrap)."""
+holds bind mounts of the worktree and mirrors that the sandbox uid can reach (made
+by the launcher, `_launch`)."""
 
 _BIND_OPS = frozenset({"--bind", "--ro-bind", "--bind-try", "--ro-bind-try"})
 _TWO_ARG_OPS = _BIND_OPS | {"--setenv", "--symlink", "--dev-bind", "--dev-bind-try", "--chmod"}
@@ -126,18 +119,3 @@ def unprepared(worktree: Path, settings: Settings) -> bool:
     """A root-owned worktree not yet handed to the sandbox uid (a cheap stat)."""
     info = worktree.stat()
     return os.geteuid() == 0 and info.st_uid == 0 and info.st_gid != settings.sandbox_gid
-
-
-def drop_to(owner: tuple[int, int], bwrap: list[str], *, unshare: str, setpriv: str) -> list[str]:
-    """The launcher steps that stage the binds (as root) and drop to `owner`.
-
-    `bwrap`'s bind sources are rewritten in place to come from the stage.
-    """
-    staged, bwrap[:] = stage_sources(bwrap)
-    os.makedirs(STAGE_ROOT, mode=0o755, exist_ok=True)
-    uid, gid = owner
-    return [
-        *(unshare, "--mount", "--propagation", "private", "--"),
-        *("/bin/sh", "-c", STAGE, "stage", STAGE_ROOT, *staged, "--"),
-        *(setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups"),
-    ]
