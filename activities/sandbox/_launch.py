@@ -14,7 +14,7 @@ cgroups and sets the rlimits, then execs bwrap.
 Every program here costs about a millisecond of CPU to start, so the stage is one
 mount(8) process, not a `mount -t tmpfs` plus a `mkdir` and a `mount --bind` per
 directory, and the rlimits are the shell's builtin, not `prlimit`: the same mounts
-in the same order and the same limits, with 4 + 2N fewer programs started per
+in the same order and the same limits, with 2 + 2N fewer programs started per
 command (bench/sandbox_start.py; docs/benchmarks.md).
 """
 
