@@ -360,8 +360,7 @@ class RejectInput(Claimed):
 class SteerInput(Claimed):
     guidance: str = Field(min_length=1, max_length=MAX_GOAL_CHARS)
     steer_id: str | None = Field(default=None, max_length=64)
-    """Set by the service: the task applies each steer id once, and a signed claim
-    (`switchboard.claim_signing.steer_signing_id`) covers this id and the guidance."""
+    """Set by the service: applied once by the task, covered by a signed claim."""
 
 
 class DiffRequest(Model):
