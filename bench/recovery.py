@@ -14,6 +14,7 @@ byte-identical to the undisturbed run's.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import random
 import statistics
@@ -47,6 +48,11 @@ from testkit import dev_server
 
 TARGET_SECONDS = 2.0
 SEED = 20261127
+JOURNAL_WINDOW = 1.0
+"""Seconds a reply may take from the model server's answer to the worker's transcript
+(the rest of the body at the token rate, parsing, an fsynced rewrite of the file). A
+call answered longer than this before the kill that preceded its second answer had
+time to reach the transcript: paying it again would be the bug the transcript prevents."""
 
 
 @dataclass
@@ -68,6 +74,9 @@ class Run:
     kills: list[Kill] = field(default_factory=list)
     answered_twice: int = 0
     requested_twice: int = 0
+    repaid_gaps: list[float | None] = field(default_factory=list)
+    """Per answer paid again: seconds from the answer before it to the first kill between
+    the two answers (None: no kill between them)."""
     profile: HistoryProfile | None = None
 
 
@@ -133,6 +142,7 @@ async def _disturbed(
     stats = await asyncio.to_thread(model.stats)
     run.answered_twice = len(stats["answered_duplicates"])
     run.requested_twice = len(stats["duplicates"])
+    run.repaid_gaps = repaid_gaps(stats["answered_twice_at"], [k.at for k in run.kills])
     run.profile = await profile_task(client, handle.id)
     for kill in run.kills:
         after = [t for t in run.profile.completed_at if t > kill.respawned]
@@ -154,6 +164,18 @@ async def _kill_and_respawn(
     run.kills.append(
         Kill(at=killed, respawned=respawned, ready_after=ready, llm_in_flight=in_flight)
     )
+
+
+def repaid_gaps(answered_at: dict[str, list[float]], kills: list[float]) -> list[float | None]:
+    """For each answer of a call after its first: how long before the kill that came
+    between it and the previous answer the previous one was made (None: no kill between)."""
+    gaps: list[float | None] = []
+    for times in answered_at.values():
+        ordered = sorted(times)
+        for first, again in itertools.pairwise(ordered):
+            between = [k for k in kills if first <= k <= again]
+            gaps.append(min(between) - first if between else None)
+    return gaps
 
 
 _FINAL = (Phase.COMPLETED, Phase.FAILED, Phase.REJECTED, Phase.CANCELLED)
@@ -202,6 +224,7 @@ def _report(
     progress = [k.progress_after for k in hit.kills if k.progress_after is not None]
     ready = [k.ready_after for k in hit.kills]
     in_flight = sum(k.llm_in_flight for k in hit.kills)
+    lost = [g for g in hit.repaid_gaps if g is not None and g <= JOURNAL_WINDOW]
     identical = hit.patch == calm.patch and bool(calm.patch)
     med = statistics.median(progress) if progress else float("nan")
     worst = max(progress) if progress else float("nan")
@@ -216,11 +239,11 @@ def _report(
         ),
         Row(
             "B2 recovery: model calls paid twice",
-            str(hit.answered_twice),
-            f"{in_flight} in flight at the kills",
-            (hit.answered_twice / in_flight) if in_flight else None,
-            "≤ in flight",
-            hit.answered_twice <= in_flight,
+            str(len(hit.repaid_gaps)),
+            f"{len(lost)} answered ≤ {JOURNAL_WINDOW:.0f} s before a kill",
+            None,
+            "all just before a kill",
+            len(lost) == len(hit.repaid_gaps),
         ),
         Row(
             "B2 recovery: merged diff vs undisturbed run",
@@ -256,7 +279,9 @@ def _report(
     lines += [
         "",
         f"Model calls requested twice: {hit.requested_twice}; answered (paid) twice: "
-        f"{hit.answered_twice}; in flight at the kills: {in_flight}. Workflow tasks timed "
+        f"{hit.answered_twice} ({len(hit.repaid_gaps)} answers paid again); open at the "
+        f"server when sampled just before the kills: {in_flight}. {_gaps_line(hit)} "
+        "Workflow tasks timed "
         f"out: {dict(hit.profile.wft_timeouts) if hit.profile else {}}. A plain asyncio runner "
         "has no such recovery: a kill loses the task, and a rerun pays every model call "
         "made so far again.",
@@ -272,6 +297,19 @@ def _report(
         rows=rows,
         details="\n".join(lines),
         notes=notes,
+    )
+
+
+def _gaps_line(hit: Run) -> str:
+    """Where each paid-again answer's first answer fell against the kills."""
+    no_kill = sum(1 for g in hit.repaid_gaps if g is None)
+    gaps = sorted(g for g in hit.repaid_gaps if g is not None)
+    if not gaps:
+        return f"Paid again with no kill between the two answers: {no_kill}."
+    ms = ", ".join(f"{g * 1000:.0f}" for g in gaps)
+    return (
+        f"First answer of each call paid again, before the kill that followed it (ms): "
+        f"{ms}; paid again with no kill between the two answers: {no_kill}."
     )
 
 

@@ -7,7 +7,8 @@ is needed: each read-modify-write completes before another request runs.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+import time
+from collections import Counter, defaultdict
 from enum import StrEnum
 from typing import Any
 
@@ -64,6 +65,7 @@ class ServerState:
         self._by_role: Counter[str] = Counter()
         self._by_call_id: Counter[str] = Counter()
         self._answered: Counter[str] = Counter()
+        self._answered_at: defaultdict[str, list[float]] = defaultdict(list)
         self._faults_injected = 0
         self._open = 0
 
@@ -78,6 +80,7 @@ class ServerState:
         """The reply is produced: the call is paid for, whoever still listens."""
         if call_id:
             self._answered[call_id] += 1
+            self._answered_at[call_id].append(time.time())
 
     def record_closed(self) -> None:
         """A request's handler is done (replied, refused, or its caller went away)."""
@@ -109,6 +112,7 @@ class ServerState:
         self._by_role.clear()
         self._by_call_id.clear()
         self._answered.clear()
+        self._answered_at.clear()
         self._faults_injected = 0
 
     def stats(self) -> dict[str, Any]:
@@ -118,6 +122,9 @@ class ServerState:
             "by_call_id": dict(self._by_call_id),
             "duplicates": sorted(k for k, n in self._by_call_id.items() if n > 1),
             "answered_duplicates": sorted(k for k, n in self._answered.items() if n > 1),
+            # When (wall clock) each call paid twice was answered: a benchmark that kills
+            # the caller tells from these whether a kill fell between the two answers.
+            "answered_twice_at": {k: v for k, v in self._answered_at.items() if len(v) > 1},
             "in_flight": self._open,
             "faults_injected": self._faults_injected,
             "pending_faults": [fault.model_dump(mode="json") for fault in self.faults],

@@ -467,6 +467,26 @@ async def test_stats_count_calls_and_report_duplicates(model: ModelServerHandle)
     assert model.stats()["total"] == 0
 
 
+async def test_stats_say_when_each_call_paid_twice_was_answered(
+    model: ModelServerHandle,
+) -> None:
+    """What B2 compares with its kill times: did a kill fall between the two answers?"""
+    client = client_for(model)
+    messages: Messages = [{"role": "user", "content": "x"}]
+    before = time.time()
+    for call_id in ("c", "d", "c"):
+        await client.chat.completions.create(
+            model="any", messages=messages, extra_headers=headers("worker", call_id=call_id)
+        )
+    after = time.time()
+    answered = model.stats()["answered_twice_at"]
+    assert list(answered) == ["c"]
+    first, second = answered["c"]
+    assert before <= first <= second <= after
+    model.reset()
+    assert model.stats()["answered_twice_at"] == {}
+
+
 async def test_stats_count_the_calls_in_flight(model: ModelServerHandle) -> None:
     """What a benchmark reads at a kill: requests not yet answered, faults excluded."""
     client = client_for(model)
