@@ -337,21 +337,21 @@ it back (`switchboard/recovery.py`, run as the new worker starts polling):
   would bound them lower, at the risk of timing out a slow replay of a long history
   on a loaded machine, which would then never finish; it stays at 10 s.
 
-"In flight at the kills" is the model server's count of open requests, sampled
-just *before* each SIGKILL. A call is paid twice when the server answered it but
-the worker had not yet written the reply to its transcript when it died, and
-that window is wider than "open at the server": it includes a request that
-starts between the sample and the kill (at zero model latency it is answered at
-once) and a reply the server had already sent whose transcript write (an
-fsynced rewrite of a file that grows with every step) had not finished. These
-are the likely 2 of "20 paid twice, 18 in flight" (a re-run on 2026-12-03); this
-is an explanation from the code, not a call-by-call measurement, and both
-windows grow with the machine's load. A third possible cause, an attempt of a
-live worker retried after a missed heartbeat, would show as `HEARTBEAT` activity
-timeouts in the histories. To tell them apart, the server would record when it
-answered each call and the bench would compare with the kill times. What holds
-is that no reply that reached the transcript is paid again
-(`tests/integration/test_durability.py`).
+"Paid twice" counts the answers the model server made again for a call it had
+answered before (the same call id: transcript and step). The server records when
+it answered each call, and the bench places each second answer against the kill
+that came between the two: a reply is lost, and paid again, when the worker died
+after the server answered but before the reply was in the transcript (the rest of
+the body at the token rate, parsing, an fsynced rewrite of a file that grows with
+every step). The row passes when every call paid again was first answered at most
+1 s before a kill; one answered longer before, or paid again with no kill between
+its answers, would be a reply paid again after it reached the transcript, which
+the transcript is there to prevent (`tests/integration/test_durability.py`). The
+details list each such gap. The count of requests open at the server, sampled just
+before each kill, is smaller and only a hint: it misses a request answered between
+the sample and the kill and a reply already sent but not yet written, and both
+windows grow with the machine's load (2026-12-03: 16 paid twice against 11 open
+at the samples, at load ~2).
 
 What is left of the ~2 s is the new worker's own start (~1 s: Python imports of
 `openai`, `temporalio`, GitPython, then connecting and reaping orphans) and the

@@ -32,6 +32,8 @@ from switchboard import wire
 from switchboard.settings import Settings
 
 if TYPE_CHECKING:
+    from temporalio.runtime import Runtime
+
     from activities.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
@@ -214,14 +216,53 @@ async def reap_orphans(client: Client, settings: Settings, sandbox: Sandbox) -> 
     return sorted(reaped)
 
 
-async def serve(settings: Settings) -> None:
+WORKER_CODE = (
+    "activities.lifecycle",
+    "activities.llm",
+    "activities.maintenance",
+    "activities.repo",
+    "activities.step",
+    "activities.tools",
+    "switchboard.conversation",
+    "workflows",
+)
+"""The modules `build_workers` and the reaper import: most of a worker's start (CPU)."""
+
+
+def load_worker_code() -> None:
+    for name in WORKER_CODE:
+        importlib.import_module(name)
+
+
+async def start(settings: Settings, runtime: Runtime | None) -> tuple[Client, Sandbox]:
+    """Connect, register what the worker needs on the server, and pick the sandbox.
+
+    The imports run in a thread meanwhile: they hold the GIL for most of it, but the
+    client's round trips (done in the SDK's own threads) and the sandbox's smoke run
+    (a subprocess) wait without it, so the waits no longer add to the imports.
+    """
     from activities.sandbox import select_backend
-    from switchboard.recovery import reclaim_host
     from switchboard.temporal import (
         connect,
         ensure_mirror_gc_schedule,
         ensure_search_attributes,
     )
+
+    loading = asyncio.ensure_future(asyncio.to_thread(load_worker_code))
+    try:
+        client = await connect(settings, runtime=runtime)
+        sandbox, _, _ = await asyncio.gather(
+            asyncio.to_thread(select_backend, settings),
+            ensure_search_attributes(client, settings.temporal_namespace),
+            ensure_mirror_gc_schedule(client, settings),
+        )
+    finally:
+        await loading
+    return client, sandbox
+
+
+async def serve(settings: Settings) -> None:
+    from switchboard.recovery import reclaim_host
 
     runtime = None
     if settings.worker_metrics_port:
@@ -235,10 +276,7 @@ async def serve(settings: Settings) -> None:
                 f"({exc}); set SWITCHBOARD_WORKER_METRICS_PORT to a free port, or 0 for none"
             ) from exc
     use_blocking_pool()
-    client = await connect(settings, runtime=runtime)
-    await ensure_search_attributes(client, settings.temporal_namespace)
-    await ensure_mirror_gc_schedule(client, settings)
-    sandbox = select_backend(settings)
+    client, sandbox = await start(settings, runtime)
     reaped = await reap_orphans(client, settings, sandbox)
     if reaped:
         log.info("reaped what %d ended tasks left on this host: %s", len(reaped), reaped)
