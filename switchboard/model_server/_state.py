@@ -65,6 +65,7 @@ class ServerState:
         self._by_role: Counter[str] = Counter()
         self._by_call_id: Counter[str] = Counter()
         self._answered: Counter[str] = Counter()
+        self._requested_at: defaultdict[str, list[float]] = defaultdict(list)
         self._answered_at: defaultdict[str, list[float]] = defaultdict(list)
         self._faults_injected = 0
         self._open = 0
@@ -75,6 +76,7 @@ class ServerState:
         self._by_role[role.value] += 1
         if call_id:
             self._by_call_id[call_id] += 1
+            self._requested_at[call_id].append(time.time())
 
     def record_answer(self, call_id: str | None) -> None:
         """The reply is produced: the call is paid for, whoever still listens."""
@@ -112,6 +114,7 @@ class ServerState:
         self._by_role.clear()
         self._by_call_id.clear()
         self._answered.clear()
+        self._requested_at.clear()
         self._answered_at.clear()
         self._faults_injected = 0
 
@@ -122,9 +125,13 @@ class ServerState:
             "by_call_id": dict(self._by_call_id),
             "duplicates": sorted(k for k, n in self._by_call_id.items() if n > 1),
             "answered_duplicates": sorted(k for k, n in self._answered.items() if n > 1),
-            # When (wall clock) each call paid twice was answered: a benchmark that kills
-            # the caller tells from these whether a kill fell between the two answers.
-            "answered_twice_at": {k: v for k, v in self._answered_at.items() if len(v) > 1},
+            # When (wall clock) each call paid twice was requested and answered: a
+            # benchmark that kills the caller places its kills between them.
+            "answered_twice_at": {
+                k: {"requested": self._requested_at[k], "answered": v}
+                for k, v in self._answered_at.items()
+                if len(v) > 1
+            },
             "in_flight": self._open,
             "faults_injected": self._faults_injected,
             "pending_faults": [fault.model_dump(mode="json") for fault in self.faults],
