@@ -42,7 +42,7 @@ def main() -> None:
     _worktrees.KEEP_FOR_SANDBOX_START = "big_repo" in selected and "sandbox_start" in selected
     for name in selected:
         module = importlib.import_module(f"bench.{name}")
-        began = time.monotonic()
+        began, measured = time.monotonic(), machine()
         try:
             if name == CONVERSATION:
                 report = _conversation(module, options)
@@ -57,6 +57,7 @@ def main() -> None:
                 details=f"The run failed: `{type(exc).__name__}: {exc}`",
             )
         report.seconds = time.monotonic() - began
+        report.measured = measured
         print_report(report)
         reports.append(report)
     print()

@@ -71,6 +71,8 @@ class Report:
     details: str
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    measured: str = ""
+    """`machine()` when the benchmark began (its load, not the load when the docs are written)."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ def section(report: Report) -> str:
         f"<!-- bench:{report.key}:start -->",
         f"## {report.title}",
         "",
-        f"_Measured {machine()}; took {report.seconds:.0f} s._",
+        f"_Measured {report.measured or machine()}; took {report.seconds:.0f} s._",
         "",
         f"<!-- rows:{report.key} -->",
         markdown_table(report.rows, header=True).rstrip("\n"),
@@ -193,10 +195,12 @@ def run_main(
     """Entry point of `python -m bench.<name>`: run, print the table, maybe write the docs."""
     options = parse_options(argv, description)
     stop_cleanly_on_sigterm()
-    print(f"# {description} — {machine()}", flush=True)
+    measured = machine()
+    print(f"# {description} — {measured}", flush=True)
     started = time.monotonic()
     report = asyncio.run(run(options))
     report.seconds = time.monotonic() - started
+    report.measured = measured
     print_report(report)
     if not options.write and not options.quick:
         print(report.details)
