@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from activities.sandbox._base import MAX_OPEN_FILES, SandboxUnavailable
 from activities.sandbox._cgroup import CommandCgroup
 from activities.sandbox._owner import STAGE_ROOT, stage_sources
+from activities.sandbox._seccomp import memfd
 from switchboard.settings import Settings
 
 LAUNCH = (
@@ -92,7 +93,7 @@ def launch(
             )
         staged, bwrap = stage_sources(bwrap)
         os.makedirs(STAGE_ROOT, mode=0o755, exist_ok=True)
-        fd = _memfd(stage_fstab(staged))
+        fd = memfd("switchboard-stage", stage_fstab(staged))
         fds, fstab = (fd,), f"/proc/{os.getpid()}/fd/{fd}"
         prefix += [programs.unshare, "--mount", "--propagation", "private", "--"]
     procs = cgroup.procs_files if cgroup is not None else []
@@ -124,14 +125,3 @@ def _escaped(path: str) -> bytes:
         bytes([byte]) if byte in _FSTAB_SAFE else f"\\{byte:03o}".encode()
         for byte in os.fsencode(path)
     )
-
-
-def _memfd(data: bytes) -> int:
-    fd = os.memfd_create("switchboard-stage", os.MFD_CLOEXEC)
-    try:
-        os.write(fd, data)
-        os.lseek(fd, 0, os.SEEK_SET)
-    except OSError:
-        os.close(fd)
-        raise
-    return fd

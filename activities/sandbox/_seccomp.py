@@ -178,10 +178,14 @@ def filter_fd() -> int:
 
     The caller passes it to bwrap (which reads it once) and closes it.
     """
-    program = filter_bpf()
-    fd = os.memfd_create("switchboard-seccomp", os.MFD_CLOEXEC)
+    return memfd("switchboard-seccomp", filter_bpf())
+
+
+def memfd(name: str, data: bytes) -> int:
+    """A close-on-exec memory file holding `data`, at offset 0 (the caller closes it)."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
     try:
-        os.write(fd, program)
+        os.write(fd, data)
         os.lseek(fd, 0, os.SEEK_SET)
     except OSError:
         os.close(fd)
