@@ -50,6 +50,7 @@ from tests.faults.scenarios import (
     approve,
     configure,
     start_task,
+    submit_through_api,
     to_gate_and_approve,
 )
 
@@ -244,13 +245,7 @@ async def approve_racing(
     try:
         configure(stack)
         async with httpx.AsyncClient(base_url=api.base_url, timeout=60) as http:
-            created = await http.post(
-                "/v1/tasks",
-                json={"goal": "Mark the logs", "repo": str(stack.repo), "review": True},
-                headers={USER_HEADER: "alice"},
-            )
-            assert created.status_code == 201, created.text
-            task_id: str = created.json()["task_id"]
+            task_id = await submit_through_api(http, stack)
             handle: Handle = stack.client.get_workflow_handle(task_id)
             await when(
                 handle, lambda s: s.phase is Phase.AWAITING_APPROVAL, timeout=240, what="the gate"

@@ -364,6 +364,18 @@ async def _read(
         api.start()
 
 
+async def submit_through_api(http: httpx.AsyncClient, stack: Stack) -> str:
+    """Delegate the scenario's task (reviewed) through the API as alice; its task id."""
+    created = await http.post(
+        "/v1/tasks",
+        json={"goal": "Mark the logs", "repo": str(stack.repo), "review": True},
+        headers={USER_HEADER: "alice"},
+    )
+    assert created.status_code == 201, created.text
+    task_id: str = created.json()["task_id"]
+    return task_id
+
+
 async def api_restart_under_sse(stack: Stack) -> Report:
     """The API is SIGKILLed under an open SSE stream every few events; the client
     reconnects with Last-Event-ID and must see every event once, in order."""
@@ -374,13 +386,7 @@ async def api_restart_under_sse(stack: Stack) -> Report:
     report = Report(tasks=0)
     try:
         async with httpx.AsyncClient(base_url=api.base_url, timeout=60) as http:
-            created = await http.post(
-                "/v1/tasks",
-                json={"goal": "Mark the logs", "repo": str(stack.repo), "review": True},
-                headers={USER_HEADER: "alice"},
-            )
-            assert created.status_code == 201, created.text
-            task_id: str = created.json()["task_id"]
+            task_id = await submit_through_api(http, stack)
             handle: Handle = stack.client.get_workflow_handle(task_id, result_type=TaskResult)
             stream = _Stream(events=[])
             path = f"/v1/tasks/{task_id}/events"
