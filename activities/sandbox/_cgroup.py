@@ -24,10 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CPU_PERIOD_US = 100_000
-JOIN_CGROUP = (
-    'pid=$$; while [ "$1" != -- ]; do echo "$pid" > "$1" || exit 125; shift; done; shift; exec "$@"'
-)
-"""A launcher's first step: join the command's cgroups, then exec the rest of argv."""
 REMOVE_ATTEMPTS = 50
 
 
