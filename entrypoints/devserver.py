@@ -54,6 +54,18 @@ def temporal_binary() -> str:
     return found
 
 
+def tied_to_parent(argv: list[str]) -> list[str]:
+    """`argv` run so that it gets SIGTERM when the process that starts it dies, even by
+    SIGKILL (Linux's parent-death signal, set by util-linux `setpriv` just before it
+    execs `argv`): a supervisor killed outright leaves no server behind on its ports.
+    The signal follows the *thread* that started the child, so start tied children
+    from the main thread. Without `setpriv`, `argv` unchanged (the old behaviour)."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or not sys.platform.startswith("linux"):
+        return argv
+    return [setpriv, "--pdeathsig", "TERM", "--", *argv]
+
+
 def split_address(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host or "127.0.0.1", int(port)
@@ -77,8 +89,12 @@ class DevServer:
         address: str = "127.0.0.1:7233",
         ui_port: int | None = 8233,
         log_file: Path | None = None,
+        tied: bool = False,
     ) -> None:
+        """`tied`: the server stops when this process dies, however it dies
+        (`tied_to_parent`); `switchboard up` and the demo start theirs so."""
         self.db_file = db_file
+        self.tied = tied
         self.host, self.port = split_address(address)
         self.ui_port = ui_port
         self.log_file = log_file or db_file.with_suffix(".log")
@@ -115,8 +131,9 @@ class DevServer:
             raise DevServerError(f"something already listens on {self.address}")
         self.db_file.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_file.open("ab")
+        argv = self.command()
         self._process = subprocess.Popen(
-            self.command(),
+            tied_to_parent(argv) if self.tied else argv,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -20,7 +20,7 @@ from typing import IO, NoReturn
 
 from rich.console import Console
 
-from entrypoints.devserver import DevServer, port_open, split_address
+from entrypoints.devserver import DevServer, port_open, split_address, tied_to_parent
 from switchboard.settings import Settings
 
 LOG_TAIL_LINES = 20
@@ -152,6 +152,7 @@ class Stack:
             address=self.settings.temporal_address,
             ui_port=self.settings.temporal_ui_port,
             log_file=self.logs_dir / "temporal.log",
+            tied=True,
         )
         self.dev_server.start()
         self.console.print(
@@ -181,9 +182,10 @@ class Stack:
         raise StackError(f"{name} did not answer on {wait_for[0]}:{wait_for[1]} in {timeout} s")
 
     def _popen(self, argv: list[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
-        """A component in its own session (Ctrl-C reaches only the stack), logging to `log`."""
+        """A component in its own session (Ctrl-C reaches only the stack), logging to `log`,
+        and stopped if the stack dies without stopping it (SIGKILL: `tied_to_parent`)."""
         return subprocess.Popen(
-            argv,
+            tied_to_parent(argv),
             env=settings_env(self.settings),
             stdout=log,
             stderr=subprocess.STDOUT,

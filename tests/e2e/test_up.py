@@ -93,6 +93,56 @@ def test_up_serves_rest_sse_and_cli_then_stops_cleanly(tmp_path: Path) -> None:
         assert not port_open("127.0.0.1", port), f"{name} still listens on {port} after Ctrl-C"
 
 
+def test_up_killed_outright_leaves_no_component_running(tmp_path: Path) -> None:
+    """SIGKILL gives `up` no chance to stop its children; each was started tied to it
+    (a parent-death signal), so none of them keeps its port or its database."""
+    ports = {name: free_port() for name in ("temporal", "ui", "model", "api", "metrics")}
+    with (tmp_path / "up.log").open("wb") as log:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "entrypoints", "up"],
+            env=_up_env(tmp_path, ports),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            _wait_healthy(f"http://127.0.0.1:{ports['api']}", up, tmp_path / "up.log")
+            children = _children(up.pid)
+            assert len(children) >= 4, children  # dev server, model, worker, API
+        finally:
+            up.kill()
+            up.wait()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (_listening(ports) or _alive(children)):
+            time.sleep(0.2)
+        left, alive = _listening(ports), _alive(children)
+        for pid in alive:  # not to leave them to the next test
+            os.kill(pid, signal.SIGKILL)
+    assert not left and not alive, f"after SIGKILL of up: listening {left}, alive {alive}"
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()]
+
+
+def _alive(pids: list[int]) -> list[int]:
+    """Those of `pids` still running (a zombie, dead but not reaped by init yet, is not)."""
+    running = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            running.append(pid)
+    return running
+
+
+def _listening(ports: dict[str, int]) -> list[str]:
+    return [name for name, port in ports.items() if port_open("127.0.0.1", port)]
+
+
 def _up_env(tmp_path: Path, ports: dict[str, int]) -> dict[str, str]:
     env = dict(os.environ)
     for key in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SWITCHBOARD_LLM_API_KEY"):
