@@ -133,6 +133,8 @@ class TurnState(Model):
     model: str | None = None
     runner: str | None = None
     claimed_at: datetime | None = None
+    steps: int = 0
+    """Records applied to this turn so far (a pipelined record names its `step`)."""
 
 
 class SessionStart(Model):
@@ -242,6 +244,12 @@ class RecordTurn(Model):
     entries: list[NewEntry] = Field(default_factory=list, max_length=64)
     tasks: list[SessionTask] = Field(default_factory=list, max_length=32)
     finish: bool = False
+    step: int | None = Field(default=None, ge=0)
+    """How many records of this turn the runner sent before this one. With it, a record
+    may be sent before the one it follows is acknowledged (for a later turn, before the
+    turn before it is finished): the session applies records in step order, waiting up to
+    `TURN_LEASE` for the ones before. Without it, the record must follow its predecessor's
+    acknowledgement (the turn must be the one being answered when it arrives)."""
 
 
 class RecordResult(Model):

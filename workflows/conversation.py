@@ -7,7 +7,9 @@ waiting for an answer and which gateway runs each. Model calls are not made
 here: the gateway streams them, so the chat never waits on a workflow task and
 this code stays deterministic. A gateway that dies mid-turn leaves the turn
 claimed; the next one (the same runner at once, another after `TURN_LEASE`)
-claims it and answers from the recorded steps.
+claims it and answers from the recorded steps. A record naming its step may be
+sent before the one it follows is acknowledged; the session applies them in order
+(`workflows/_turns.py`).
 
 Idle sessions end: with `idle_seconds` set, a session with no message and no
 turn for that long closes itself (a workflow timer; its history is kept, its
@@ -54,9 +56,7 @@ with workflow.unsafe.imports_passed_through():
         task_event_entry,
     )
     from switchboard.wire import Conversation, Errors
-
-TURN_LEASE = timedelta(minutes=2)
-"""A turn claimed by a runner that stopped writing is free for another after this."""
+    from workflows._turns import TURN_LEASE, Turns
 CARRY_ENTRIES = 200
 CARRY_CHARS = 400_000
 """What continue-as-new carries over: well under the 2 MB payload limit."""
@@ -85,7 +85,7 @@ class ConversationWorkflow:
         self._next_offset = carry.next_offset if carry else 0
         self._summary = carry.summary if carry else ""
         self._tasks: dict[str, SessionTask] = {t.task_id: t for t in (carry.tasks if carry else ())}
-        self._turns: list[TurnState] = list(carry.turns) if carry else []
+        self._turns = Turns(list(carry.turns) if carry else [])
         self._next_turn = carry.next_turn if carry else 1
         self._created_at = carry.created_at if carry else workflow.now()
         self._runs = carry.runs + 1 if carry else 1
@@ -96,7 +96,7 @@ class ConversationWorkflow:
     @workflow.run
     async def run(self, start: SessionStart) -> SessionState:
         await self._until_closed_or_due()
-        # Handlers are synchronous, so this returns at once; it keeps the rule anyway.
+        # A pipelined record may still wait for the ones before it (at most `TURN_LEASE`).
         await workflow.wait_condition(workflow.all_handlers_finished)
         if self._closed:
             return self.state()
@@ -112,12 +112,12 @@ class ConversationWorkflow:
         self._next_turn += 1
         entry = NewEntry(role="user", content=post.content, by=post.by)
         stamp = self._append([entry], turn)
-        self._turns.append(TurnState(turn=turn, user_offset=stamp.first_offset, model=post.model))
+        self._turns.add(TurnState(turn=turn, user_offset=stamp.first_offset, model=post.model))
         if post.request_id is not None:
             self._seen[post.request_id] = stamp.first_offset
             while len(self._seen) > SEEN_REQUESTS:
                 del self._seen[next(iter(self._seen))]
-        claimed = self._claim(post.runner) == turn
+        claimed = self._turns.claim(post.runner, workflow.now()) == turn
         self._last_active = workflow.now()
         return PostResult(stamp=stamp, turn=turn, claimed=claimed)
 
@@ -132,17 +132,18 @@ class ConversationWorkflow:
 
     @workflow.update(name=Conversation.CLAIM_TURN)
     def claim_turn(self, claim: ClaimTurn) -> ClaimResult:
-        return ClaimResult(turn=self._claim(claim.runner))
+        return ClaimResult(turn=self._turns.claim(claim.runner, workflow.now()))
 
     @claim_turn.validator
     def _check_claim(self, claim: ClaimTurn) -> None:
         self._require_open()
 
     @workflow.update(name=Conversation.RECORD_TURN)
-    def record_turn(self, record: RecordTurn) -> RecordResult:
+    async def record_turn(self, record: RecordTurn) -> RecordResult:
+        if not self._turns.ready(record):  # a pipelined record: the ones before it first
+            await self._records_before(record)
         self._last_active = workflow.now()
-        head = self._turns[0]
-        head.claimed_at = workflow.now()
+        self._turns.step(workflow.now())
         for task in record.tasks:
             if task.task_id not in self._tasks:
                 self._tasks[task.task_id] = task.model_copy(
@@ -153,19 +154,15 @@ class ConversationWorkflow:
         stamp = self._append(record.entries, record.turn)
         next_turn = None
         if record.finish:
-            self._turns.pop(0)
-            next_turn = self._claim(record.runner)
+            next_turn = self._turns.finish(record.runner, workflow.now())
         return RecordResult(stamp=stamp, next_turn=next_turn)
 
     @record_turn.validator
     def _check_record(self, record: RecordTurn) -> None:
         self._require_open()
-        head = self._turns[0] if self._turns else None
-        if head is None or head.turn != record.turn or head.runner != record.runner:
-            raise ApplicationError(
-                f"turn {record.turn} is not being answered by {record.runner}",
-                type=Errors.WRONG_PHASE,
-            )
+        refusal = self._turns.refusal(record)
+        if refusal:
+            raise ApplicationError(refusal, type=Errors.WRONG_PHASE)
 
     @workflow.update(name=Conversation.RECORD_TASK_EVENTS)
     def record_task_events(self, update: TaskEventsInput) -> TaskEventsResult:
@@ -211,7 +208,7 @@ class ConversationWorkflow:
             first_offset=self._first_offset(),
             summary=self._summary,
             tasks=list(self._tasks.values()),
-            turns=list(self._turns),
+            turns=list(self._turns.open),
             runs=self._runs,
             closed=self._closed,
         )
@@ -246,7 +243,7 @@ class ConversationWorkflow:
 
     @workflow.query(name=Conversation.TURN_CONTEXT)
     def turn_context(self, request: TurnContextRequest) -> TurnContext:
-        head = next((t for t in self._turns if t.turn == request.turn), None)
+        head = self._turns.find(request.turn)
         return TurnContext(
             session_id=self._session_id,
             turn=request.turn,
@@ -279,7 +276,7 @@ class ConversationWorkflow:
                 return
             quiet = (workflow.now() - self._last_active).total_seconds()
             if quiet >= idle:
-                if not self._turns:  # a turn being answered is not idle
+                if not self._turns.open:  # a turn being answered is not idle
                     self._close_idle(idle)
                     return
                 self._last_active = workflow.now()
@@ -316,17 +313,22 @@ class ConversationWorkflow:
         # stay listed in full, so the model never loses track of its work.
         self._summary = f"Entries before offset {entry.offset + 1} are no longer in context."
 
-    def _claim(self, runner: str) -> int | None:
-        if not self._turns:
-            return None
-        head = self._turns[0]
-        now = workflow.now()
-        stale = head.claimed_at is not None and now - head.claimed_at > TURN_LEASE
-        if head.runner is None or head.runner == runner or stale:
-            head.runner = runner
-            head.claimed_at = now
-            return head.turn
-        return None
+    async def _records_before(self, record: RecordTurn) -> None:
+        """Wait (up to `TURN_LEASE`) for the records a pipelined one follows; refuse it
+        when they never come or the turn goes on without it."""
+        with suppress(TimeoutError):
+            await workflow.wait_condition(
+                lambda: self._closed or self._turns.ready(record) or self._turns.passed(record),
+                timeout=TURN_LEASE,
+                timeout_summary="a pipelined record waits for the records before it",
+            )
+        self._require_open()
+        if not self._turns.ready(record):
+            raise ApplicationError(
+                f"step {record.step} of turn {record.turn} by {record.runner} was not "
+                "recorded: the records before it did not come, or the turn went on without it",
+                type=Errors.WRONG_PHASE,
+            )
 
     def _duplicate(self, request_id: str) -> PostResult:
         offset = self._seen[request_id]
@@ -372,7 +374,7 @@ class ConversationWorkflow:
             next_offset=self._next_offset,
             summary=summary,
             tasks=list(self._tasks.values()),
-            turns=self._turns,
+            turns=self._turns.open,
             next_turn=self._next_turn,
             created_at=self._created_at,
             runs=self._runs,

@@ -24,12 +24,12 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateStage
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from entrypoints.devserver import DevServer
 from entrypoints.worker import build_workers, run_workers
-from switchboard.conversation import SessionState
+from switchboard.conversation import NewEntry, PostMessage, PostResult, RecordTurn, SessionState
 from switchboard.identity import local_identity
 from switchboard.model_server import builtin_scenario, running_model_server
 from switchboard.models import (
@@ -42,6 +42,7 @@ from switchboard.models import (
 )
 from switchboard.service import TaskService
 from switchboard.settings import Settings
+from switchboard.wire import Conversation
 from testkit import free_port, make_repo, wait_for, wait_for_phase
 
 HERE = Path(__file__).parent
@@ -54,6 +55,7 @@ SHAPES = (
     "task_request_changes_then_rejected",
     "task_cancelled",
     "conversation_delegate_chat_approve",
+    "conversation_pipelined_records",
 )
 """Every workflow shape recorded, one history each."""
 
@@ -90,6 +92,7 @@ async def _record(tmp: Path) -> None:
         try:
             await _record_tasks(client, settings, repo)
             await _record_conversation(client, settings, repo)
+            await _record_pipelined(client, settings)
         finally:
             stop.set()
             await worker
@@ -159,6 +162,38 @@ async def _record_conversation(client: Client, settings: Settings, repo: Path) -
         await gateway.close_session(info.session_id, "recorder")
         await client.get_workflow_handle(info.session_id).result()
         await _save(client, info.session_id, "conversation_delegate_chat_approve")
+    finally:
+        await gateway.aclose()
+
+
+async def _record_pipelined(client: Client, settings: Settings) -> None:
+    """Records naming their steps, arriving out of order: two wait for the one before."""
+    from chat_gateway import Gateway
+
+    gateway = Gateway(client, settings)
+    try:
+        info = await gateway.create_session("recorder", title="pipelined")
+        handle = client.get_workflow_handle(info.session_id)
+        for n in (1, 2):
+            post = PostMessage(by="recorder", content=f"message {n}", runner="r")
+            await handle.execute_update(Conversation.POST_MESSAGE, post, result_type=PostResult)
+
+        def record(turn: int, step: int, text: str, finish: bool) -> RecordTurn:
+            entry = NewEntry(role="assistant", content=text, ends_turn=finish)
+            return RecordTurn(turn=turn, runner="r", entries=[entry], step=step, finish=finish)
+
+        waiting = [
+            await handle.start_update(
+                Conversation.RECORD_TURN, early, wait_for_stage=WorkflowUpdateStage.ACCEPTED
+            )
+            for early in (record(2, 0, "answer 2", True), record(1, 1, "answer 1", True))
+        ]
+        await handle.execute_update(Conversation.RECORD_TURN, record(1, 0, "step", False))
+        for update in waiting:
+            await update.result()
+        await gateway.close_session(info.session_id, "recorder")
+        await handle.result()
+        await _save(client, info.session_id, "conversation_pipelined_records")
     finally:
         await gateway.aclose()
 

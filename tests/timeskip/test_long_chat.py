@@ -3,16 +3,16 @@
 Every turn is what the gateway does: a `post_message` update records the user's
 message and a `record_turn` update records the answer (a delegating turn records
 its tool call and task first, and the task's events follow by
-`record_task_events`). The user types ahead of the answers, as a real one may:
-up to `TYPE_AHEAD` posts are in flight beside the one record (Temporal's limit is
-10 updates in flight per workflow), so turns are still open whenever the session
-continues as new. A record must wait for the one before it (the workflow answers
-turns in order), so each turn costs at least one update round trip. Measured on
-2 cores: 9.4 ms a turn on an idle machine with the workflow in the SDK's sandbox;
-with the conversation outside it (as production registers it) the worker's CPU
-per turn fell from ~15 to ~10 ms (load 7-9). 1,000 turns is the smallest count
-past the 2,000 updates one run may take; `SWITCHBOARD_LONG_CHAT_TURNS=5000` runs
-the full conversation of issue #9.
+`record_task_events`). The user types ahead of the answers, as a real one may: up
+to `TYPE_AHEAD` turns are posted and not yet answered. The answers are pipelined:
+each record names its step, so it goes out before the one it follows is
+acknowledged and the session applies them in order (`workflows/_turns.py`); a
+delegating turn still waits for its tool call to be recorded before its next step,
+as the gateway must. With the posts, at most 10 updates are in flight (Temporal's
+limit per workflow), and turns are open whenever the session continues as new.
+Measured on 2 cores (docs/benchmarks.md, "time-skipping tests"): about 13 ms a turn
+with each record waiting for the one before it, against about 6 ms pipelined.
+`SWITCHBOARD_LONG_CHAT_TURNS` runs fewer or more turns.
 """
 
 from __future__ import annotations
@@ -57,7 +57,10 @@ from workflows import ConversationWorkflow
 TURNS = int(os.environ.get("SWITCHBOARD_LONG_CHAT_TURNS", "1000"))
 """1,000 turns are 2,000 message updates plus the task events: past the 2,000
 updates one run may take, five runs of the default 2,000 history events."""
-TYPE_AHEAD = 9
+TYPE_AHEAD = 6
+RECORDS_AHEAD = 4
+"""Records in flight at once (a turn's steps name their order); with the posts, within
+Temporal's 10 updates in flight per workflow."""
 DELEGATE_EVERY = 100
 """Every 100th turn starts a task; its events reach the session afterwards."""
 RUNNER = "gateway-1"
@@ -77,6 +80,10 @@ class Chat:
     """The turn each message (by its number) became."""
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     failed: BaseException | None = None
+    pipelined: bool = True
+    """False: each turn answered after the last one's records are acknowledged, as the
+    gateway does (no record ever waits in the session for the ones before it)."""
+    sending: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(RECORDS_AHEAD))
 
     async def post(self, n: int) -> PostResult:
         post = PostMessage(by=OWNER, content=f"message {n}", runner=RUNNER, request_id=f"m{n}")
@@ -102,19 +109,24 @@ class Chat:
             await self.arrived.wait()
         return self.turns[turn]
 
-    async def record(self, turn: int, entries: list[NewEntry], **extra: Any) -> RecordResult:
-        record = RecordTurn(turn=turn, runner=RUNNER, entries=entries, **extra)
-        result: RecordResult = await self.handle.execute_update(
-            Conversation.RECORD_TURN, record, result_type=RecordResult
-        )
+    async def record(
+        self, turn: int, step: int, entries: list[NewEntry], **extra: Any
+    ) -> RecordResult:
+        record = RecordTurn(turn=turn, runner=RUNNER, entries=entries, step=step, **extra)
+        async with self.sending:
+            result: RecordResult = await self.handle.execute_update(
+                Conversation.RECORD_TURN, record, result_type=RecordResult
+            )
         self.stamps.append(result.stamp)
         return result
 
     async def answer(self, turn: int) -> None:
+        step = 0
         if turn % DELEGATE_EVERY == 0:
             await self.delegate(turn)
+            step = 1
         reply = NewEntry(role="assistant", content=f"answer {turn}", ends_turn=True)
-        result = await self.record(turn, [reply], finish=True)
+        result = await self.record(turn, step, [reply], finish=True)
         assert result.next_turn in (None, turn + 1)
 
     async def delegate(self, turn: int) -> None:
@@ -124,7 +136,7 @@ class Chat:
             NewEntry(role="assistant", tool_calls=[call]),
             NewEntry(role="tool", tool_call_id=call.id, tool_name="delegate", content=task_id),
         ]
-        await self.record(turn, steps, tasks=[SessionTask(task_id=task_id, goal="g")])
+        await self.record(turn, 0, steps, tasks=[SessionTask(task_id=task_id, goal="g")])
         self.tasks.append(task_id)
 
     async def task_events(self, task_id: str) -> None:
@@ -141,7 +153,8 @@ class Chat:
             self.stamps.append(result.stamp)
 
     async def converse(self, turns: int) -> None:
-        """The user types ahead while the gateway answers each turn in order."""
+        """The user types ahead while the gateway answers each turn in order (pipelined:
+        without waiting for the acknowledgement of the turn before)."""
         room = asyncio.Semaphore(TYPE_AHEAD)
 
         async def user() -> None:
@@ -152,13 +165,19 @@ class Chat:
             await asyncio.gather(*posting)
 
         typing = asyncio.create_task(user())
+        answering: list[asyncio.Task[None]] = []
         for turn in range(1, turns + 1):
             await self.posted(turn)
-            await self.answer(turn)
-            room.release()
+            answered = asyncio.create_task(self.answer(turn))
+            answered.add_done_callback(lambda _: room.release())
+            answering.append(answered)
             if turn % DELEGATE_EVERY == 0:
+                await answered  # the session knows the task before its events come
                 await self.task_events(f"task-{turn}")
-        await typing
+            elif not self.pipelined:
+                await answered
+            await asyncio.sleep(0)  # this turn's record goes out before the next one's
+        await asyncio.gather(typing, *answering)
 
 
 def task_event(offset: int) -> TaskEvent:

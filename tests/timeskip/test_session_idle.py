@@ -26,7 +26,8 @@ async def test_talking_keeps_a_session_open_and_silence_closes_it(
             id=f"session-{uuid.uuid4().hex}",
             task_queue=queue,
         )
-        chat = Chat(handle)
+        # Not pipelined: a record sent before its predecessor may wait for it on a timer.
+        chat = Chat(handle, pipelined=False)
         await chat.converse(40)
         history = await handle.fetch_history()
         timers = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED]
