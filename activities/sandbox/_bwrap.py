@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import uuid
 from collections import defaultdict
+from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
 
@@ -121,23 +122,22 @@ class BwrapSandbox(Sandbox):
             os.chmod(empty, 0o755)  # readable by the sandbox uid
             identity = self._launch_identity(Path(empty))
             seccomp = _seccomp.filter_fd()
-            argv = self._sandbox_argv(
-                Path(empty), [], ["true"], writable_worktree=False, seccomp_fd=seccomp
-            )
-            launcher = launch(self._programs, self._settings, None, identity, argv)
             try:
-                done = subprocess.run(
-                    launcher.argv,
-                    capture_output=True,
-                    timeout=30,
-                    env={"PATH": LAUNCHER_PATH},
-                    pass_fds=(seccomp,),
+                argv = self._sandbox_argv(
+                    Path(empty), [], ["true"], writable_worktree=False, seccomp_fd=seccomp
                 )
+                with closing(launch(self._programs, self._settings, None, identity, argv)) as ln:
+                    done = subprocess.run(
+                        ln.argv,
+                        capture_output=True,
+                        timeout=30,
+                        env={"PATH": LAUNCHER_PATH},
+                        pass_fds=(seccomp,),
+                    )
             except (OSError, subprocess.TimeoutExpired) as exc:
                 raise SandboxUnavailable(f"bubblewrap smoke run failed: {exc}") from exc
             finally:
                 os.close(seccomp)
-                launcher.close()
         if done.returncode != 0:
             raise SandboxUnavailable(
                 "bubblewrap smoke run failed (are user namespaces allowed?): "
@@ -224,7 +224,6 @@ class BwrapSandbox(Sandbox):
         cgroup = self._new_cgroup(spec.sandbox_id)
         running = self._running[spec.sandbox_id]
         status_read, status_write = os.pipe()
-        seccomp = _seccomp.filter_fd()
         pid = 0
 
         def started(new_pid: int) -> None:
@@ -237,16 +236,19 @@ class BwrapSandbox(Sandbox):
                     cgroup.kill()
 
         try:
-            command = self._sandbox_argv(
-                worktree,
-                mirrors,
-                argv,
-                writable_worktree=writable(spec.role),
-                status_fd=status_write,
-                seccomp_fd=seccomp,
-            )
-            launcher = launch(self._programs, self._settings, cgroup, owner, command)
-            try:
+            with ExitStack() as passed:  # closed once the command ran, or failed to start
+                passed.callback(os.close, status_write)
+                passed.callback(os.close, seccomp := _seccomp.filter_fd())
+                command = self._sandbox_argv(
+                    worktree,
+                    mirrors,
+                    argv,
+                    writable_worktree=writable(spec.role),
+                    status_fd=status_write,
+                    seccomp_fd=seccomp,
+                )
+                launcher = launch(self._programs, self._settings, cgroup, owner, command)
+                passed.callback(launcher.close)
                 captured = await run_captured(
                     launcher.argv,
                     stdin=stdin,
@@ -257,10 +259,6 @@ class BwrapSandbox(Sandbox):
                     pass_fds=(status_write, seccomp),
                     on_start=started,
                 )
-            finally:
-                os.close(status_write)
-                os.close(seccomp)
-                launcher.close()
             status = read_status(status_read)
         finally:
             os.close(status_read)

@@ -8,13 +8,14 @@ and the descriptors that must never reach a command.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from activities.sandbox import BwrapSandbox
+from activities.sandbox import BwrapSandbox, SandboxUnavailable, _bwrap
 from activities.sandbox._base import MAX_OPEN_FILES
 from activities.sandbox._cgroup import CommandCgroup
 from activities.sandbox._launch import Programs, launch, stage_fstab
@@ -130,3 +131,28 @@ async def test_a_data_directory_with_spaces_and_non_ascii_is_staged(
     assert out.startswith("# demo\n")
     assert "initial" in out
     assert (checkout.worktree / "made.txt").read_text() == "new\n"
+
+
+async def test_a_launch_that_fails_leaves_no_descriptor_open(
+    settings: Settings, checkout: Checkout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The status pipe and the seccomp program are the sandbox's until the command starts:
+    a launcher that cannot be built (no memfd, too many open files) must not leak them."""
+    box = BwrapSandbox(settings)
+    spec = checkout.spec(Role.WORKER)
+    await box.start(spec)
+
+    def fails(*args: object) -> None:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(_bwrap, "launch", fails)
+    before = len(os.listdir("/proc/self/fd"))
+    try:
+        for _ in range(3):
+            with pytest.raises(OSError, match="Too many open files"):
+                await box.exec(spec, ["true"], timeout=20, output_limit=1024)
+            with pytest.raises(SandboxUnavailable, match="smoke run failed"):
+                box.check()
+    finally:
+        await box.remove_task(checkout.task_id)
+    assert len(os.listdir("/proc/self/fd")) == before
