@@ -1,9 +1,11 @@
 """The task's change against its target branch's current tip (issue #12 item 6).
 
 The target (the branch the task started from) may move while the task runs or waits
-at the gate. `check_target` fetches its tip into the task's repository and says how
-many commits the change is behind it and in which files a merge onto it would
-conflict (`git merge-tree`: no worktree, nothing checked out, no hook or driver run).
+at the gate. `check_target` asks for its tip (`git ls-remote`), fetches it into the
+task's repository unless it is the task's base or was fetched before (nothing to
+fetch: B1 paid ~5 git processes for it at every gate), and says how many commits the
+change is behind it and in which files a merge onto it would conflict
+(`git merge-tree`: no worktree, nothing checked out, no hook or driver run).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import git
 
 from activities._git_util import (
     FETCH_TIMEOUT_SECONDS,
+    SHA,
     credentials_for,
     existing_mirror,
     fail,
@@ -46,31 +49,61 @@ def check_target(settings: Settings, input: TargetInput) -> TargetCheck:
     shown, user, password = credentials_for(settings, input.repo, input.credential_ref)
     remote = remote_git(repo, user, password)
     ref = f"refs/heads/{input.branch.removeprefix('refs/heads/')}"
+    g = git_cmd(repo)
     try:
-        found = str(remote.ls_remote("origin", ref, kill_after_timeout=FETCH_TIMEOUT_SECONDS))
-        if not found:
+        tip = _remote_tip(remote, ref)
+        if tip is None:
             check.message = f"{input.branch} is not a branch of {redact_repo(shown)}: fixed base"
             return check
-        remote.fetch(
-            "--quiet",
-            "--no-tags",
-            "origin",
-            f"+{ref}:{TARGET_REF}",
-            kill_after_timeout=FETCH_TIMEOUT_SECONDS,
-        )
+        if tip != input.base_commit and tip != _kept_tip(g):
+            remote.fetch(
+                "--quiet",
+                "--no-tags",
+                "origin",
+                f"+{ref}:{TARGET_REF}",
+                kill_after_timeout=FETCH_TIMEOUT_SECONDS,
+            )
     except git.GitCommandError as err:
         raise fail(
             f"could not read {input.branch} of {redact_repo(shown)}: {stderr_of(err)}",
             Errors.REPO_FETCH_FAILED,
             retry=True,
         ) from None
-    g = git_cmd(repo)
-    check.tip = g.rev_parse("--verify", f"{TARGET_REF}^{{commit}}")
-    check.behind = int(g.rev_list("--count", f"{input.base_commit}..{check.tip}"))
+    if tip != input.base_commit:  # else nothing moved: nothing fetched, nothing behind
+        # The fetch may have raced a push: the tip it kept is the one compared.
+        tip = g.rev_parse("--verify", f"{TARGET_REF}^{{commit}}")
+        check.behind = int(g.rev_list("--count", f"{input.base_commit}..{tip}"))
+    check.tip = tip
     if check.behind and input.change_commit:
-        check.conflicts = _conflicts(g, check.tip, input.change_commit)
+        check.conflicts = _conflicts(g, tip, input.change_commit)
     check.message = describe(check)
     return check
+
+
+def _remote_tip(remote: git.Git, ref: str) -> str | None:
+    """The commit `ref` names in the user's repository now (None: no such branch)."""
+    listed = str(remote.ls_remote("origin", ref, kill_after_timeout=FETCH_TIMEOUT_SECONDS))
+    for line in listed.splitlines():
+        sha, _, name = line.partition("\t")
+        if name == ref:  # ls-remote matches patterns by their tail: keep the exact name
+            if not SHA.match(sha):
+                raise fail(
+                    f"git ls-remote named no commit for {ref}: {sha!r}", Errors.INVALID_INPUT
+                )
+            return sha
+    return None
+
+
+def _kept_tip(g: git.Git) -> str | None:
+    """The tip a check fetched into this repository before (None: none yet)."""
+    status, out, _ = g.rev_parse(
+        "--verify",
+        "--quiet",
+        f"{TARGET_REF}^{{commit}}",
+        with_exceptions=False,
+        with_extended_output=True,
+    )
+    return str(out).strip() if status == 0 else None
 
 
 def _conflicts(g: git.Git, tip: str, change: str) -> list[str]:

@@ -158,3 +158,26 @@ def test_a_rebase_needs_no_feedback_any_other_request_does() -> None:
     for body in ({}, {"feedback": "  "}):
         with pytest.raises(ValidationError, match="feedback must not be blank"):
             RequestChangesBody.model_validate(body)
+
+
+def test_the_tip_is_fetched_only_when_it_is_new_to_the_task_repository(
+    settings: Settings, source: Path
+) -> None:
+    """A check that finds the tip it already has (the task's base, or the tip a check
+    fetched before) fetches nothing: `git fetch` would write FETCH_HEAD."""
+    prepared = _git.prepare_mirror(settings, PrepareRepoInput(repo=str(source), task_id=TASK))
+    fetch_head = Path(prepared.mirror_path) / "FETCH_HEAD"
+
+    unmoved = _target.check_target(settings, _input(prepared, None))
+    assert (unmoved.tip, unmoved.behind) == (prepared.base_commit, 0)
+    assert not fetch_head.exists()
+
+    tip = commit_file(source, "docs/new.md", "elsewhere\n")
+    moved = _target.check_target(settings, _input(prepared, None))
+    assert (moved.tip, moved.behind) == (tip, 1)
+    assert fetch_head.exists()
+
+    fetch_head.unlink()
+    again = _target.check_target(settings, _input(prepared, None))
+    assert (again.tip, again.behind, again.message) == (tip, 1, moved.message)
+    assert not fetch_head.exists()
