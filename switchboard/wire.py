@@ -107,6 +107,8 @@ class Patches:
 
     TARGET_CHECK: Final = "target-check"
     """The task compares its change with the target branch at the gate and at merge."""
+    TARGET_CHECK_BESIDE: Final = "target-check-beside-integration"
+    """The gate's target check begins beside the integration (when no review follows)."""
     TOKENS_ATTRIBUTE: Final = "tokens-search-attribute"
     """The task sets `SwitchboardTokens` with its phase (per-tenant tokens per day)."""
     SUBAGENT_CANCEL_WAITS: Final = "subagent-cancel-waits"

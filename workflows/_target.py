@@ -7,11 +7,18 @@ what it means: an event naming how far behind and any conflict, whether a rebase
 round may run, and whether the merge must stop. `TargetTracker` holds the base the
 change is on (moved by a rebase round); the rest is pure.
 
-Runs begun before the check existed replay without it (`Patches.TARGET_CHECK`).
+The gate's check is begun beside the integration when no review follows (`begin`), so
+the task reaches its gate without waiting for it; only when the target moved does
+the gate check again, for conflicts with the integrated change.
+
+Runs begun before the check existed replay without it (`Patches.TARGET_CHECK`), and
+those begun before it ran beside the integration replay it at the gate
+(`Patches.TARGET_CHECK_BESIDE`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
@@ -37,6 +44,8 @@ class TargetTracker:
         self._book = book
         self._onto: str | None = None
         """The target's tip the change was rebased onto (None: the task's base)."""
+        self._ahead: asyncio.Task[TargetCheck | None] | None = None
+        """The gate's tip check, begun beside the integration (`begin`)."""
 
     def base(self, prepared: PreparedRepo) -> str:
         """The commit the change is merged onto (the task's base, or a rebase's tip)."""
@@ -46,26 +55,40 @@ class TargetTracker:
         """`prepared` with the base the change is on now (for diffs)."""
         return prepared.model_copy(update={"base_commit": self.base(prepared)})
 
+    def begin(self, prepared: PreparedRepo | None) -> None:
+        """Begin the gate's check now, beside the integration that comes before the gate
+        (no review between them): the tip and how far behind it the base is. The gate
+        takes it as found unless the target moved (then it checks the integrated change
+        for conflicts), so what it shows is what a check at the gate shows."""
+        self._ahead = None
+        if (
+            prepared is None
+            or not workflow.patched(Patches.TARGET_CHECK_BESIDE)
+            or not workflow.patched(Patches.TARGET_CHECK)
+        ):
+            return
+        self._ahead = asyncio.ensure_future(
+            self._tip_only(self._input(prepared, None), prepared.host_queue)
+        )
+
     async def check(
         self, prepared: PreparedRepo | None, integration: MergeResult | None, at: str
     ) -> TargetCheck | None:
         """Compare the change with the target's tip now, and book it; None for runs
         begun before the check existed, or when the repository cannot be read (said so)."""
-        if prepared is None or not workflow.patched(Patches.TARGET_CHECK):
+        if prepared is None:
             return None
         merged = integration if integration is not None and integration.merged else None
+        ahead, self._ahead = self._ahead, None
+        found = await ahead if ahead is not None and at == GATE else None
+        if found is not None and not (found.behind and merged is not None):
+            record(self._book, found, workflow.now(), at=at)
+            return found
+        if not workflow.patched(Patches.TARGET_CHECK):
+            return None
         try:
             check = await calls.check_target(
-                TargetInput(
-                    task_id=self._book.status.task_id,
-                    repo=self._request.repo,
-                    mirror_path=prepared.mirror_path,
-                    credential_ref=self._request.credential_ref,
-                    branch=prepared.base_ref,
-                    base_commit=self.base(prepared),
-                    change_commit=merged.commit if merged is not None else None,
-                ),
-                queue=prepared.host_queue,
+                self._input(prepared, merged), queue=prepared.host_queue
             )
         except ActivityError as err:
             if is_cancelled_exception(err):
@@ -75,6 +98,25 @@ class TargetTracker:
             return None
         record(self._book, check, workflow.now(), at=at)
         return check
+
+    def _input(self, prepared: PreparedRepo, merged: MergeResult | None) -> TargetInput:
+        return TargetInput(
+            task_id=self._book.status.task_id,
+            repo=self._request.repo,
+            mirror_path=prepared.mirror_path,
+            credential_ref=self._request.credential_ref,
+            branch=prepared.base_ref,
+            base_commit=self.base(prepared),
+            change_commit=merged.commit if merged is not None else None,
+        )
+
+    @staticmethod
+    async def _tip_only(check: TargetInput, queue: str) -> TargetCheck | None:
+        """A check begun ahead; None when it failed (the gate then checks as before)."""
+        try:
+            return await calls.check_target(check, queue=queue)
+        except ActivityError:
+            return None
 
     async def stops_merge(
         self, prepared: PreparedRepo | None, integration: MergeResult | None

@@ -148,6 +148,8 @@ class DelegatedTaskWorkflow(GateHandlers):
                 self._set_phase(Phase.RUNNING, f"round {self._status.round}: subagents at work")
                 await self._run_subagents()
                 self._book.judge_round()
+                if not request.review:  # the gate follows the integration: check beside it
+                    self._target.begin(self._prepared)
                 await self._integrate()
             fresh = work or (work is False and await self._rebase_round())
             if fresh and request.review and self._integration and self._integration.merged:

@@ -11,8 +11,9 @@ while any run of that release may still be open.
 
 Each history is a real run on an embedded dev server, bubblewrap sandboxes and
 the scripted model: a task approved after review, a task sent round again with
-request-changes then rejected, a cancelled task, one subagent run, and a chat
-session that delegates, approves and is closed.
+request-changes then rejected, a cancelled task, a task approved without review
+(its gate check runs beside the integration), one subagent run, and a chat session
+that delegates, approves and is closed.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ SHAPES = (
     "subagent_worker",
     "task_request_changes_then_rejected",
     "task_cancelled",
+    "task_unreviewed_approved",
     "conversation_delegate_chat_approve",
     "conversation_pipelined_records",
 )
@@ -99,7 +101,8 @@ async def _record(tmp: Path) -> None:
 
 
 async def _record_tasks(client: Client, settings: Settings, repo: Path) -> None:
-    """A task approved after review, one sent round again then rejected, one cancelled."""
+    """A task approved after review, one sent round again then rejected, one cancelled,
+    one approved without review."""
     # As the API does it: through the task service with a verified caller, so each
     # task carries its policy and each decision its identity claim.
     service = TaskService(client, settings)
@@ -132,6 +135,12 @@ async def _record_tasks(client: Client, settings: Settings, repo: Path) -> None:
     await service.cancel(cancelled.id, caller=me)
     await wait_for_phase(cancelled, Phase.CANCELLED)
     await _save(client, cancelled.id, "task_cancelled")
+
+    unreviewed = await start("No review", subtasks=[SubtaskSpec(title="B")], review=False)
+    await wait_for_phase(unreviewed, Phase.AWAITING_APPROVAL)
+    await service.approve(unreviewed.id, ApproveInput(), caller=me)
+    await unreviewed.result()
+    await _save(client, unreviewed.id, "task_unreviewed_approved")
 
 
 async def _record_conversation(client: Client, settings: Settings, repo: Path) -> None:

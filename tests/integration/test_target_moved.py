@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 
-from switchboard.model_server import ModelServerHandle, parse_scenario
+from switchboard.model_server import ModelServerHandle, Scenario, parse_scenario
 from switchboard.models import (
     ApprovalRecord,
     ApproveInput,
@@ -27,7 +27,7 @@ from switchboard.models import (
     TaskStatus,
 )
 from switchboard.settings import Settings
-from switchboard.wire import Queries, Updates, Workflows
+from switchboard.wire import Activities, Queries, Updates, Workflows
 from testkit import git, wait_for, wait_for_phase
 
 pytestmark = pytest.mark.integration
@@ -40,36 +40,7 @@ async def _task_moving_main(
 ) -> tuple[Handle, TaskStatus]:
     """A one-worker task writing `ours`; `main` gains a commit (writing `theirs.txt`
     and `README.md`) while the reviewer reads. Returns the task parked at the gate."""
-    model.set_scenario(
-        parse_scenario(
-            {
-                "name": "target-moves",
-                "roles": {
-                    "worker": [
-                        {
-                            "tool_calls": [
-                                {
-                                    "name": "write_file",
-                                    "arguments": {"path": ours, "content": "ours\n"},
-                                }
-                            ]
-                        },
-                        {"tool_calls": [{"name": "finish", "arguments": {"summary": "wrote"}}]},
-                    ],
-                    "reviewer": [
-                        {
-                            "tool_calls": [
-                                {
-                                    "name": "finish",
-                                    "arguments": {"summary": "fine", "verdict": "approve"},
-                                }
-                            ]
-                        }
-                    ],
-                },
-            }
-        )
-    )
+    model.set_scenario(_writing(ours))
     model.configure(role_latency_ms={"reviewer": 1500})
     handle: Handle = await client.start_workflow(
         Workflows.TASK,
@@ -83,12 +54,48 @@ async def _task_moving_main(
         result_type=TaskResult,
     )
     await wait_for_phase(handle, Phase.REVIEWING)
+    _main_moves(repo)
+    model.configure(role_latency_ms={})
+    return handle, await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
+
+
+def _main_moves(repo: Path) -> None:
     (repo / "theirs.txt").write_text("theirs\n")
     (repo / "README.md").write_text("# demo, rewritten on main\n")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "main moves on")
-    model.configure(role_latency_ms={})
-    return handle, await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
+
+
+def _writing(ours: str) -> Scenario:
+    """One worker writes `ours` and finishes; the reviewer approves."""
+    return parse_scenario(
+        {
+            "name": "target-moves",
+            "roles": {
+                "worker": [
+                    {
+                        "tool_calls": [
+                            {
+                                "name": "write_file",
+                                "arguments": {"path": ours, "content": "ours\n"},
+                            }
+                        ]
+                    },
+                    {"tool_calls": [{"name": "finish", "arguments": {"summary": "wrote"}}]},
+                ],
+                "reviewer": [
+                    {
+                        "tool_calls": [
+                            {
+                                "name": "finish",
+                                "arguments": {"summary": "fine", "verdict": "approve"},
+                            }
+                        ]
+                    }
+                ],
+            },
+        }
+    )
 
 
 async def _events(handle: Handle, kind: EventKind) -> list[str]:
@@ -202,3 +209,65 @@ async def test_a_target_moved_into_a_conflict_after_the_gate_stops_the_merge(
     result = await handle.result()  # approved again, knowing: published as it is
     assert result.phase is Phase.COMPLETED and result.merge is not None
     assert git(repo, "show", f"{result.merge.branch}:src/new.py") == "ours"
+
+
+async def _activities(handle: Handle) -> list[str]:
+    """The task's activity events in history order: "scheduled <name>", "completed <name>"."""
+    names: dict[int, str] = {}
+    order = []
+    for event in (await handle.fetch_history()).events:
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            names[event.event_id] = (
+                event.activity_task_scheduled_event_attributes.activity_type.name
+            )
+            order.append(f"scheduled {names[event.event_id]}")
+        elif event.HasField("activity_task_completed_event_attributes"):
+            scheduled = event.activity_task_completed_event_attributes.scheduled_event_id
+            order.append(f"completed {names[scheduled]}")
+    return order
+
+
+@pytest.mark.parametrize("moved", [False, True], ids=["unmoved", "moved-into-a-conflict"])
+async def test_without_a_review_the_gate_checks_the_target_beside_the_integration(
+    client: Client,
+    settings: Settings,
+    worker: None,
+    repo: Path,
+    model: ModelServerHandle,
+    moved: bool,
+) -> None:
+    """The gate's check begins with the integration; it shows the same as a check at the
+    gate: an unmoved target needs nothing more, a moved one is checked again for
+    conflicts with the integrated change."""
+    model.set_scenario(_writing("README.md"))
+    model.configure(role_latency_ms={"worker": 1000})
+    handle: Handle = await client.start_workflow(
+        Workflows.TASK,
+        TaskRequest(
+            goal="Write a file",
+            repo=str(repo),
+            subtasks=[SubtaskSpec(title="Write it", role=Role.WORKER)],
+            review=False,
+        ),
+        id=f"task-{uuid.uuid4().hex}",
+        task_queue=settings.task_queue,
+        result_type=TaskResult,
+    )
+    await wait_for_phase(handle, Phase.RUNNING)
+    if moved:
+        _main_moves(repo)
+    model.configure(role_latency_ms={})
+    status = await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
+
+    assert status.target is not None and status.target.tip == git(repo, "rev-parse", "main")
+    order = await _activities(handle)
+    checks = [i for i, e in enumerate(order) if e == f"scheduled {Activities.CHECK_TARGET}"]
+    assert checks[0] < order.index(f"completed {Activities.INTEGRATE_BRANCHES}"), order
+    moved_events = await _events(handle, EventKind.TARGET_MOVED)
+    if not moved:
+        assert (status.target.behind, status.target.conflicts) == (0, [])
+        assert len(checks) == 1 and moved_events == []
+        return
+    assert (status.target.behind, status.target.conflicts) == (1, ["README.md"])
+    assert len(checks) == 2  # the second with the integrated change, for its conflicts
+    assert any("at the gate" in m and "resolve by hand" in m for m in moved_events)
