@@ -111,6 +111,8 @@ class GitFailed(Exception):
         super().__init__(f"git {' '.join(args[:2])} exited with {status}: {stderr}")
         self.status = status
         self.stderr = stderr
+        self.merged = 0
+        """For `WorktreeGit.merge`: the merges that were done before this one failed."""
 
 
 @cache
@@ -267,9 +269,34 @@ class WorktreeGit:
         committed, head, numstat = [*out.split(b"\n", 2), b"", b""][:3]
         return committed == b"1", head.decode().strip(), numstat
 
+    def merge(self, branches: Sequence[str]) -> tuple[str, GitFailed | None]:
+        """Merge `branches` in order, stopping at the first that fails: (HEAD, None), or
+        ("", the failed merge's error), the merges before it done (`GitFailed.merged`
+        says how many). One sandbox for all of them, not one per merge (B1)."""
+        if any("\n" in b for b in branches):  # a ref name holds no newline
+            raise ValueError(f"not a branch name: {branches!r}")
+        argv = ["sh", "-c", _MERGE_SCRIPT, "sh", "\n".join(branches), *self._base[1:]]
+        ran = self._spawn(argv)
+        stderr = ran.stderr.decode(errors="replace").strip()
+        if ran.returncode != 0:
+            raise GitFailed(("merge",), ran.returncode, stderr)
+        report = ran.stdout.decode(errors="replace").strip()
+        if not report.startswith("failed "):
+            return report, None
+        _, done, code = report.split()
+        error = GitFailed(("merge", branches[int(done)]), int(code), stderr)
+        error.merged = int(done)
+        return "", error
+
     def _exec(self, argv: list[str], args: Sequence[str], ok: Sequence[int]) -> tuple[int, bytes]:
+        done = self._spawn(argv)
+        if done.returncode not in ok:
+            raise GitFailed(args, done.returncode, done.stderr.decode(errors="replace").strip())
+        return done.returncode, done.stdout
+
+    def _spawn(self, argv: list[str]) -> subprocess.CompletedProcess[bytes]:
         env = None if self._prefix else {"PATH": os.environ.get("PATH", ""), **GIT_ENV}
-        done = subprocess.run(
+        return subprocess.run(
             [*self._prefix, *argv],
             cwd=self.work_tree,
             env=env,
@@ -277,9 +304,6 @@ class WorktreeGit:
             timeout=600,
             check=False,
         )
-        if done.returncode not in ok:
-            raise GitFailed(args, done.returncode, done.stderr.decode(errors="replace").strip())
-        return done.returncode, done.stdout
 
 
 # $1 the message, $2 the base commit, then git's own options (`--git-dir`, ...).
@@ -299,4 +323,24 @@ fi
 git "$@" rev-parse HEAD
 git "$@" diff --numstat -z --no-color --no-ext-diff --no-textconv --ignore-submodules=all \\
   "$base" HEAD
+"""
+
+
+# $1 the branches, one a line; then git's own options. The merges are the ones the
+# host ran in a sandbox each before; the first that fails ends the run, printing
+# "failed <merges done before it> <its status>", else HEAD (what the merges print goes
+# to stderr). A ref name has no newline or glob character (git check-ref-format), so
+# the list splits on newlines only, with globbing off.
+_MERGE_SCRIPT = """set -u -f
+IFS='
+'
+branches=$1
+shift
+merged=0
+for branch in $branches; do
+  git "$@" merge --quiet --no-ff --no-edit --no-verify -m "Merge $branch" \\
+    "refs/heads/$branch" >&2 || { status=$?; echo "failed $merged $status"; exit 0; }
+  merged=$((merged + 1))
+done
+git "$@" rev-parse HEAD
 """

@@ -64,22 +64,10 @@ def _merge(g: git.Git, path: Path, input: IntegrateInput, branches: list[str]) -
     try:
         mirror = existing_mirror(input.mirror_path)
         wg = WorktreeGit(path, _admin_of(mirror, path), mirror, write_tree=True)
-        for done, branch in enumerate(branches):
-            try:
-                wg.run(
-                    "merge",
-                    "--quiet",
-                    "--no-ff",
-                    "--no-edit",
-                    "--no-verify",
-                    "-m",
-                    f"Merge {branch}",
-                    f"refs/heads/{branch}",
-                )
-            except GitFailed as err:
-                conflict = _abort_merge(wg, err, input.integration_branch, branches[: done + 1])
-                break
-        head = wg.run("rev-parse", "HEAD")[1].decode().strip()
+        head, failed = wg.merge(branches)
+        if failed is not None:
+            attempted = branches[: failed.merged + 1]
+            conflict = _abort_merge(wg, failed, input.integration_branch, attempted)
     finally:
         discard_worktree(g, path)
     if conflict is not None:

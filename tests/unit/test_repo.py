@@ -434,6 +434,37 @@ async def test_conflict_is_reported_not_resolved(acts: RepoActivities, source: P
     assert "_integration" not in git(Path(prepared.mirror_path), "worktree", "list")
 
 
+async def test_the_merges_share_one_sandbox_and_stop_at_the_first_conflict(
+    acts: RepoActivities, source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prepared = await prepare(acts, source)
+    ours = await work_on(acts, prepared, 0, {"src/app.py": "line 1\nOURS\nline 3\n"})
+    other = await work_on(acts, prepared, 1, {"docs/other.md": "other\n"})
+    theirs = await work_on(acts, prepared, 2, {"src/app.py": "line 1\nTHEIRS\nline 3\n"})
+    last = await work_on(acts, prepared, 3, {"docs/last.md": "last\n"})
+    commands: list[list[str]] = []
+    real_run = subprocess.run
+
+    def counted(argv: list[str], *args: Any, **kwargs: Any) -> Any:
+        commands.append([str(a) for a in argv])
+        return real_run(argv, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", counted)
+    branches = [ours, other, theirs, last]
+    outcome = await run(acts.integrate_branches, integrate_input(prepared, branches))
+    monkeypatch.undo()
+
+    result = outcome.result
+    assert not result.merged and result.conflicts == ["src/app.py"]
+    assert result.message.endswith(f"(merged before it: {ours}, {other})")
+    assert theirs in result.message and last not in result.message
+    merging = [c for c in commands if any("--no-ff" in a for a in c)]
+    assert len(merging) == 1  # all merges in one (confined) command
+    clean = await run(acts.integrate_branches, integrate_input(prepared, [ours, other, last]))
+    assert clean.result.merged and clean.stat is not None
+    assert sorted(clean.stat.files) == ["docs/last.md", "docs/other.md", "src/app.py"]
+
+
 async def test_read_diff_truncates_patch_not_stat(acts: RepoActivities, source: Path) -> None:
     prepared = await prepare(acts, source)
     big = "".join(f"line {n} of a long file\n" for n in range(2000))
