@@ -234,22 +234,22 @@ new workflow run re-imports its module in the sandbox, and importing the
 children starting together their first workflow task took ~190 ms; the package
 now imports each class on first use (~20 ms).
 
-(5) *The way to the gate (2026-12-03).* On `main` a task took ~0.5 s longer from
-its last subagent's end to the gate than the code of 2026-11-27 (`29767fa`),
-median over 6 tasks each, alternating, at load 8-17 (another helper's benchmark
-ran): 935 ms against 447 ms. Two things had joined that path: `integrate_branches`
-now runs each merge in its own bubblewrap sandbox (8 sandboxes for 6 branches,
-~40 ms each here), and the target check (`check_target`) ran after it as one more
-activity and workflow task, with an `ls-remote` and a `fetch` (10 git processes)
-even when the target had not moved. Now all merges share one sandbox (the same
-commands, environment and confinement, stopping at the first that fails), the
+(5) *The way to the gate (2026-12-03).* On `main` a task took ~0.5 s longer from its
+last subagent's end to the gate than the code of 2026-11-27 (`29767fa`), median of
+12 tasks each (4 B1 runs per side, alternating, 19:34-20:04 UTC, load 6-17: another
+helper's benchmark ran): 884 ms against 408 ms. Two things had joined that path:
+`integrate_branches` now runs each merge in its own bubblewrap sandbox (8 sandboxes
+for 6 branches, ~40 ms each here), and the target check (`check_target`) ran after
+it as one more activity and workflow task, with an `ls-remote` and a `fetch` (10 git
+processes) even when the target had not moved. Now all merges share one sandbox (the
+same commands, environment and confinement, stopping at the first that fails), the
 check fetches only a tip new to the task's repository (3 processes when nothing
 moved: 84 → 25 ms in isolation), and without a review the check begins beside the
 integration, so the gate waits only when the target moved (it then checks the
-integrated change for conflicts). Integrating 6 branches in isolation, 20 runs
-each, alternating, load 6-11: 456 ms (`29767fa`), 777 ms (`main`), 520 ms (now);
-last subagent's end → gate in B1 at load 8-17: 447 / 935 / 529 ms. What is left of
-the difference lies in each subagent's own path and was not changed (confinement,
+integrated change for conflicts). Integrating 6 branches in isolation, 20 runs each,
+alternating, load 6-11: 456 ms (`29767fa`), 777 ms (`main`), 520 ms (now); last
+subagent's end → gate in those B1 runs: 408 / 884 / 461 ms. What is left of the
+difference lies in each subagent's own path and was not changed (confinement,
 security.md): in isolation at the same load its confined checkout took ~70 ms and
 its confined commit ~100 ms more than on `29767fa`; the checkpoints before its two
 `run` steps were not measured separately.
