@@ -10,8 +10,8 @@ acknowledged and the session applies them in order (`workflows/_turns.py`); a
 delegating turn still waits for its tool call to be recorded before its next step,
 as the gateway must. With the posts, at most 10 updates are in flight (Temporal's
 limit per workflow), and turns are open whenever the session continues as new.
-Measured on 2 cores (docs/benchmarks.md, "time-skipping tests"): about 13 ms a turn
-with each record waiting for the one before it, against about 6 ms pipelined.
+Measured on 2 quiet cores (docs/benchmarks.md, "The 5,000-turn conversation"):
+5.5-6.3 ms a turn with each record waiting for the one before it, 4.0-4.3 ms pipelined.
 `SWITCHBOARD_LONG_CHAT_TURNS` runs fewer or more turns.
 """
 
@@ -54,9 +54,10 @@ from switchboard.models import EventKind, Phase, TaskEvent
 from switchboard.wire import Conversation
 from workflows import ConversationWorkflow
 
-TURNS = int(os.environ.get("SWITCHBOARD_LONG_CHAT_TURNS", "1000"))
-"""1,000 turns are 2,000 message updates plus the task events: past the 2,000
-updates one run may take, five runs of the default 2,000 history events."""
+TURNS = int(os.environ.get("SWITCHBOARD_LONG_CHAT_TURNS", "5000"))
+"""Issue #9's conversation: 5,000 turns are 10,000 message updates plus the task
+events, some twenty runs of the default 2,000 history events; about 22-25 s on 2 quiet
+cores (docs/benchmarks.md)."""
 TYPE_AHEAD = 6
 RECORDS_AHEAD = 4
 """Records in flight at once (a turn's steps name their order); with the posts, within
