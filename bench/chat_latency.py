@@ -14,10 +14,12 @@
    p50 ≤ 50 ms, p99 ≤ 250 ms. The peer reads in-process (no HTTP hop), which
    favours it slightly.
 
-Every component is real and its own process: the Temporal dev server, the
-scripted model, a worker, the API (the gateway inside it).
+Every component is real and its own process, as `switchboard up` runs them: the
+Temporal dev server, the scripted model, a worker and the API (the gateway inside
+it). `--split-workers` runs the tasks' queues in one worker (`--queues tasks`, at
+`task_worker_nice`) and the chats' in another (`--queues chat`) instead.
 
-    python -m bench.chat_latency [--quick] [--no-write]
+    python -m bench.chat_latency [--quick] [--no-write] [--split-workers]
 """
 
 from __future__ import annotations
@@ -211,9 +213,19 @@ def bench_scenario() -> dict[str, object]:
     return document
 
 
+def workers(split: bool) -> list[list[str]]:
+    """The worker processes' arguments: one for all queues as `switchboard up` starts it,
+    or the tasks' and the chats' apart."""
+    if split:
+        return [["worker", "--queues", "tasks"], ["worker", "--queues", "chat"]]
+    return [["worker"]]
+
+
 @contextlib.asynccontextmanager
-async def stack(work: Path) -> AsyncIterator[tuple[Settings, str, ModelServerHandle]]:
-    """Temporal, the scripted model, a worker and the API, each its own process."""
+async def stack(
+    work: Path, split: bool = False
+) -> AsyncIterator[tuple[Settings, str, ModelServerHandle]]:
+    """Temporal, the scripted model, the workers and the API, each its own process."""
     temporal = DevServer(work / "temporal.db", address=f"127.0.0.1:{free_port()}", ui_port=None)
     temporal.start()
     model_port, api_port = free_port(), free_port()
@@ -240,15 +252,20 @@ async def stack(work: Path) -> AsyncIterator[tuple[Settings, str, ModelServerHan
     )
     py = sys.executable
     try:
-        with (
-            child(
-                [py, "-c", serve_model, str(model_port), str(scenario)],
-                {**env, CONTROL_TOKEN_ENV: token},
-                work / "model.log",
-            ) as model_process,
-            child([py, "-m", "entrypoints", "worker"], env, work / "worker.log"),
-            child([py, "-m", "entrypoints", "api"], env, work / "api.log") as api_process,
-        ):
+        with contextlib.ExitStack() as processes:
+            model_process = processes.enter_context(
+                child(
+                    [py, "-c", serve_model, str(model_port), str(scenario)],
+                    {**env, CONTROL_TOKEN_ENV: token},
+                    work / "model.log",
+                )
+            )
+            for i, args in enumerate(workers(split)):
+                log = work / f"worker-{i}.log"
+                processes.enter_context(child([py, "-m", "entrypoints", *args], env, log))
+            api_process = processes.enter_context(
+                child([py, "-m", "entrypoints", "api"], env, work / "api.log")
+            )
             wait_port(model_port, model_process, "the model server", work / "model.log")
             wait_port(api_port, api_process, "the API", work / "api.log")
             model = ModelServerHandle(model_port, token)
@@ -593,12 +610,12 @@ def write_docs(block: str) -> None:
 
 
 async def run(
-    quick: bool, step_ms: int
+    quick: bool, step_ms: int, split: bool = False
 ) -> tuple[list[list[str]], dict[str, object], dict[str, object]]:
     with tempfile.TemporaryDirectory(prefix="sb-chat-bench-") as tmp:
         work = Path(tmp)
         repo = make_repo(work / "repo")
-        async with stack(work) as (settings, api_url, model):
+        async with stack(work, split) as (settings, api_url, model):
             client = await connect(settings)
             ttft_result = await part_ttft(api_url, repo, model, quick, step_ms)
             events = await part_events(client, settings, api_url, quick)
@@ -612,10 +629,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--step-ms", type=int, default=TASK_STEP_MS, help="model latency of the loaded tasks"
     )
+    parser.add_argument(
+        "--split-workers",
+        action="store_true",
+        help="the tasks' queues in a niced worker, the chats' in another; writes no docs",
+    )
     args = parser.parse_args(argv)
     print(f"# conversation benchmarks — {machine()}", flush=True)
     started = time.monotonic()
-    table, ttft_result, events = asyncio.run(run(args.quick, args.step_ms))
+    table, ttft_result, events = asyncio.run(run(args.quick, args.step_ms, args.split_workers))
     seconds = time.monotonic() - started
     widths = [max(len(r[i]) for r in table) for i in range(6)]
     for row in table:
@@ -625,10 +647,12 @@ def main(argv: list[str] | None = None) -> None:
     for chat_ms in (CHAT_MODEL_MS, 0):
         means = (ms(statistics.mean(idle[chat_ms])), ms(statistics.mean(loaded[chat_ms])))
         print(f"TTFT mean with a {chat_ms} ms model: idle {means[0]}, loaded {means[1]}")
+        slowest = ", ".join(f"{v * 1000:.0f}" for v in sorted(loaded[chat_ms])[-8:])
+        print(f"  slowest loaded turns with a {chat_ms} ms model (ms): {slowest}")
     busy = ttft_result["busy"]
     assert isinstance(busy, dict)
     print(f"CPU busy (whole machine): idle phase {busy['idle']:.0%}, loaded {busy['loaded']:.0%}")
-    if not (args.quick or args.no_write):
+    if not (args.quick or args.no_write or args.split_workers):
         write_docs(section(table, ttft_result, events, seconds))
         print(f"wrote the Conversation section of {DOCS}")
 

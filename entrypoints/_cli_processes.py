@@ -27,11 +27,23 @@ def up() -> None:
         fail(str(exc))
 
 
-def worker() -> None:
-    """Run a worker for the shared queue and this host's queue."""
-    from entrypoints.worker import run_worker
+def worker(
+    queues: Annotated[
+        str,
+        typer.Option(
+            help="all: every queue in one process; tasks: the shared queue and this "
+            "host's, at SWITCHBOARD_TASK_WORKER_NICE; chat: the chats' queue only."
+        ),
+    ] = "all",
+) -> None:
+    """Run a worker for the shared queue, this host's queue and the chats'."""
+    from entrypoints.worker import Queues, run_worker
 
-    run_worker(load_settings())
+    try:
+        chosen = Queues(queues)
+    except ValueError:
+        fail(f"--queues must be one of {', '.join(Queues)}, not {queues!r}")
+    run_worker(load_settings(), chosen)
 
 
 def model_server(

@@ -56,6 +56,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
             "SWITCHBOARD_API_PORT": str(settings.api_port),
             "SWITCHBOARD_SANDBOX": settings.sandbox,
             "SWITCHBOARD_WORKER_METRICS_PORT": str(settings.worker_metrics_port),
+            "SWITCHBOARD_TASK_WORKER_NICE": str(settings.task_worker_nice),
             "PYTHONUNBUFFERED": "1",
         }
     )

@@ -1,8 +1,11 @@
 """The worker, assembled in one place: every workflow and every activity.
 
-Two pollers share one process: the shared queue (workflows, repo preparation,
-planning) and this host's own queue (everything that touches a worktree,
-sandbox or transcript on this host's disk).
+Three pollers: the shared queue (workflows, repo preparation, planning), this
+host's own queue (everything that touches a worktree, sandbox or transcript on this
+host's disk) and the chats' queue, in one process by default (`switchboard up`).
+`--queues` splits them over two: `tasks` (the first two, at `task_worker_nice`, which
+its sandboxed commands and git inherit) and `chat`, so a chat turn is not queued
+behind task steps for the CPU or the GIL.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import functools
 import hashlib
 import importlib.util
 import logging
+import os
 import signal
 import sys
 import time
@@ -20,6 +24,7 @@ import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,6 +54,18 @@ transcript and journal files). asyncio's default pool has cores + 4 threads, 6 o
 cores: a burst of tasks (bench B4) filled them with `prepare_repo` calls waiting on
 their mirror's lock and with confined git, and every step's 2 ms transcript write queued
 behind them. The threads mostly wait on subprocesses and sockets, so more cost little."""
+
+
+class Queues(StrEnum):
+    """Which pollers a worker process runs."""
+
+    ALL = "all"
+    TASKS = "tasks"
+    """The shared queue and this host's: every task, at `task_worker_nice`."""
+    CHAT = "chat"
+    """The chats' queue only: no sandbox, no worktree, no metrics endpoint."""
+
+
 _POOLED: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 CODE_PACKAGES = ("switchboard", "workflows", "activities", "entrypoints")
 """The packages whose source makes up a worker's build id."""
@@ -85,8 +102,10 @@ def build_workers(
     settings: Settings,
     *,
     sandbox: Sandbox | None = None,
+    queues: Queues = Queues.ALL,
 ) -> list[Worker]:
-    """The workers of one process: the shared queue, this host's queue and the chats'.
+    """The workers of one process: the shared queue, this host's queue and the chats'
+    (`queues` picks the tasks' two, the chats' or all three).
 
     Long because: imports are deferred (the CLI loads no activity code) and the
     three workers' queues, workflows and activities read best side by side.
@@ -106,13 +125,24 @@ def build_workers(
         SubagentWorkflow,
     )
 
+    sticky = timedelta(seconds=settings.worker_sticky_timeout_seconds)
+    # Chats on their own queue and pollers: a chat turn never waits behind task work.
+    chat = Worker(
+        client,
+        task_queue=conversation_queue(settings.task_queue),
+        workflows=[ConversationWorkflow],
+        workflow_runner=workflow_runner(),
+        build_id=build_id(),
+        sticky_queue_schedule_to_start_timeout=sticky,
+    )
+    if queues is Queues.CHAT:
+        return [chat]
     box = sandbox or select_backend(settings)
     repo = RepoActivities(settings)
     llm = LlmActivities(settings)
     tools = ToolActivities(settings, box)
     lifecycle = LifecycleActivities(repo, box)
     step = StepActivities(llm, tools)
-    sticky = timedelta(seconds=settings.worker_sticky_timeout_seconds)
     shared = Worker(
         client,
         task_queue=settings.task_queue,
@@ -148,16 +178,7 @@ def build_workers(
             MaintenanceActivities(settings).gc_mirrors,
         ],
     )
-    # Chats on their own queue and pollers: a chat turn never waits behind task work.
-    chat = Worker(
-        client,
-        task_queue=conversation_queue(settings.task_queue),
-        workflows=[ConversationWorkflow],
-        workflow_runner=workflow_runner(),
-        build_id=build_id(),
-        sticky_queue_schedule_to_start_timeout=sticky,
-    )
-    return [shared, host, chat]
+    return [shared, host] if queues is Queues.TASKS else [shared, host, chat]
 
 
 def claim_checks(settings: Settings) -> list[Interceptor]:
@@ -261,11 +282,12 @@ async def start(settings: Settings, runtime: Runtime | None) -> tuple[Client, Sa
     return client, sandbox
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, queues: Queues = Queues.ALL) -> None:
     from switchboard.recovery import reclaim_host
 
     runtime = None
-    if settings.worker_metrics_port:
+    # One metrics endpoint per host: the tasks' worker (or the only one) serves it.
+    if settings.worker_metrics_port and queues is not Queues.CHAT:
         from switchboard.metrics import prometheus_runtime
 
         try:
@@ -276,21 +298,29 @@ async def serve(settings: Settings) -> None:
                 f"({exc}); set SWITCHBOARD_WORKER_METRICS_PORT to a free port, or 0 for none"
             ) from exc
     use_blocking_pool()
-    client, sandbox = await start(settings, runtime)
-    reaped = await reap_orphans(client, settings, sandbox)
-    if reaped:
-        log.info("reaped what %d ended tasks left on this host: %s", len(reaped), reaped)
-    workers = build_workers(client, settings, sandbox=sandbox)
+    if queues is Queues.CHAT:
+        from switchboard.temporal import connect
+
+        client = await connect(settings, runtime=runtime)
+        workers = build_workers(client, settings, queues=queues)
+    else:
+        client, sandbox = await start(settings, runtime)
+        reaped = await reap_orphans(client, settings, sandbox)
+        if reaped:
+            log.info("reaped what %d ended tasks left on this host: %s", len(reaped), reaped)
+        workers = build_workers(client, settings, sandbox=sandbox, queues=queues)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     log.info(
-        "worker polling %s and %s on %s",
-        settings.task_queue,
-        settings.host_queue,
+        "worker polling %s on %s",
+        ", ".join(str(w.task_queue) for w in workers),
         settings.temporal_address,
     )
+    if queues is Queues.CHAT:
+        await run_workers(workers, stop)
+        return
     # Alongside polling: the predecessor's attempts are retried as soon as they are failed.
     reclaim = asyncio.create_task(reclaim_host(client, settings))
     await run_workers(workers, stop)
@@ -298,7 +328,20 @@ async def serve(settings: Settings) -> None:
         reclaim.cancel()
 
 
-def run_worker(settings: Settings) -> None:
+def lower_priority(settings: Settings, queues: Queues) -> int:
+    """Make a tasks-only worker `task_worker_nice` nicer; returns the niceness now.
+
+    Called before any thread starts: Linux keeps a niceness per thread, and each new
+    thread and child process (sandboxed commands, git) inherits its creator's.
+    """
+    if queues is Queues.TASKS and settings.task_worker_nice:
+        return os.nice(settings.task_worker_nice)
+    return os.nice(0)
+
+
+def run_worker(settings: Settings, queues: Queues = Queues.ALL) -> None:
     """Blocking entry point of `switchboard worker`."""
+    nice = lower_priority(settings, queues)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(serve(settings))
+    log.info("worker for %s queues at niceness %d", queues, nice)
+    asyncio.run(serve(settings, queues))

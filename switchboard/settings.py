@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     worker may take it: what a killed worker's workflows wait before they move on."""
     worker_metrics_port: int = Field(default=9464, ge=0, le=65535)
     """Prometheus endpoint of the worker (SDK and Switchboard metrics); 0 turns it off."""
+    task_worker_nice: int = Field(default=10, ge=0, le=19)
+    """CPU niceness of a worker that runs tasks and no chats (`switchboard worker
+    --queues tasks`, beside a `--queues chat` one); its sandboxed commands and git
+    inherit it, and its Docker sandboxes get the matching `cpu_shares`, so chat turns
+    get the CPU before task steps do. 0: the same priority as everything else. Not
+    used by `switchboard up` (one worker for every queue): on a shared 2-core machine
+    it did not shorten the chat's TTFT beyond the noise (docs/benchmarks.md)."""
     host_id: str = Field(default_factory=_default_host_id, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
 
     # Model (the official openai client, any OpenAI-compatible server)
