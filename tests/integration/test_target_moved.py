@@ -35,6 +35,25 @@ pytestmark = pytest.mark.integration
 Handle = WorkflowHandle[object, TaskResult]
 
 
+async def _one_worker_task(
+    client: Client, settings: Settings, repo: Path, *, review: bool
+) -> Handle:
+    """A task with one worker subtask writing a file (what it writes: the model's scenario)."""
+    handle: Handle = await client.start_workflow(
+        Workflows.TASK,
+        TaskRequest(
+            goal="Write a file",
+            repo=str(repo),
+            subtasks=[SubtaskSpec(title="Write it", role=Role.WORKER)],
+            review=review,
+        ),
+        id=f"task-{uuid.uuid4().hex}",
+        task_queue=settings.task_queue,
+        result_type=TaskResult,
+    )
+    return handle
+
+
 async def _task_moving_main(
     client: Client, settings: Settings, repo: Path, model: ModelServerHandle, *, ours: str
 ) -> tuple[Handle, TaskStatus]:
@@ -42,17 +61,7 @@ async def _task_moving_main(
     and `README.md`) while the reviewer reads. Returns the task parked at the gate."""
     model.set_scenario(_writing(ours))
     model.configure(role_latency_ms={"reviewer": 1500})
-    handle: Handle = await client.start_workflow(
-        Workflows.TASK,
-        TaskRequest(
-            goal="Write a file",
-            repo=str(repo),
-            subtasks=[SubtaskSpec(title="Write it", role=Role.WORKER)],
-        ),
-        id=f"task-{uuid.uuid4().hex}",
-        task_queue=settings.task_queue,
-        result_type=TaskResult,
-    )
+    handle = await _one_worker_task(client, settings, repo, review=True)
     await wait_for_phase(handle, Phase.REVIEWING)
     _main_moves(repo)
     model.configure(role_latency_ms={})
@@ -241,18 +250,7 @@ async def test_without_a_review_the_gate_checks_the_target_beside_the_integratio
     conflicts with the integrated change."""
     model.set_scenario(_writing("README.md"))
     model.configure(role_latency_ms={"worker": 1000})
-    handle: Handle = await client.start_workflow(
-        Workflows.TASK,
-        TaskRequest(
-            goal="Write a file",
-            repo=str(repo),
-            subtasks=[SubtaskSpec(title="Write it", role=Role.WORKER)],
-            review=False,
-        ),
-        id=f"task-{uuid.uuid4().hex}",
-        task_queue=settings.task_queue,
-        result_type=TaskResult,
-    )
+    handle = await _one_worker_task(client, settings, repo, review=False)
     await wait_for_phase(handle, Phase.RUNNING)
     if moved:
         _main_moves(repo)
