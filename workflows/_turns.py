@@ -53,16 +53,15 @@ class Turns:
     def refusal(self, record: RecordTurn) -> str:
         """Why `record` can never be applied ("" when it can be, now or after the
         records before it)."""
-        head = self.head
         answering = f"turn {record.turn} is not being answered by {record.runner}"
-        if head is not None and head.turn == record.turn:
-            if head.runner != record.runner:
-                return answering
-        elif record.step is None:
-            return answering
+        if record.step is None:
+            return "" if self.ready(record) else answering
         if self.find(record.turn) is None:
             return f"turn {record.turn} is not waiting for an answer"
-        if record.step is not None and self.passed(record):
+        head = self.head
+        if head is not None and head.turn == record.turn and head.runner != record.runner:
+            return answering
+        if self.passed(record):
             return f"step {record.step} of turn {record.turn} is recorded already"
         return ""
 
@@ -84,12 +83,11 @@ class Turns:
             return False
         return head.runner != record.runner or head.steps > (record.step or 0)
 
-    def step(self, now: datetime) -> TurnState:
+    def step(self, now: datetime) -> None:
         """Book one record of the head (its claim renewed)."""
         head = self.open[0]
         head.claimed_at = now
         head.steps += 1
-        return head
 
     def finish(self, runner: str, now: datetime) -> int | None:
         """The head answered: the next turn, claimed for `runner` if it is free."""
