@@ -112,10 +112,13 @@ class TargetTracker:
 
     @staticmethod
     async def _tip_only(check: TargetInput, queue: str) -> TargetCheck | None:
-        """A check begun ahead; None when it failed (the gate then checks as before)."""
+        """A check begun ahead; None when it failed (the gate then checks as before).
+        A cancel stays a cancel, as in `check`."""
         try:
             return await calls.check_target(check, queue=queue)
-        except ActivityError:
+        except ActivityError as err:
+            if is_cancelled_exception(err):
+                raise
             return None
 
     async def stops_merge(
